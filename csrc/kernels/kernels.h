@@ -1,0 +1,89 @@
+// The microkernel table: one struct of function pointers per instruction set.
+// Every slot has a plain-loop reference (kernels/ref/) that is also the fallback; SIMD tables are built from
+// the templates in kernels/simd/ once per ISA. Microkernels are single-threaded and allocate nothing: the
+// ops layer (csrc/ops/) splits work across threads and hands them scratch.
+//
+// Activation layout ("lanes"): a batch is stored as blocks of L samples with the samples innermost,
+// [nblk][C][H][W][L]. L = 16 in training (one AVX-512 register, two AVX2, four NEON), L = 1 gives plain NCHW.
+// Inside one block an activation is a row-major matrix [C][H*W*L], which is what im2col + GEMM produce directly.
+//
+// This header is included by ISA-specific translation units: it must stay free of inline functions and of
+// C++ standard library headers (an inline function compiled with -mavx512f may be kept by the linker for
+// every caller and crash a CPU without AVX-512).
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+namespace lenet {
+
+// Shape of one 2-D convolution or pooling window applied to one block.
+struct ConvShape {
+    int ic, ih, iw;      // input channels, height, width
+    int oc, oh, ow;      // output channels, height, width
+    int kh, kw;          // window
+    int sh, sw;          // stride
+    int ph, pw;          // zero padding (top/bottom, left/right)
+    int lanes;           // L: samples per block
+};
+
+struct KernelTable {
+    const char* isa;     // "reference", "avx2", "avx512", "neon"
+    int vector_floats;   // floats per vector register (1 for the reference)
+
+    // C[M][N] (+)= A[M][K] * B[K][N]. A is read as A[m*rsa + k*csa] (so A^T is csa=M-stride swap);
+    // B and C are row-major with leading dimensions ldb, ldc. accumulate=0 overwrites C.
+    void (*gemm_nn)(int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa,
+                    const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc, int accumulate);
+    // C[M][N] (+)= sum_k A[m][k] * B[n][k]: dot products along rows (weight gradients).
+    void (*gemm_nt)(int M, int N, int K, const float* A, ptrdiff_t lda,
+                    const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc, int accumulate);
+
+    // Shape-specialised direct convolution, forward, one block: stride 1, lanes == 16, input already
+    // zero-padded to [ic][oh+kh-1][ow+kw-1][16]; w is [oc][ic][kh][kw]; y[oc][oh][ow][16] = bias + conv.
+    // Null where the ISA has none (the ops layer then uses im2col + gemm_nn).
+    void (*conv_direct_fwd)(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y);
+
+    // Pooling over one block [c][ih][iw][L] -> [c][oh][ow][L] (no padding).
+    void (*maxpool_fwd)(const ConvShape* s, const float* x, float* y);
+    // dx (+)= dy routed to the first maximum of each window (dx must be zeroed by the caller).
+    void (*maxpool_bwd)(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx);
+    void (*avgpool_fwd)(const ConvShape* s, const float* x, float* y);
+    void (*avgpool_bwd)(const ConvShape* s, const float* dy, float* dx);  // dx (+)= dy / (kh*kw)
+
+    // y[c][p] += b[c] for a [C][P] matrix; db[c] += sum_p dy[c][p].
+    void (*bias_add)(int C, ptrdiff_t P, const float* b, float* y);
+    void (*bias_grad)(int C, ptrdiff_t P, const float* dy, float* db);
+
+    // Elementwise over n floats. Backward takes the forward output y.
+    void (*relu_fwd)(ptrdiff_t n, const float* x, float* y);
+    void (*relu_bwd)(ptrdiff_t n, const float* y, const float* dy, float* dx);
+    void (*tanh_fwd)(ptrdiff_t n, const float* x, float* y);
+    void (*tanh_bwd)(ptrdiff_t n, const float* y, const float* dy, float* dx);
+
+    // Softmax cross-entropy over one block: logits [K][L], label[l] in [0,K) or -1 for a padding lane.
+    // loss[l] = logsumexp - logit[label] (0 for padding lanes); dlogits = (softmax - onehot) * scale.
+    void (*softmax_xent)(int K, int L, const float* logits, const int32_t* label, float scale,
+                         float* loss, float* dlogits);
+
+    // Optimiser updates over n parameters (flat buffers).
+    // SGD: g' = g + wd*w; v = momentum*v + g'; w -= lr * (nesterov ? g' + momentum*v : v).
+    void (*sgd_update)(ptrdiff_t n, float* w, const float* g, float* v, float lr, float momentum, float wd,
+                       int nesterov);
+    // Adam (L2 weight decay added to g): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+    // w -= lr_t * m / (sqrt(v) + eps_t), where lr_t, eps_t fold in the bias corrections for step t.
+    void (*adam_update)(ptrdiff_t n, float* w, const float* g, float* m, float* v, float lr, float b1,
+                        float b2, float eps, float wd, int step);
+
+    // Names of the microkernels, for lenet.kernels().
+    const char* gemm_nn_name;
+    const char* gemm_nt_name;
+    const char* conv_direct_name;
+};
+
+// One table per ISA compiled into this build; null where the build target cannot have it.
+extern const KernelTable kTableReference;
+const KernelTable* table_avx2();     // null unless built for x86-64
+const KernelTable* table_avx512();   // null unless built for x86-64
+const KernelTable* table_neon();     // null unless built for ARM
+
+}  // namespace lenet

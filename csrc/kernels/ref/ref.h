@@ -1,0 +1,29 @@
+// Plain-loop reference microkernels: the algorithmic definition of every slot of KernelTable and the
+// fallback on CPUs without a SIMD table. Written for clarity, not speed.
+#pragma once
+#include "../kernels.h"
+
+namespace lenet::ref {
+
+void gemm_nn(int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, const float* B, ptrdiff_t ldb,
+             float* C, ptrdiff_t ldc, int accumulate);
+void gemm_nt(int M, int N, int K, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb, float* C,
+             ptrdiff_t ldc, int accumulate);
+void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y);
+void maxpool_fwd(const ConvShape* s, const float* x, float* y);
+void maxpool_bwd(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx);
+void avgpool_fwd(const ConvShape* s, const float* x, float* y);
+void avgpool_bwd(const ConvShape* s, const float* dy, float* dx);
+void bias_add(int C, ptrdiff_t P, const float* b, float* y);
+void bias_grad(int C, ptrdiff_t P, const float* dy, float* db);
+void relu_fwd(ptrdiff_t n, const float* x, float* y);
+void relu_bwd(ptrdiff_t n, const float* y, const float* dy, float* dx);
+void tanh_fwd(ptrdiff_t n, const float* x, float* y);
+void tanh_bwd(ptrdiff_t n, const float* y, const float* dy, float* dx);
+void softmax_xent(int K, int L, const float* logits, const int32_t* label, float scale, float* loss,
+                  float* dlogits);
+void sgd_update(ptrdiff_t n, float* w, const float* g, float* v, float lr, float momentum, float wd, int nesterov);
+void adam_update(ptrdiff_t n, float* w, const float* g, float* m, float* v, float lr, float b1, float b2, float eps,
+                 float wd, int step);
+
+}  // namespace lenet::ref

@@ -1,0 +1,82 @@
+// Direct convolution with the 16 samples of a block in the vector lanes (stride 1, pre-padded input):
+// every weight is one broadcast scalar, no im2col buffer is written, rows of any width waste no lane.
+#pragma once
+#include <stddef.h>
+
+#include "../kernels.h"
+
+namespace lenet::simd {
+namespace {
+
+constexpr int kDirectLanes = 16;
+
+// Register tile: OCB output channels x PXB output pixels of one row x LV vectors (16 lanes).
+template <class V> constexpr int direct_ocb() { return V::W >= 16 ? 4 : 2; }
+template <class V> constexpr int direct_pxb() {
+    return V::acc_budget / (direct_ocb<V>() * (kDirectLanes / V::W)) - (V::W >= 16 ? 1 : 0);  // 5 / 3 / ...
+}
+
+template <class V, int OCB, int PXB>
+void conv_direct_tile(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, int o0,
+                      int oy, int ox0) {
+    constexpr int LV = kDirectLanes / V::W, L = kDirectLanes;
+    const ptrdiff_t pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1, wstride = ptrdiff_t(s->ic) * s->kh * s->kw;
+    typename V::T acc[OCB][PXB][LV];
+    for (int o = 0; o < OCB; ++o) {
+        const typename V::T b = V::set1(bias ? bias[o0 + o] : 0.0f);
+        for (int p = 0; p < PXB; ++p)
+            for (int v = 0; v < LV; ++v) acc[o][p][v] = b;
+    }
+    for (int c = 0; c < s->ic; ++c)
+        for (int ky = 0; ky < s->kh; ++ky) {
+            const float* row = xpad + ((c * ph + oy + ky) * pw + ox0) * L;
+            const float* wrow = w + o0 * wstride + (c * s->kh + ky) * s->kw;
+            for (int kx = 0; kx < s->kw; ++kx) {
+                typename V::T wv[OCB];
+                for (int o = 0; o < OCB; ++o) wv[o] = V::set1(wrow[o * wstride + kx]);
+                for (int p = 0; p < PXB; ++p)
+                    for (int v = 0; v < LV; ++v) {
+                        const typename V::T xv = V::load(row + (p + kx) * L + v * V::W);
+                        for (int o = 0; o < OCB; ++o) acc[o][p][v] = V::fmadd(wv[o], xv, acc[o][p][v]);
+                    }
+            }
+        }
+    for (int o = 0; o < OCB; ++o)
+        for (int p = 0; p < PXB; ++p)
+            for (int v = 0; v < LV; ++v)
+                V::store(y + ((ptrdiff_t(o0 + o) * s->oh + oy) * s->ow + ox0 + p) * L + v * V::W, acc[o][p][v]);
+}
+
+template <class V, int OCB, int PXB>
+void conv_direct_px(int pxb, const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y,
+                    int o0, int oy, int ox0) {
+    if constexpr (PXB > 0) {
+        if (pxb == PXB) conv_direct_tile<V, OCB, PXB>(s, xpad, w, bias, y, o0, oy, ox0);
+        else conv_direct_px<V, OCB, PXB - 1>(pxb, s, xpad, w, bias, y, o0, oy, ox0);
+    }
+}
+template <class V, int OCB>
+void conv_direct_oc(int ocb, int pxb, const ConvShape* s, const float* xpad, const float* w, const float* bias,
+                    float* y, int o0, int oy, int ox0) {
+    if constexpr (OCB > 0) {
+        if (ocb == OCB) conv_direct_px<V, OCB, direct_pxb<V>()>(pxb, s, xpad, w, bias, y, o0, oy, ox0);
+        else conv_direct_oc<V, OCB - 1>(ocb, pxb, s, xpad, w, bias, y, o0, oy, ox0);
+    }
+}
+
+// xpad [ic][oh+kh-1][ow+kw-1][16], w [oc][ic][kh][kw] -> y [oc][oh][ow][16].
+template <class V>
+void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y) {
+    constexpr int OCB = direct_ocb<V>(), PXB = direct_pxb<V>();
+    for (int o0 = 0; o0 < s->oc; o0 += OCB) {
+        const int ocb = s->oc - o0 < OCB ? s->oc - o0 : OCB;
+        for (int oy = 0; oy < s->oh; ++oy)
+            for (int ox0 = 0; ox0 < s->ow; ox0 += PXB) {
+                const int pxb = s->ow - ox0 < PXB ? s->ow - ox0 : PXB;
+                conv_direct_oc<V, OCB>(ocb, pxb, s, xpad, w, bias, y, o0, oy, ox0);
+            }
+    }
+}
+
+}  // namespace
+}  // namespace lenet::simd

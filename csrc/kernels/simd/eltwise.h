@@ -1,0 +1,145 @@
+// Bias, activations, softmax cross-entropy and optimiser updates, vectorised with a partial last vector.
+#pragma once
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+namespace lenet::simd {
+namespace {
+
+// Applies f(offset, n) over [0, count) in chunks of one vector; n < W only for the last chunk.
+template <class V, class F>
+void for_chunks(ptrdiff_t count, F&& f) {
+    ptrdiff_t i = 0;
+    for (; i + V::W <= count; i += V::W) f(i, V::W);
+    if (i < count) f(i, int(count - i));
+}
+template <class V> typename V::T ld(const float* p, int n) { return n == V::W ? V::load(p) : V::load_n(p, n); }
+template <class V> void st(float* p, typename V::T v, int n) {
+    if (n == V::W) V::store(p, v);
+    else V::store_n(p, v, n);
+}
+
+// exp(x) for x in [-87, 88] (clamped), Cephes polynomial, relative error about 2 ulp.
+template <class V> typename V::T vexp(typename V::T x) {
+    x = V::min(V::max(x, V::set1(-87.0f)), V::set1(88.0f));
+    const typename V::T n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
+    typename V::T r = V::fnmadd(n, V::set1(0.693359375f), x);
+    r = V::fnmadd(n, V::set1(-2.12194440e-4f), r);
+    typename V::T p = V::set1(1.9875691500e-4f);
+    p = V::fmadd(p, r, V::set1(1.3981999507e-3f));
+    p = V::fmadd(p, r, V::set1(8.3334519073e-3f));
+    p = V::fmadd(p, r, V::set1(4.1665795894e-2f));
+    p = V::fmadd(p, r, V::set1(1.6666665459e-1f));
+    p = V::fmadd(p, r, V::set1(5.0000001201e-1f));
+    p = V::fmadd(V::mul(p, r), r, V::add(r, V::set1(1.0f)));
+    return V::scale2(p, n);
+}
+
+template <class V>
+void bias_add(int C, ptrdiff_t P, const float* b, float* y) {
+    for (int c = 0; c < C; ++c) {
+        const typename V::T bv = V::set1(b[c]);
+        float* row = y + c * P;
+        for_chunks<V>(P, [&](ptrdiff_t i, int n) { st<V>(row + i, V::add(ld<V>(row + i, n), bv), n); });
+    }
+}
+
+template <class V>
+void bias_grad(int C, ptrdiff_t P, const float* dy, float* db) {
+    for (int c = 0; c < C; ++c) {
+        typename V::T acc = V::zero();
+        const float* row = dy + c * P;
+        for_chunks<V>(P, [&](ptrdiff_t i, int n) { acc = V::add(acc, ld<V>(row + i, n)); });
+        db[c] += V::hsum(acc);
+    }
+}
+
+template <class V>
+void relu_fwd(ptrdiff_t n, const float* x, float* y) {
+    for_chunks<V>(n, [&](ptrdiff_t i, int k) { st<V>(y + i, V::max(ld<V>(x + i, k), V::zero()), k); });
+}
+template <class V>
+void relu_bwd(ptrdiff_t n, const float* y, const float* dy, float* dx) {
+    for_chunks<V>(n, [&](ptrdiff_t i, int k) {
+        st<V>(dx + i, V::select(V::gt(ld<V>(y + i, k), V::zero()), ld<V>(dy + i, k), V::zero()), k);
+    });
+}
+// tanh(x) = 1 - 2 / (exp(2x) + 1), x clamped to [-9, 9] where tanh is +-1 in float.
+template <class V>
+void tanh_fwd(ptrdiff_t n, const float* x, float* y) {
+    const typename V::T one = V::set1(1.0f), two = V::set1(2.0f);
+    for_chunks<V>(n, [&](ptrdiff_t i, int k) {
+        const typename V::T xc = V::min(V::max(ld<V>(x + i, k), V::set1(-9.0f)), V::set1(9.0f));
+        const typename V::T e = vexp<V>(V::mul(two, xc));
+        st<V>(y + i, V::sub(one, V::div(two, V::add(e, one))), k);
+    });
+}
+template <class V>
+void tanh_bwd(ptrdiff_t n, const float* y, const float* dy, float* dx) {
+    for_chunks<V>(n, [&](ptrdiff_t i, int k) {
+        const typename V::T yv = ld<V>(y + i, k);
+        st<V>(dx + i, V::mul(ld<V>(dy + i, k), V::fnmadd(yv, yv, V::set1(1.0f))), k);
+    });
+}
+
+// logits [K][L] with one sample per lane; vectorised along the lanes.
+template <class V>
+void softmax_xent(int K, int L, const float* logits, const int32_t* label, float scale, float* loss,
+                  float* dlogits) {
+    for_chunks<V>(L, [&](ptrdiff_t l0, int n) {
+        float labf[V::W], sums[V::W];
+        for (int l = 0; l < V::W; ++l) labf[l] = l < n ? float(label[l0 + l]) : -1.0f;
+        const typename V::T lab = V::load(labf);
+        typename V::T mx = ld<V>(logits + l0, n);
+        for (int k = 1; k < K; ++k) mx = V::max(mx, ld<V>(logits + k * L + l0, n));
+        typename V::T sum = V::zero();
+        for (int k = 0; k < K; ++k) sum = V::add(sum, vexp<V>(V::sub(ld<V>(logits + k * L + l0, n), mx)));
+        const typename V::M valid = V::gt(lab, V::set1(-0.5f));
+        const typename V::T sc = V::set1(scale), inv = V::div(V::set1(1.0f), sum);
+        for (int k = 0; k < K; ++k) {
+            const typename V::T p = V::mul(vexp<V>(V::sub(ld<V>(logits + k * L + l0, n), mx)), inv);
+            const typename V::T g = V::sub(p, V::select(V::eq(lab, V::set1(float(k))), V::set1(1.0f), V::zero()));
+            st<V>(dlogits + k * L + l0, V::select(valid, V::mul(g, sc), V::zero()), n);
+        }
+        float mxs[V::W];
+        V::store(sums, sum);
+        V::store(mxs, mx);
+        for (int l = 0; l < n; ++l) {
+            const int y = label[l0 + l];
+            loss[l0 + l] = y < 0 ? 0.0f : logf(sums[l]) + mxs[l] - logits[y * L + l0 + l];
+        }
+    });
+}
+
+template <class V>
+void sgd_update(ptrdiff_t n, float* w, const float* g, float* v, float lr, float momentum, float wd, int nesterov) {
+    const typename V::T lrv = V::set1(lr), mom = V::set1(momentum), wdv = V::set1(wd);
+    for_chunks<V>(n, [&](ptrdiff_t i, int k) {
+        const typename V::T wi = ld<V>(w + i, k), gi = V::fmadd(wdv, wi, ld<V>(g + i, k));
+        const typename V::T vi = V::fmadd(mom, ld<V>(v + i, k), gi);
+        st<V>(v + i, vi, k);
+        st<V>(w + i, V::fnmadd(lrv, nesterov ? V::fmadd(mom, vi, gi) : vi, wi), k);
+    });
+}
+
+template <class V>
+void adam_update(ptrdiff_t n, float* w, const float* g, float* m, float* v, float lr, float b1, float b2, float eps,
+                 float wd, int step) {
+    const float bc1 = 1.0f - powf(b1, float(step)), bc2 = 1.0f - powf(b2, float(step));
+    const typename V::T step_size = V::set1(lr / bc1), inv_sqrt_bc2 = V::set1(1.0f / sqrtf(bc2));
+    const typename V::T b1v = V::set1(b1), b2v = V::set1(b2), c1 = V::set1(1.0f - b1), c2 = V::set1(1.0f - b2);
+    const typename V::T epsv = V::set1(eps), wdv = V::set1(wd);
+    for_chunks<V>(n, [&](ptrdiff_t i, int k) {
+        const typename V::T wi = ld<V>(w + i, k), gi = V::fmadd(wdv, wi, ld<V>(g + i, k));
+        const typename V::T mi = V::fmadd(b1v, ld<V>(m + i, k), V::mul(c1, gi));
+        const typename V::T vi = V::fmadd(b2v, ld<V>(v + i, k), V::mul(c2, V::mul(gi, gi)));
+        st<V>(m + i, mi, k);
+        st<V>(v + i, vi, k);
+        const typename V::T denom = V::fmadd(V::sqrt(vi), inv_sqrt_bc2, epsv);
+        st<V>(w + i, V::fnmadd(step_size, V::div(mi, denom), wi), k);
+    });
+}
+
+}  // namespace
+}  // namespace lenet::simd

@@ -1,0 +1,150 @@
+// GEMM microkernels written once over a vector type V (vec_*.h) and instantiated per ISA.
+// Everything here has internal linkage (anonymous namespace): each ISA's translation unit gets its own copy.
+#pragma once
+#include <stddef.h>
+
+namespace lenet::simd {
+namespace {
+
+// ---- C[M][N] (+)= A[M][K] * B[K][N]: register tile MR rows x NV vectors, B rows broadcast-free -------------
+// A is read as A[m*rsa + k*csa] (a strided A gives A^T for free); B[k][n] and C[m][n] are row-major.
+// Only the last of the NV vectors can be partial (`last` floats valid) when TAIL.
+template <class V, int MR, int NV, bool TAIL>
+void gemm_nn_tile(int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, const float* B, ptrdiff_t ldb, float* C,
+                  ptrdiff_t ldc, int accumulate, int last) {
+    typename V::T acc[MR][NV];
+    for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NV; ++j) {
+            const float* c = C + i * ldc + j * V::W;
+            acc[i][j] = !accumulate ? V::zero() : (TAIL && j == NV - 1) ? V::load_n(c, last) : V::load(c);
+        }
+    for (int k = 0; k < K; ++k) {
+        typename V::T b[NV];
+        for (int j = 0; j < NV; ++j) {
+            const float* p = B + k * ldb + j * V::W;
+            b[j] = (TAIL && j == NV - 1) ? V::load_n(p, last) : V::load(p);
+        }
+        for (int i = 0; i < MR; ++i) {
+            const typename V::T a = V::set1(A[i * rsa + k * csa]);
+            for (int j = 0; j < NV; ++j) acc[i][j] = V::fmadd(a, b[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NV; ++j) {
+            float* c = C + i * ldc + j * V::W;
+            if (TAIL && j == NV - 1) V::store_n(c, acc[i][j], last);
+            else V::store(c, acc[i][j]);
+        }
+}
+
+// Rows per tile for NV vectors per row: fill the accumulator budget, at most 12 rows.
+template <class V, int NV> constexpr int gemm_nn_mr() {
+    return V::acc_budget / NV < 12 ? V::acc_budget / NV : 12;
+}
+template <class V> constexpr int gemm_nn_nv() { return V::acc_budget >= 24 ? 4 : 2; }
+
+// Row remainder (fewer than MR rows): pick the tile of exactly `rem` rows.
+template <class V, int R, int NV, bool TAIL>
+void gemm_nn_rem(int rem, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, const float* B, ptrdiff_t ldb,
+                 float* C, ptrdiff_t ldc, int accumulate, int last) {
+    if constexpr (R > 0) {
+        if (rem == R) gemm_nn_tile<V, R, NV, TAIL>(K, A, rsa, csa, B, ldb, C, ldc, accumulate, last);
+        else gemm_nn_rem<V, R - 1, NV, TAIL>(rem, K, A, rsa, csa, B, ldb, C, ldc, accumulate, last);
+    }
+}
+
+// One column panel of NV vectors, all M rows.
+template <class V, int NV, bool TAIL>
+void gemm_nn_panel(int M, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, const float* B, ptrdiff_t ldb,
+                   float* C, ptrdiff_t ldc, int accumulate, int last) {
+    constexpr int MR = gemm_nn_mr<V, NV>();
+    int m = 0;
+    for (; m + MR <= M; m += MR)
+        gemm_nn_tile<V, MR, NV, TAIL>(K, A + m * rsa, rsa, csa, B, ldb, C + m * ldc, ldc, accumulate, last);
+    gemm_nn_rem<V, MR - 1, NV, TAIL>(M - m, K, A + m * rsa, rsa, csa, B, ldb, C + m * ldc, ldc, accumulate, last);
+}
+
+template <class V, int NV>
+void gemm_nn_panel_nv(int nv, bool tail, int M, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa,
+                      const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc, int accumulate, int last) {
+    if constexpr (NV > 0) {
+        if (nv != NV) return gemm_nn_panel_nv<V, NV - 1>(nv, tail, M, K, A, rsa, csa, B, ldb, C, ldc, accumulate, last);
+        if (tail) gemm_nn_panel<V, NV, true>(M, K, A, rsa, csa, B, ldb, C, ldc, accumulate, last);
+        else gemm_nn_panel<V, NV, false>(M, K, A, rsa, csa, B, ldb, C, ldc, accumulate, last);
+    }
+}
+
+template <class V>
+void gemm_nn(int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, const float* B, ptrdiff_t ldb,
+             float* C, ptrdiff_t ldc, int accumulate) {
+    constexpr int NV = gemm_nn_nv<V>(), NR = NV * V::W;
+    for (int n0 = 0; n0 < N; n0 += NR) {
+        const int nc = N - n0 < NR ? N - n0 : NR;
+        const int nv = (nc + V::W - 1) / V::W, last = nc - (nv - 1) * V::W;
+        gemm_nn_panel_nv<V, NV>(nv, last != V::W, M, K, A, rsa, csa, B + n0, ldb, C + n0, ldc, accumulate, last);
+    }
+}
+
+// ---- C[M][N] (+)= sum_k A[m][k] * B[n][k]: MR x NR dot products, vectors along k, one horizontal sum each ----
+template <class V, int MR, int NR>
+void gemm_nt_tile(int K, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc,
+                  int accumulate) {
+    typename V::T acc[MR][NR];
+    for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NR; ++j) acc[i][j] = V::zero();
+    int k = 0;
+    for (; k + V::W <= K; k += V::W) {
+        typename V::T a[MR], b[NR];
+        for (int i = 0; i < MR; ++i) a[i] = V::load(A + i * lda + k);
+        for (int j = 0; j < NR; ++j) b[j] = V::load(B + j * ldb + k);
+        for (int i = 0; i < MR; ++i)
+            for (int j = 0; j < NR; ++j) acc[i][j] = V::fmadd(a[i], b[j], acc[i][j]);
+    }
+    if (k < K) {
+        typename V::T a[MR], b[NR];
+        for (int i = 0; i < MR; ++i) a[i] = V::load_n(A + i * lda + k, K - k);
+        for (int j = 0; j < NR; ++j) b[j] = V::load_n(B + j * ldb + k, K - k);
+        for (int i = 0; i < MR; ++i)
+            for (int j = 0; j < NR; ++j) acc[i][j] = V::fmadd(a[i], b[j], acc[i][j]);
+    }
+    for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NR; ++j) {
+            const float s = V::hsum(acc[i][j]);
+            C[i * ldc + j] = accumulate ? C[i * ldc + j] + s : s;
+        }
+}
+
+template <class V> constexpr int gemm_nt_r() { return V::acc_budget >= 24 ? 4 : V::acc_budget >= 12 ? 3 : 2; }
+
+template <class V, int MR, int NR>
+void gemm_nt_cols(int nr, int K, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb, float* C,
+                  ptrdiff_t ldc, int accumulate) {
+    if constexpr (NR > 0) {
+        if (nr == NR) gemm_nt_tile<V, MR, NR>(K, A, lda, B, ldb, C, ldc, accumulate);
+        else gemm_nt_cols<V, MR, NR - 1>(nr, K, A, lda, B, ldb, C, ldc, accumulate);
+    }
+}
+template <class V, int MR>
+void gemm_nt_rows(int mr, int nr, int K, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb, float* C,
+                  ptrdiff_t ldc, int accumulate) {
+    if constexpr (MR > 0) {
+        if (mr == MR) gemm_nt_cols<V, MR, gemm_nt_r<V>()>(nr, K, A, lda, B, ldb, C, ldc, accumulate);
+        else gemm_nt_rows<V, MR - 1>(mr, nr, K, A, lda, B, ldb, C, ldc, accumulate);
+    }
+}
+
+template <class V>
+void gemm_nt(int M, int N, int K, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb, float* C,
+             ptrdiff_t ldc, int accumulate) {
+    constexpr int R = gemm_nt_r<V>();
+    for (int m = 0; m < M; m += R) {
+        const int mr = M - m < R ? M - m : R;
+        for (int n = 0; n < N; n += R) {
+            const int nr = N - n < R ? N - n : R;
+            gemm_nt_rows<V, R>(mr, nr, K, A + m * lda, lda, B + n * ldb, ldb, C + m * ldc + n, ldc, accumulate);
+        }
+    }
+}
+
+}  // namespace
+}  // namespace lenet::simd

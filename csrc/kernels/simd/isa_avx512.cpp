@@ -1,0 +1,14 @@
+// AVX-512F microkernels (compiled with -mavx512f -mavx2 -mfma; selected at run time only on CPUs that have them).
+#include "table.h"
+#include "vec_avx512.h"
+
+namespace lenet {
+
+const KernelTable* table_avx512() {
+    using V = simd::VecAVX512;
+    static const KernelTable t = simd::make_table<V>("gemm_nn_6x64__avx512", "gemm_nt_4x4__avx512",
+                                                     "conv_direct_4oc_x_5px_x_16lanes__avx512");
+    return &t;
+}
+
+}  // namespace lenet

@@ -1,0 +1,84 @@
+// Pooling over one lane block [c][h][w][L], vectorised along the lanes (the samples).
+#pragma once
+#include <stddef.h>
+
+#include "../kernels.h"
+
+namespace lenet::simd {
+namespace {
+
+// Calls f(c, out_offset, in_offset_of_window_origin, l0, n) for every output pixel and lane chunk of n lanes.
+template <class V, class F>
+void pool_for_each(const ConvShape* s, F&& f) {
+    const int L = s->lanes;
+    for (int c = 0; c < s->ic; ++c)
+        for (int oy = 0; oy < s->oh; ++oy)
+            for (int ox = 0; ox < s->ow; ++ox) {
+                const ptrdiff_t o = ((ptrdiff_t(c) * s->oh + oy) * s->ow + ox) * L;
+                const ptrdiff_t i = ((ptrdiff_t(c) * s->ih + oy * s->sh) * s->iw + ox * s->sw) * L;
+                for (int l0 = 0; l0 < L; l0 += V::W) f(o + l0, i + l0, L - l0 < V::W ? L - l0 : V::W);
+            }
+}
+
+template <class V> typename V::T load_lanes(const float* p, int n) { return n == V::W ? V::load(p) : V::load_n(p, n); }
+template <class V> void store_lanes(float* p, typename V::T v, int n) {
+    if (n == V::W) V::store(p, v);
+    else V::store_n(p, v, n);
+}
+
+template <class V>
+void maxpool_fwd(const ConvShape* s, const float* x, float* y) {
+    const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
+    pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int n) {
+        typename V::T best = load_lanes<V>(x + i, n);
+        for (int ky = 0; ky < s->kh; ++ky)
+            for (int kx = 0; kx < s->kw; ++kx) best = V::max(best, load_lanes<V>(x + i + ky * rowstep + kx * colstep, n));
+        store_lanes<V>(y + o, best, n);
+    });
+}
+
+// dx += dy at the first window position equal to the max (same tie rule as the reference).
+template <class V>
+void maxpool_bwd(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx) {
+    const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
+    pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int n) {
+        const typename V::T yv = load_lanes<V>(y + o, n), g = load_lanes<V>(dy + o, n), z = V::zero();
+        typename V::M taken = V::mnone();
+        for (int ky = 0; ky < s->kh; ++ky)
+            for (int kx = 0; kx < s->kw; ++kx) {
+                const ptrdiff_t at = i + ky * rowstep + kx * colstep;
+                const typename V::M hit = V::mandnot(taken, V::eq(load_lanes<V>(x + at, n), yv));
+                store_lanes<V>(dx + at, V::add(load_lanes<V>(dx + at, n), V::select(hit, g, z)), n);
+                taken = V::mor(taken, hit);
+            }
+    });
+}
+
+template <class V>
+void avgpool_fwd(const ConvShape* s, const float* x, float* y) {
+    const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
+    const typename V::T inv = V::set1(1.0f / float(s->kh * s->kw));
+    pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int n) {
+        typename V::T acc = V::zero();
+        for (int ky = 0; ky < s->kh; ++ky)
+            for (int kx = 0; kx < s->kw; ++kx) acc = V::add(acc, load_lanes<V>(x + i + ky * rowstep + kx * colstep, n));
+        store_lanes<V>(y + o, V::mul(acc, inv), n);
+    });
+}
+
+template <class V>
+void avgpool_bwd(const ConvShape* s, const float* dy, float* dx) {
+    const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
+    const typename V::T inv = V::set1(1.0f / float(s->kh * s->kw));
+    pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int n) {
+        const typename V::T g = V::mul(load_lanes<V>(dy + o, n), inv);
+        for (int ky = 0; ky < s->kh; ++ky)
+            for (int kx = 0; kx < s->kw; ++kx) {
+                float* p = dx + i + ky * rowstep + kx * colstep;
+                store_lanes<V>(p, V::add(load_lanes<V>(p, n), g), n);
+            }
+    });
+}
+
+}  // namespace
+}  // namespace lenet::simd

@@ -1,0 +1,26 @@
+// Builds the KernelTable of one ISA from the templates; included once by each isa_<name>.cpp.
+#pragma once
+#include "../kernels.h"
+#include "conv_direct.h"
+#include "eltwise.h"
+#include "gemm.h"
+#include "pool.h"
+
+namespace lenet::simd {
+namespace {
+
+template <class V>
+constexpr KernelTable make_table(const char* gemm_nn_name, const char* gemm_nt_name, const char* direct_name) {
+    return KernelTable{
+        V::isa, V::W,
+        gemm_nn<V>, gemm_nt<V>, conv_direct_fwd<V>,
+        maxpool_fwd<V>, maxpool_bwd<V>, avgpool_fwd<V>, avgpool_bwd<V>,
+        bias_add<V>, bias_grad<V>,
+        relu_fwd<V>, relu_bwd<V>, tanh_fwd<V>, tanh_bwd<V>,
+        softmax_xent<V>, sgd_update<V>, adam_update<V>,
+        gemm_nn_name, gemm_nt_name, direct_name,
+    };
+}
+
+}  // namespace
+}  // namespace lenet::simd

@@ -1,0 +1,44 @@
+// 16-float vector type over AVX-512F intrinsics: the interface every kernels/simd template is written against
+// (W lanes; load/store, masked partial load/store of the first n lanes, fmadd, compare + select, exp).
+// Include only from a translation unit compiled with -mavx512f (isa_avx512.cpp).
+#pragma once
+#include <immintrin.h>
+
+namespace lenet::simd {
+
+struct VecAVX512 {
+    using T = __m512;
+    using M = __mmask16;
+    static constexpr int W = 16;
+    static constexpr const char* isa = "avx512";
+    static constexpr int acc_budget = 24;  // accumulator registers a microkernel may hold (of 32)
+
+    static T zero() { return _mm512_setzero_ps(); }
+    static T set1(float v) { return _mm512_set1_ps(v); }
+    static T load(const float* p) { return _mm512_loadu_ps(p); }
+    static void store(float* p, T v) { _mm512_storeu_ps(p, v); }
+    static M first(int n) { return M((1u << n) - 1u); }  // n in [0, 16]
+    static T load_n(const float* p, int n) { return _mm512_maskz_loadu_ps(first(n), p); }
+    static void store_n(float* p, T v, int n) { _mm512_mask_storeu_ps(p, first(n), v); }
+    static T add(T a, T b) { return _mm512_add_ps(a, b); }
+    static T sub(T a, T b) { return _mm512_sub_ps(a, b); }
+    static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
+    static T div(T a, T b) { return _mm512_div_ps(a, b); }
+    static T max(T a, T b) { return _mm512_max_ps(a, b); }
+    static T min(T a, T b) { return _mm512_min_ps(a, b); }
+    static T sqrt(T a) { return _mm512_sqrt_ps(a); }
+    static T fmadd(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }  // a*b + c
+    static T fnmadd(T a, T b, T c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a*b
+    static float hsum(T a) { return _mm512_reduce_add_ps(a); }
+    static M gt(T a, T b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+    static M eq(T a, T b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+    static M mand(M a, M b) { return M(a & b); }
+    static M mandnot(M a, M b) { return M(~a & b); }  // (not a) and b
+    static M mor(M a, M b) { return M(a | b); }
+    static M mnone() { return 0; }
+    static T select(M m, T a, T b) { return _mm512_mask_blend_ps(m, b, a); }  // m ? a : b
+    static T round(T a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static T scale2(T a, T n) { return _mm512_scalef_ps(a, n); }  // a * 2^n, n integral
+};
+
+}  // namespace lenet::simd

@@ -1,0 +1,157 @@
+// 2-D convolution: im2col + GEMM for every shape, the direct lanes kernel where it applies.
+// Per block of L samples the activation is a row-major matrix [C][H*W*L], so
+//   forward:  y[oc][P*L]  = W[oc][K] * col[K][P*L]            (gemm_nn), K = ic*kh*kw, P = oh*ow
+//   dW:       dW[oc][K] += dy[oc][P*L] . col[K][P*L]^T        (gemm_nt, long reduction over P*L)
+//   dX:       dcol[K][P*L] = W^T[K][oc] * dy[oc][P*L]         (gemm_nn with a transposed A), then col2im
+#include <cstring>
+
+#include "../core/dispatch.h"
+#include "../core/threadpool.h"
+#include "ops.h"
+
+namespace lenet::ops {
+
+void conv_output_size(ConvShape& s) {
+    s.oh = (s.ih + 2 * s.ph - s.kh) / s.sh + 1;
+    s.ow = (s.iw + 2 * s.pw - s.kw) / s.sw + 1;
+}
+
+bool conv_direct_applies(const ConvShape& s) {
+    return kernels().conv_direct_fwd && kernels().vector_floats > 1 && s.lanes == 16 && s.sh == 1 && s.sw == 1;
+}
+
+namespace {
+
+size_t block_floats(int c, int h, int w, int L) { return size_t(c) * h * w * L; }
+
+// col[(c*kh+ky)*kw+kx][oy][ox][L] = x[c][oy*sh-ph+ky][ox*sw-pw+kx][L] (zero outside the image).
+void im2col(const ConvShape& s, const float* x, float* col) {
+    const int L = s.lanes;
+    const size_t row_floats = size_t(s.ow) * L;
+    for (int c = 0; c < s.ic; ++c)
+        for (int ky = 0; ky < s.kh; ++ky)
+            for (int kx = 0; kx < s.kw; ++kx) {
+                float* dst = col + size_t((c * s.kh + ky) * s.kw + kx) * s.oh * row_floats;
+                // Output columns whose input column is inside the image: ox in [lo, hi).
+                int lo = 0, hi = s.ow;
+                while (lo < s.ow && lo * s.sw - s.pw + kx < 0) ++lo;
+                while (hi > lo && (hi - 1) * s.sw - s.pw + kx >= s.iw) --hi;
+                for (int oy = 0; oy < s.oh; ++oy, dst += row_floats) {
+                    const int iy = oy * s.sh - s.ph + ky;
+                    if (iy < 0 || iy >= s.ih || lo >= hi) {
+                        std::memset(dst, 0, row_floats * sizeof(float));
+                        continue;
+                    }
+                    std::memset(dst, 0, size_t(lo) * L * sizeof(float));
+                    std::memset(dst + size_t(hi) * L, 0, size_t(s.ow - hi) * L * sizeof(float));
+                    const float* src = x + (size_t(c * s.ih + iy) * s.iw + (lo * s.sw - s.pw + kx)) * L;
+                    if (s.sw == 1) {
+                        std::memcpy(dst + size_t(lo) * L, src, size_t(hi - lo) * L * sizeof(float));
+                    } else {
+                        for (int ox = lo; ox < hi; ++ox)
+                            std::memcpy(dst + size_t(ox) * L, src + size_t(ox - lo) * s.sw * L, L * sizeof(float));
+                    }
+                }
+            }
+}
+
+// The adjoint of im2col: dx[c][iy][ix][L] += dcol[...] (dx zeroed by the caller).
+void col2im(const ConvShape& s, const float* dcol, float* dx) {
+    const int L = s.lanes;
+    for (int c = 0; c < s.ic; ++c)
+        for (int ky = 0; ky < s.kh; ++ky)
+            for (int kx = 0; kx < s.kw; ++kx) {
+                const float* src = dcol + size_t((c * s.kh + ky) * s.kw + kx) * s.oh * s.ow * L;
+                for (int oy = 0; oy < s.oh; ++oy) {
+                    const int iy = oy * s.sh - s.ph + ky;
+                    if (iy < 0 || iy >= s.ih) continue;
+                    for (int ox = 0; ox < s.ow; ++ox) {
+                        const int ix = ox * s.sw - s.pw + kx;
+                        if (ix < 0 || ix >= s.iw) continue;
+                        const float* g = src + (size_t(oy) * s.ow + ox) * L;
+                        float* d = dx + (size_t(c * s.ih + iy) * s.iw + ix) * L;
+                        for (int l = 0; l < L; ++l) d[l] += g[l];
+                    }
+                }
+            }
+}
+
+// x [ic][ih][iw][L] -> xpad [ic][ih+2ph][iw+2pw][L] with a zero border.
+void pad_block(const ConvShape& s, const float* x, float* xpad) {
+    const int L = s.lanes, ph = s.ih + 2 * s.ph, pw = s.iw + 2 * s.pw;
+    std::memset(xpad, 0, block_floats(s.ic, ph, pw, L) * sizeof(float));
+    for (int c = 0; c < s.ic; ++c)
+        for (int y = 0; y < s.ih; ++y)
+            std::memcpy(xpad + ((size_t(c) * ph + y + s.ph) * pw + s.pw) * L, x + (size_t(c) * s.ih + y) * s.iw * L,
+                        size_t(s.iw) * L * sizeof(float));
+}
+
+}  // namespace
+
+void conv2d_forward(const ConvShape& s, int nblk, const float* x, const float* w, const float* b, float* y,
+                    ConvAlgo algo) {
+    const KernelTable& k = kernels();
+    const size_t xb = block_floats(s.ic, s.ih, s.iw, s.lanes), yb = block_floats(s.oc, s.oh, s.ow, s.lanes);
+    const int K = s.ic * s.kh * s.kw;
+    const ptrdiff_t PL = ptrdiff_t(s.oh) * s.ow * s.lanes;
+    const bool direct = algo == ConvAlgo::Direct || (algo == ConvAlgo::Auto && conv_direct_applies(s));
+    ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
+        const float* xb_ = x + blk * xb;
+        float* yb_ = y + blk * yb;
+        if (direct) {
+            const float* xin = xb_;
+            if (s.ph || s.pw) {
+                float* xpad = scratch(thread, 0, block_floats(s.ic, s.ih + 2 * s.ph, s.iw + 2 * s.pw, s.lanes));
+                pad_block(s, xb_, xpad);
+                xin = xpad;
+            }
+            k.conv_direct_fwd(&s, xin, w, b, yb_);
+            return;
+        }
+        float* col = scratch(thread, 0, size_t(K) * PL);
+        im2col(s, xb_, col);
+        k.gemm_nn(s.oc, int(PL), K, w, K, 1, col, PL, yb_, PL, 0);
+        if (b) k.bias_add(s.oc, PL, b, yb_);
+    });
+}
+
+void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* w, const float* dy, float* dx,
+                     float* dw, float* db) {
+    const KernelTable& k = kernels();
+    ThreadPool& pool = ThreadPool::instance();
+    const size_t xb = block_floats(s.ic, s.ih, s.iw, s.lanes), yb = block_floats(s.oc, s.oh, s.ow, s.lanes);
+    const int K = s.ic * s.kh * s.kw;
+    const ptrdiff_t PL = ptrdiff_t(s.oh) * s.ow * s.lanes;
+    const int nthreads = nblk < pool.threads() ? nblk : pool.threads();
+    // Per-thread partial gradients [dw (oc*K) | db (oc)], reduced in thread order below.
+    const size_t partial = size_t(s.oc) * K + s.oc;
+    float* partials[ThreadPool::kMaxThreads] = {};
+    pool.parallel_for(nblk, [&](int blk, int thread) {
+        float*& part = partials[size_t(thread)];
+        if (!part) {
+            part = scratch(thread, 2, partial);
+            std::memset(part, 0, partial * sizeof(float));
+        }
+        const float* dyb = dy + blk * yb;
+        float* col = scratch(thread, 0, size_t(K) * PL);
+        im2col(s, x + blk * xb, col);
+        k.gemm_nt(s.oc, K, int(PL), dyb, PL, col, PL, part, K, 1);
+        k.bias_grad(s.oc, PL, dyb, part + size_t(s.oc) * K);
+        if (dx) {
+            float* dcol = scratch(thread, 1, size_t(K) * PL);
+            k.gemm_nn(K, int(PL), s.oc, w, 1, K, dyb, PL, dcol, PL, 0);
+            float* dxb = dx + blk * xb;
+            std::memset(dxb, 0, xb * sizeof(float));
+            col2im(s, dcol, dxb);
+        }
+    });
+    for (int t = 0; t < nthreads; ++t) {
+        const float* part = partials[size_t(t)];
+        if (!part) continue;
+        for (size_t i = 0; i < size_t(s.oc) * K; ++i) dw[i] += part[i];
+        if (db)
+            for (int o = 0; o < s.oc; ++o) db[o] += part[size_t(s.oc) * K + o];
+    }
+}
+
+}  // namespace lenet::ops

@@ -1,0 +1,123 @@
+// Pooling, dense layers, activations, loss and optimiser updates over whole batches.
+#include <cstring>
+
+#include "../core/dispatch.h"
+#include "../core/threadpool.h"
+#include "ops.h"
+
+namespace lenet::ops {
+
+namespace {
+
+// Splits [0, n) into one contiguous range per thread (multiples of 64 floats) and calls f(begin, end).
+template <class F>
+void parallel_ranges(ptrdiff_t n, ptrdiff_t min_per_thread, F&& f) {
+    ThreadPool& pool = ThreadPool::instance();
+    ptrdiff_t parts = n / min_per_thread;
+    if (parts < 1) parts = 1;
+    if (parts > pool.threads()) parts = pool.threads();
+    const ptrdiff_t chunk = ((n + parts - 1) / parts + 63) / 64 * 64;
+    pool.parallel_for(int(parts), [&](int part, int) {
+        const ptrdiff_t begin = part * chunk, end = begin + chunk < n ? begin + chunk : n;
+        if (begin < end) f(begin, end);
+    });
+}
+
+constexpr ptrdiff_t kMinEltwisePerThread = 1 << 14;
+
+}  // namespace
+
+void pool2d_forward(PoolKind kind, const ConvShape& s, int nblk, const float* x, float* y) {
+    const KernelTable& k = kernels();
+    const size_t xb = size_t(s.ic) * s.ih * s.iw * s.lanes, yb = size_t(s.ic) * s.oh * s.ow * s.lanes;
+    ThreadPool::instance().parallel_for(nblk, [&](int blk, int) {
+        if (kind == PoolKind::Max) k.maxpool_fwd(&s, x + blk * xb, y + blk * yb);
+        else k.avgpool_fwd(&s, x + blk * xb, y + blk * yb);
+    });
+}
+
+void pool2d_backward(PoolKind kind, const ConvShape& s, int nblk, const float* x, const float* y, const float* dy,
+                     float* dx) {
+    const KernelTable& k = kernels();
+    const size_t xb = size_t(s.ic) * s.ih * s.iw * s.lanes, yb = size_t(s.ic) * s.oh * s.ow * s.lanes;
+    ThreadPool::instance().parallel_for(nblk, [&](int blk, int) {
+        float* dxb = dx + blk * xb;
+        std::memset(dxb, 0, xb * sizeof(float));
+        if (kind == PoolKind::Max) k.maxpool_bwd(&s, x + blk * xb, y + blk * yb, dy + blk * yb, dxb);
+        else k.avgpool_bwd(&s, dy + blk * yb, dxb);
+    });
+}
+
+void linear_forward(int nblk, int L, int in, int out, const float* x, const float* w, const float* b, float* y) {
+    const KernelTable& k = kernels();
+    ThreadPool::instance().parallel_for(nblk, [&](int blk, int) {
+        float* yb = y + size_t(blk) * out * L;
+        k.gemm_nn(out, L, in, w, in, 1, x + size_t(blk) * in * L, L, yb, L, 0);
+        if (b) k.bias_add(out, L, b, yb);
+    });
+}
+
+// dW = dy . x^T reduces over the whole batch: the blocks are first gathered into [out][B] and [in][B]
+// (B = nblk*L, each lane row copied whole), then split by rows of dW so no partial sums are needed.
+void linear_backward(int nblk, int L, int in, int out, const float* x, const float* w, const float* dy, float* dx,
+                     float* dw, float* db) {
+    const KernelTable& k = kernels();
+    ThreadPool& pool = ThreadPool::instance();
+    const ptrdiff_t B = ptrdiff_t(nblk) * L;
+    float* dyT = scratch(0, 0, size_t(out) * B);
+    float* xT = scratch(0, 1, size_t(in) * B);
+    pool.parallel_for(nblk, [&](int blk, int) {
+        const float* xb = x + size_t(blk) * in * L;
+        const float* dyb = dy + size_t(blk) * out * L;
+        for (int o = 0; o < out; ++o) std::memcpy(dyT + o * B + blk * L, dyb + size_t(o) * L, L * sizeof(float));
+        for (int i = 0; i < in; ++i) std::memcpy(xT + i * B + blk * L, xb + size_t(i) * L, L * sizeof(float));
+        if (dx) k.gemm_nn(in, L, out, w, 1, in, dyb, L, dx + size_t(blk) * in * L, L, 0);
+    });
+    const int rows_per_task = 16, tasks = (out + rows_per_task - 1) / rows_per_task;
+    pool.parallel_for(tasks, [&](int task, int) {
+        const int o0 = task * rows_per_task, rows = out - o0 < rows_per_task ? out - o0 : rows_per_task;
+        k.gemm_nt(rows, in, int(B), dyT + o0 * B, B, xT, B, dw + size_t(o0) * in, in, 1);
+        if (db) k.bias_grad(rows, B, dyT + o0 * B, db + o0);
+    });
+}
+
+void activation_forward(Activation a, ptrdiff_t n, const float* x, float* y) {
+    const KernelTable& k = kernels();
+    parallel_ranges(n, kMinEltwisePerThread, [&](ptrdiff_t b, ptrdiff_t e) {
+        (a == Activation::Relu ? k.relu_fwd : k.tanh_fwd)(e - b, x + b, y + b);
+    });
+}
+
+void activation_backward(Activation a, ptrdiff_t n, const float* y, const float* dy, float* dx) {
+    const KernelTable& k = kernels();
+    parallel_ranges(n, kMinEltwisePerThread, [&](ptrdiff_t b, ptrdiff_t e) {
+        (a == Activation::Relu ? k.relu_bwd : k.tanh_bwd)(e - b, y + b, dy + b, dx + b);
+    });
+}
+
+void softmax_xent(int nblk, int K, int L, const float* logits, const int32_t* label, float scale, float* loss,
+                  float* dlogits) {
+    const KernelTable& k = kernels();
+    ThreadPool::instance().parallel_for(1, [&](int, int) {  // tiny: one thread, inside the pool for FTZ
+        for (int blk = 0; blk < nblk; ++blk)
+            k.softmax_xent(K, L, logits + size_t(blk) * K * L, label + size_t(blk) * L, scale, loss + size_t(blk) * L,
+                           dlogits + size_t(blk) * K * L);
+    });
+}
+
+void sgd_update(ptrdiff_t n, float* w, const float* g, float* v, float lr, float momentum, float wd, int nesterov) {
+    const KernelTable& k = kernels();
+    parallel_ranges(n, 1 << 16, [&](ptrdiff_t b, ptrdiff_t e) {
+        k.sgd_update(e - b, w + b, g + b, v + b, lr, momentum, wd, nesterov);
+    });
+}
+
+void adam_update(ptrdiff_t n, float* w, const float* g, float* m, float* v, float lr, float b1, float b2, float eps,
+                 float wd, int step) {
+    const KernelTable& k = kernels();
+    parallel_ranges(n, 1 << 16, [&](ptrdiff_t b, ptrdiff_t e) {
+        k.adam_update(e - b, w + b, g + b, m + b, v + b, lr, b1, b2, eps, wd, step);
+    });
+}
+
+}  // namespace lenet::ops

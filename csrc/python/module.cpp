@@ -1,0 +1,414 @@
+// Python bindings of the ops (lenet._core). Every argument is validated here with a clear Python exception
+// (TypeError for a wrong type or dtype, ValueError for a wrong shape, layout or value) before the GIL is
+// released and the C++ op runs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../core/cpu.h"
+#include "../core/dispatch.h"
+#include "../core/threadpool.h"
+#include "../ops/ops.h"
+
+namespace py = pybind11;
+using namespace lenet;
+
+namespace {
+
+using Shape = std::vector<ptrdiff_t>;
+constexpr ptrdiff_t kAny = -1;
+
+std::string shape_str(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// A C-contiguous array of dtype T with the expected rank and sizes (kAny matches any size; a null `expect`
+// accepts any shape).
+template <class T>
+py::array_t<T> checked(const py::handle& obj, const char* name, const Shape* expect, bool writable = false) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::type_error(std::string(name) + " must be a numpy array, got " +
+                             std::string(py::str(py::type::of(obj).attr("__name__"))));
+    py::array a = py::reinterpret_borrow<py::array>(obj);
+    if (!a.dtype().is(py::dtype::of<T>()))
+        throw py::type_error(std::string(name) + " must have dtype " + std::string(py::str(py::dtype::of<T>())) +
+                             ", got " + std::string(py::str(a.dtype())));
+    if (expect && a.ndim() != py::ssize_t(expect->size()))
+        throw py::value_error(std::string(name) + " must have " + std::to_string(expect->size()) +
+                              " dimensions, got shape " + shape_str(a));
+    for (size_t i = 0; expect && i < expect->size(); ++i)
+        if ((*expect)[i] != kAny && a.shape(py::ssize_t(i)) != (*expect)[i])
+            throw py::value_error(std::string(name) + " has shape " + shape_str(a) + ": dimension " +
+                                  std::to_string(i) + " must be " + std::to_string((*expect)[i]));
+    if (!(a.flags() & py::array::c_style))
+        throw py::value_error(std::string(name) + " must be C-contiguous (use numpy.ascontiguousarray)");
+    if (writable && !a.writeable()) throw py::value_error(std::string(name) + " must be writable");
+    if (reinterpret_cast<uintptr_t>(a.data()) % alignof(T))
+        throw py::value_error(std::string(name) + " is not aligned to its dtype");
+    return py::reinterpret_borrow<py::array_t<T>>(a);
+}
+template <class T>
+py::array_t<T> checked(const py::handle& obj, const char* name, const Shape& expect, bool writable = false) {
+    return checked<T>(obj, name, &expect, writable);
+}
+
+py::array_t<float> empty(const Shape& shape) { return py::array_t<float>(std::vector<py::ssize_t>(shape.begin(), shape.end())); }
+
+void positive(int v, const char* name) {
+    if (v < 1) throw py::value_error(std::string(name) + " must be at least 1, got " + std::to_string(v));
+}
+
+// Lanes-layout activation: (nblk, C, H, W, L).
+struct Act4 {
+    py::array_t<float> a;
+    int nblk, c, h, w, lanes;
+};
+Act4 act4(const py::handle& obj, const char* name) {
+    auto a = checked<float>(obj, name, {kAny, kAny, kAny, kAny, kAny});
+    Act4 r{a, int(a.shape(0)), int(a.shape(1)), int(a.shape(2)), int(a.shape(3)), int(a.shape(4))};
+    if (r.nblk < 1 || r.c < 1 || r.h < 1 || r.w < 1 || r.lanes < 1)
+        throw py::value_error(std::string(name) + " has an empty dimension: shape " + shape_str(a));
+    return r;
+}
+
+ConvShape conv_shape(const Act4& x, int oc, int kh, int kw, int sh, int sw, int ph, int pw) {
+    positive(kh, "kernel height");
+    positive(kw, "kernel width");
+    positive(sh, "stride");
+    positive(sw, "stride");
+    if (ph < 0 || pw < 0) throw py::value_error("padding must be >= 0");
+    if (ph >= kh || pw >= kw) throw py::value_error("padding must be smaller than the kernel");
+    ConvShape s{x.c, x.h, x.w, oc, 0, 0, kh, kw, sh, sw, ph, pw, x.lanes};
+    if (x.h + 2 * ph < kh || x.w + 2 * pw < kw)
+        throw py::value_error("the window (" + std::to_string(kh) + "x" + std::to_string(kw) +
+                              ") is larger than the padded input (" + std::to_string(x.h + 2 * ph) + "x" +
+                              std::to_string(x.w + 2 * pw) + ")");
+    ops::conv_output_size(s);
+    return s;
+}
+
+ops::ConvAlgo conv_algo(const std::string& name) {
+    if (name == "auto") return ops::ConvAlgo::Auto;
+    if (name == "im2col") return ops::ConvAlgo::Im2col;
+    if (name == "direct") return ops::ConvAlgo::Direct;
+    throw py::value_error("algo must be 'auto', 'im2col' or 'direct', got '" + name + "'");
+}
+
+ops::PoolKind pool_kind(const std::string& name) {
+    if (name == "max") return ops::PoolKind::Max;
+    if (name == "avg") return ops::PoolKind::Avg;
+    throw py::value_error("pool kind must be 'max' or 'avg', got '" + name + "'");
+}
+
+ops::Activation activation(const std::string& name) {
+    if (name == "relu") return ops::Activation::Relu;
+    if (name == "tanh") return ops::Activation::Tanh;
+    throw py::value_error("activation must be 'relu' or 'tanh', got '" + name + "'");
+}
+
+const float* opt_bias(const py::object& b, int n, const char* name, py::array_t<float>& keep) {
+    if (b.is_none()) return nullptr;
+    keep = checked<float>(b, name, {n});
+    return keep.data();
+}
+float* opt_bias_out(const py::object& b, int n, const char* name, py::array_t<float>& keep) {
+    if (b.is_none()) return nullptr;
+    keep = checked<float>(b, name, {n}, true);
+    return keep.mutable_data();
+}
+
+py::array_t<float> conv2d_forward(py::handle x_, py::handle w_, py::object b_, std::pair<int, int> stride,
+                                  std::pair<int, int> padding, const std::string& algo_name) {
+    Act4 x = act4(x_, "x");
+    auto w = checked<float>(w_, "weight", {kAny, x.c, kAny, kAny});
+    ConvShape s = conv_shape(x, int(w.shape(0)), int(w.shape(2)), int(w.shape(3)), stride.first, stride.second,
+                             padding.first, padding.second);
+    positive(s.oc, "output channels");
+    py::array_t<float> bk;
+    const float* b = opt_bias(b_, s.oc, "bias", bk);
+    const ops::ConvAlgo algo = conv_algo(algo_name);
+    if (algo == ops::ConvAlgo::Direct && !(kernels().conv_direct_fwd && s.lanes == 16 && s.sh == 1 && s.sw == 1))
+        throw py::value_error("algo='direct' needs 16 lanes, stride 1 and a table with a direct kernel");
+    auto y = empty({x.nblk, s.oc, s.oh, s.ow, s.lanes});
+    float* yp = y.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        ops::conv2d_forward(s, x.nblk, x.a.data(), w.data(), b, yp, algo);
+    }
+    return y;
+}
+
+py::object conv2d_backward(py::handle x_, py::handle w_, py::handle dy_, py::handle dw_, py::object db_,
+                           std::pair<int, int> stride, std::pair<int, int> padding, bool need_dx) {
+    Act4 x = act4(x_, "x");
+    auto w = checked<float>(w_, "weight", {kAny, x.c, kAny, kAny});
+    ConvShape s = conv_shape(x, int(w.shape(0)), int(w.shape(2)), int(w.shape(3)), stride.first, stride.second,
+                             padding.first, padding.second);
+    auto dy = checked<float>(dy_, "grad_output", {x.nblk, s.oc, s.oh, s.ow, s.lanes});
+    auto dw = checked<float>(dw_, "grad_weight", {s.oc, s.ic, s.kh, s.kw}, true);
+    py::array_t<float> dbk;
+    float* db = opt_bias_out(db_, s.oc, "grad_bias", dbk);
+    py::array_t<float> dx;
+    float* dxp = nullptr;
+    if (need_dx) {
+        dx = empty({x.nblk, s.ic, s.ih, s.iw, s.lanes});
+        dxp = dx.mutable_data();
+    }
+    float* dwp = dw.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        ops::conv2d_backward(s, x.nblk, x.a.data(), w.data(), dy.data(), dxp, dwp, db);
+    }
+    return need_dx ? py::object(dx) : py::object(py::none());
+}
+
+ConvShape pool_shape(const Act4& x, std::pair<int, int> kernel, std::pair<int, int> stride) {
+    ConvShape s = conv_shape(x, x.c, kernel.first, kernel.second, stride.first, stride.second, 0, 0);
+    return s;
+}
+
+py::array_t<float> pool2d_forward(const std::string& kind, py::handle x_, std::pair<int, int> kernel,
+                                  std::pair<int, int> stride) {
+    const ops::PoolKind k = pool_kind(kind);
+    Act4 x = act4(x_, "x");
+    ConvShape s = pool_shape(x, kernel, stride);
+    auto y = empty({x.nblk, s.ic, s.oh, s.ow, s.lanes});
+    float* yp = y.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        ops::pool2d_forward(k, s, x.nblk, x.a.data(), yp);
+    }
+    return y;
+}
+
+py::array_t<float> pool2d_backward(const std::string& kind, py::handle x_, py::handle y_, py::handle dy_,
+                                   std::pair<int, int> kernel, std::pair<int, int> stride) {
+    const ops::PoolKind k = pool_kind(kind);
+    Act4 x = act4(x_, "x");
+    ConvShape s = pool_shape(x, kernel, stride);
+    const Shape yshape{x.nblk, s.ic, s.oh, s.ow, s.lanes};
+    auto y = checked<float>(y_, "output", yshape);
+    auto dy = checked<float>(dy_, "grad_output", yshape);
+    auto dx = empty({x.nblk, s.ic, s.ih, s.iw, s.lanes});
+    float* dxp = dx.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        ops::pool2d_backward(k, s, x.nblk, x.a.data(), y.data(), dy.data(), dxp);
+    }
+    return dx;
+}
+
+py::array_t<float> linear_forward(py::handle x_, py::handle w_, py::object b_) {
+    auto x = checked<float>(x_, "x", {kAny, kAny, kAny});
+    const int nblk = int(x.shape(0)), in = int(x.shape(1)), L = int(x.shape(2));
+    auto w = checked<float>(w_, "weight", {kAny, in});
+    const int out = int(w.shape(0));
+    positive(nblk, "blocks");
+    positive(in, "in_features");
+    positive(out, "out_features");
+    positive(L, "lanes");
+    py::array_t<float> bk;
+    const float* b = opt_bias(b_, out, "bias", bk);
+    auto y = empty({nblk, out, L});
+    float* yp = y.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        ops::linear_forward(nblk, L, in, out, x.data(), w.data(), b, yp);
+    }
+    return y;
+}
+
+py::object linear_backward(py::handle x_, py::handle w_, py::handle dy_, py::handle dw_, py::object db_,
+                           bool need_dx) {
+    auto x = checked<float>(x_, "x", {kAny, kAny, kAny});
+    const int nblk = int(x.shape(0)), in = int(x.shape(1)), L = int(x.shape(2));
+    auto w = checked<float>(w_, "weight", {kAny, in});
+    const int out = int(w.shape(0));
+    positive(nblk, "blocks");
+    positive(L, "lanes");
+    auto dy = checked<float>(dy_, "grad_output", {nblk, out, L});
+    auto dw = checked<float>(dw_, "grad_weight", {out, in}, true);
+    py::array_t<float> dbk;
+    float* db = opt_bias_out(db_, out, "grad_bias", dbk);
+    py::array_t<float> dx;
+    float* dxp = nullptr;
+    if (need_dx) {
+        dx = empty({nblk, in, L});
+        dxp = dx.mutable_data();
+    }
+    float* dwp = dw.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        ops::linear_backward(nblk, L, in, out, x.data(), w.data(), dy.data(), dxp, dwp, db);
+    }
+    return need_dx ? py::object(dx) : py::object(py::none());
+}
+
+Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
+
+py::array_t<float> activation_forward(const std::string& kind, py::handle x_) {
+    const ops::Activation a = activation(kind);
+    auto x = checked<float>(x_, "x", nullptr);
+    auto y = empty(shape_of(x));
+    float* yp = y.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        ops::activation_forward(a, x.size(), x.data(), yp);
+    }
+    return y;
+}
+
+py::array_t<float> activation_backward(const std::string& kind, py::handle y_, py::handle dy_) {
+    const ops::Activation a = activation(kind);
+    auto y = checked<float>(y_, "output", nullptr);
+    auto dy = checked<float>(dy_, "grad_output", shape_of(y));
+    auto dx = empty(shape_of(y));
+    float* dxp = dx.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        ops::activation_backward(a, y.size(), y.data(), dy.data(), dxp);
+    }
+    return dx;
+}
+
+py::tuple softmax_xent(py::handle logits_, py::handle labels_, float scale) {
+    auto logits = checked<float>(logits_, "logits", {kAny, kAny, kAny});
+    const int nblk = int(logits.shape(0)), K = int(logits.shape(1)), L = int(logits.shape(2));
+    positive(nblk, "blocks");
+    positive(K, "classes");
+    positive(L, "lanes");
+    auto labels = checked<int32_t>(labels_, "labels", {ptrdiff_t(nblk) * L});
+    const int32_t* lp = labels.data();
+    for (ptrdiff_t i = 0; i < labels.size(); ++i)
+        if (lp[i] < -1 || lp[i] >= K)
+            throw py::value_error("labels[" + std::to_string(i) + "] = " + std::to_string(lp[i]) +
+                                  " is outside [0, " + std::to_string(K) + ") (-1 marks padding)");
+    auto loss = empty({ptrdiff_t(nblk) * L});
+    auto dlogits = empty({nblk, K, L});
+    float *lossp = loss.mutable_data(), *dp = dlogits.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        ops::softmax_xent(nblk, K, L, logits.data(), lp, scale, lossp, dp);
+    }
+    return py::make_tuple(loss, dlogits);
+}
+
+void sgd_update(py::handle w_, py::handle g_, py::handle v_, float lr, float momentum, float wd, bool nesterov) {
+    auto w = checked<float>(w_, "param", {kAny}, true);
+    auto g = checked<float>(g_, "grad", {w.shape(0)});
+    auto v = checked<float>(v_, "momentum_buffer", {w.shape(0)}, true);
+    float *wp = w.mutable_data(), *vp = v.mutable_data();
+    py::gil_scoped_release nogil;
+    ops::sgd_update(w.shape(0), wp, g.data(), vp, lr, momentum, wd, nesterov);
+}
+
+void adam_update(py::handle w_, py::handle g_, py::handle m_, py::handle v_, float lr, float b1, float b2, float eps,
+                 float wd, int step) {
+    positive(step, "step");
+    auto w = checked<float>(w_, "param", {kAny}, true);
+    auto g = checked<float>(g_, "grad", {w.shape(0)});
+    auto m = checked<float>(m_, "exp_avg", {w.shape(0)}, true);
+    auto v = checked<float>(v_, "exp_avg_sq", {w.shape(0)}, true);
+    float *wp = w.mutable_data(), *mp = m.mutable_data(), *vp = v.mutable_data();
+    py::gil_scoped_release nogil;
+    ops::adam_update(w.shape(0), wp, g.data(), mp, vp, lr, b1, b2, eps, wd, step);
+}
+
+// Raw microkernel access for tests: C = op(A) @ B (gemm_nn, A transposed when trans_a) and C = A @ B^T.
+py::array_t<float> gemm_nn(py::handle a_, py::handle b_, bool trans_a) {
+    auto a = checked<float>(a_, "a", {kAny, kAny});
+    const int M = int(trans_a ? a.shape(1) : a.shape(0)), K = int(trans_a ? a.shape(0) : a.shape(1));
+    auto b = checked<float>(b_, "b", {K, kAny});
+    const int N = int(b.shape(1));
+    auto c = empty({M, N});
+    float* cp = c.mutable_data();
+    const ptrdiff_t rsa = trans_a ? 1 : K, csa = trans_a ? M : 1;
+    py::gil_scoped_release nogil;
+    ThreadPool::instance().parallel_for(1, [&](int, int) { kernels().gemm_nn(M, N, K, a.data(), rsa, csa, b.data(), N, cp, N, 0); });
+    return c;
+}
+
+py::array_t<float> gemm_nt(py::handle a_, py::handle b_) {
+    auto a = checked<float>(a_, "a", {kAny, kAny});
+    const int M = int(a.shape(0)), K = int(a.shape(1));
+    auto b = checked<float>(b_, "b", {kAny, K});
+    const int N = int(b.shape(0));
+    auto c = empty({M, N});
+    float* cp = c.mutable_data();
+    py::gil_scoped_release nogil;
+    ThreadPool::instance().parallel_for(1, [&](int, int) { kernels().gemm_nt(M, N, K, a.data(), K, b.data(), K, cp, N, 0); });
+    return c;
+}
+
+py::dict kernel_info() {
+    const KernelTable& k = kernels();
+    const std::string isa = k.isa;
+    py::dict ops;
+    const std::string direct = k.conv_direct_fwd && k.vector_floats > 1
+                                   ? std::string(k.conv_direct_name) + " where lanes == 16 and stride 1, else "
+                                   : std::string();
+    ops["conv2d_forward"] = direct + "im2col + " + k.gemm_nn_name;
+    ops["conv2d_backward"] = std::string("im2col + ") + k.gemm_nt_name + " (dW), " + k.gemm_nn_name + " + col2im (dX)";
+    ops["linear_forward"] = k.gemm_nn_name;
+    ops["linear_backward"] = std::string(k.gemm_nn_name) + " (dX), " + k.gemm_nt_name + " (dW)";
+    for (const char* op : {"maxpool2d", "avgpool2d", "bias", "relu", "tanh", "softmax_cross_entropy", "sgd", "adam"})
+        ops[op] = op + std::string("__") + isa;
+    py::dict info;
+    info["isa"] = isa;
+    info["source"] = isa_source();
+    info["available"] = available_isas();
+    info["cpu_features"] = cpu_features().names;
+    info["threads"] = ThreadPool::instance().threads();
+    info["ops"] = ops;
+    return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "lenet's C++ kernels: ops over batches in the lanes layout [nblk][C][H][W][L]";
+    using pair = std::pair<int, int>;
+    m.def("conv2d_forward", &conv2d_forward, py::arg("x"), py::arg("weight"), py::arg("bias"),
+          py::arg("stride") = pair{1, 1}, py::arg("padding") = pair{0, 0}, py::arg("algo") = "auto");
+    m.def("conv2d_backward", &conv2d_backward, py::arg("x"), py::arg("weight"), py::arg("grad_output"),
+          py::arg("grad_weight"), py::arg("grad_bias"), py::arg("stride") = pair{1, 1},
+          py::arg("padding") = pair{0, 0}, py::arg("need_dx") = true);
+    m.def("pool2d_forward", &pool2d_forward, py::arg("kind"), py::arg("x"), py::arg("kernel"), py::arg("stride"));
+    m.def("pool2d_backward", &pool2d_backward, py::arg("kind"), py::arg("x"), py::arg("output"),
+          py::arg("grad_output"), py::arg("kernel"), py::arg("stride"));
+    m.def("linear_forward", &linear_forward, py::arg("x"), py::arg("weight"), py::arg("bias"));
+    m.def("linear_backward", &linear_backward, py::arg("x"), py::arg("weight"), py::arg("grad_output"),
+          py::arg("grad_weight"), py::arg("grad_bias"), py::arg("need_dx") = true);
+    m.def("activation_forward", &activation_forward, py::arg("kind"), py::arg("x"));
+    m.def("activation_backward", &activation_backward, py::arg("kind"), py::arg("output"), py::arg("grad_output"));
+    m.def("softmax_xent", &softmax_xent, py::arg("logits"), py::arg("labels"), py::arg("scale"));
+    m.def("sgd_update", &sgd_update, py::arg("param"), py::arg("grad"), py::arg("momentum_buffer"), py::arg("lr"),
+          py::arg("momentum"), py::arg("weight_decay"), py::arg("nesterov"));
+    m.def("adam_update", &adam_update, py::arg("param"), py::arg("grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"),
+          py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("step"));
+    m.def("gemm_nn", &gemm_nn, py::arg("a"), py::arg("b"), py::arg("trans_a") = false);
+    m.def("gemm_nt", &gemm_nt, py::arg("a"), py::arg("b"));
+    m.def("kernel_info", &kernel_info);
+    m.def("available_isas", &available_isas);
+    m.def("set_isa", [](const std::string& name) {
+        try {
+            set_isa(name);
+        } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+        }
+    });
+    m.def("set_num_threads", [](int n) {
+        if (n < 1 || n > ThreadPool::kMaxThreads)
+            throw py::value_error("threads must be in [1, " + std::to_string(ThreadPool::kMaxThreads) + "], got " +
+                                  std::to_string(n));
+        py::gil_scoped_release nogil;
+        ThreadPool::instance().set_threads(n);
+    });
+    m.def("get_num_threads", [] { return ThreadPool::instance().threads(); });
+}

@@ -1,0 +1,182 @@
+"""Layers: thin classes over lenet.functional, and Module, their common base."""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+
+from . import functional as F
+from .tensor import Tensor
+
+_rng = np.random.default_rng(0)
+
+
+def seed(value: int) -> None:
+    """Seed the generator that initialises new layers' parameters."""
+    global _rng
+    _rng = np.random.default_rng(value)
+
+
+def _uniform(shape, bound: float, rng) -> Tensor:
+    rng = _rng if rng is None else rng
+    return Tensor(rng.uniform(-bound, bound, size=shape).astype(np.float32), requires_grad=True)
+
+
+class Module:
+    """Base of layers and models: parameters are the Tensor attributes (and those of sub-modules), in order."""
+
+    training = True
+
+    def forward(self, *args):
+        raise NotImplementedError
+
+    def __call__(self, *args):
+        return self.forward(*args)
+
+    def named_parameters(self, prefix: str = ""):
+        for name, value in vars(self).items():
+            if isinstance(value, Tensor) and value.requires_grad:
+                yield prefix + name, value
+            elif isinstance(value, Module):
+                yield from value.named_parameters(prefix + name + ".")
+            elif isinstance(value, (list, tuple)):
+                for i, m in enumerate(value):
+                    if isinstance(m, Module):
+                        yield from m.named_parameters(f"{prefix}{name}.{i}.")
+
+    def parameters(self) -> list[Tensor]:
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            if p.grad is not None:
+                p.grad[...] = 0
+
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Copies of every parameter, by dotted name."""
+        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copy values into the parameters in place (their arrays keep their identity)."""
+        own = dict(self.named_parameters())
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and (missing or unexpected):
+            raise KeyError(f"state_dict mismatch: missing {missing}, unexpected {unexpected}")
+        for name, p in own.items():
+            if name not in state:
+                continue
+            value = np.asarray(state[name])
+            if value.shape != p.data.shape:
+                raise ValueError(f"{name}: shape {value.shape} in state_dict, {p.data.shape} in the model")
+            p.data[...] = value
+
+    def num_parameters(self) -> int:
+        return sum(p.data.size for p in self.parameters())
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+
+class Conv2d(Module):
+    """in_channels -> out_channels with a kernel_size window; PyTorch's default initialisation."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, rng=None):
+        kh, kw = F._pair(kernel_size, "kernel_size")
+        self.stride, self.padding = F._pair(stride, "stride"), F._pair(padding, "padding")
+        bound = 1.0 / math.sqrt(in_channels * kh * kw)
+        self.weight = _uniform((out_channels, in_channels, kh, kw), bound, rng)
+        self.bias = _uniform((out_channels,), bound, rng) if bias else None
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def __repr__(self):
+        oc, ic, kh, kw = self.weight.data.shape
+        return f"Conv2d({ic}, {oc}, kernel_size=({kh}, {kw}), stride={self.stride}, padding={self.padding})"
+
+
+class Linear(Module):
+    def __init__(self, in_features, out_features, bias=True, rng=None):
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = _uniform((out_features, in_features), bound, rng)
+        self.bias = _uniform((out_features,), bound, rng) if bias else None
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def __repr__(self):
+        return f"Linear({self.weight.data.shape[1]}, {self.weight.data.shape[0]})"
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride=None):
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride)
+
+    def __repr__(self):
+        return f"MaxPool2d({self.kernel_size})"
+
+
+class AvgPool2d(MaxPool2d):
+    def forward(self, x):
+        return F.avg_pool2d(x, self.kernel_size, self.stride)
+
+    def __repr__(self):
+        return f"AvgPool2d({self.kernel_size})"
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return F.relu(x)
+
+    def __repr__(self):
+        return "ReLU()"
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return F.tanh(x)
+
+    def __repr__(self):
+        return "Tanh()"
+
+
+class Flatten(Module):
+    def forward(self, x):
+        return F.flatten(x)
+
+    def __repr__(self):
+        return "Flatten()"
+
+
+class Sequential(Module):
+    def __init__(self, *layers: Module):
+        self.layers = list(layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __repr__(self):
+        inner = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
+        return f"{type(self).__name__}(\n{inner}\n)"
+
+
+class CrossEntropyLoss(Module):
+    def forward(self, logits, labels):
+        return F.cross_entropy(logits, labels)

@@ -1,0 +1,100 @@
+"""Optimisers. All parameters live in one flat buffer (and their gradients in another), so a step is one kernel
+call over every parameter at once."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from .tensor import Tensor
+
+
+class Optimizer:
+    def __init__(self, params, lr: float):
+        params = list(params)
+        if not params:
+            raise ValueError("the optimiser got no parameters")
+        if any(not isinstance(p, Tensor) for p in params):
+            raise TypeError("parameters must be lenet Tensors")
+        unique = list({id(p): p for p in params}.values())
+        if not lr > 0:
+            raise ValueError(f"learning rate must be positive, got {lr}")
+        self.lr = float(lr)
+        self.params = unique
+        n = sum(p.data.size for p in unique)
+        self.flat = np.empty(n, dtype=np.float32)
+        self.flat_grad = np.zeros(n, dtype=np.float32)
+        offset = 0
+        for p in unique:  # re-home every parameter (and its gradient) as a view of the flat buffers
+            size = p.data.size
+            view = self.flat[offset : offset + size].reshape(p.data.shape)
+            view[...] = p.data
+            p.data = view
+            grad = self.flat_grad[offset : offset + size].reshape(p.data.shape)
+            if p.grad is not None:
+                grad[...] = p.grad
+            p.grad = grad
+            offset += size
+        self.steps = 0
+
+    def zero_grad(self) -> None:
+        self.flat_grad.fill(0.0)
+
+    def step(self) -> None:
+        self.steps += 1
+        self._update()
+
+    def _update(self) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "lr": self.lr, **{k: v.copy() for k, v in self._buffers().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps, self.lr = int(state["steps"]), float(state["lr"])
+        for k, v in self._buffers().items():
+            if state[k].shape != v.shape:
+                raise ValueError(f"optimiser state {k}: shape {state[k].shape}, expected {v.shape}")
+            v[...] = state[k]
+
+    def _buffers(self) -> dict:
+        return {}
+
+
+class SGD(Optimizer):
+    """SGD with momentum and L2 weight decay (PyTorch's formulation; nesterov optional)."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
+        super().__init__(params, lr)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.momentum, self.weight_decay, self.nesterov = float(momentum), float(weight_decay), bool(nesterov)
+        self.velocity = np.zeros_like(self.flat)
+
+    def _update(self):
+        _core.sgd_update(self.flat, self.flat_grad, self.velocity, self.lr, self.momentum, self.weight_decay,
+                         self.nesterov)
+
+    def _buffers(self):
+        return {"velocity": self.velocity}
+
+
+class Adam(Optimizer):
+    """Adam with bias correction and L2 weight decay (PyTorch's formulation)."""
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        b1, b2 = betas
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
+        self.betas, self.eps, self.weight_decay = (float(b1), float(b2)), float(eps), float(weight_decay)
+        self.exp_avg = np.zeros_like(self.flat)
+        self.exp_avg_sq = np.zeros_like(self.flat)
+
+    def _update(self):
+        _core.adam_update(self.flat, self.flat_grad, self.exp_avg, self.exp_avg_sq, self.lr, self.betas[0],
+                          self.betas[1], self.eps, self.weight_decay, self.steps)
+
+    def _buffers(self):
+        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}

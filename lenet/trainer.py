@@ -1,0 +1,102 @@
+"""Trainer: fit a model on (images, labels) with per-epoch progress, and evaluate it."""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from . import functional as F
+from .data import to_float
+from .tensor import no_grad
+
+
+class Trainer:
+    """Minibatch training with a seeded shuffle: the same seed and thread count give the same run.
+
+    `log` receives one line per epoch (default: print to stdout); pass None to stay quiet.
+    """
+
+    def __init__(self, model, optimizer, *, batch_size: int = 64, seed: int = 0, log=print):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.model, self.optimizer, self.batch_size = model, optimizer, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.log = log or (lambda *a, **k: None)
+        self.history: list[dict] = []
+
+    def train_epoch(self, images, labels) -> dict:
+        """One pass over the data in a fresh random order; returns the mean loss, seconds and samples/s."""
+        images, labels = _check_data(images, labels)
+        n, bs = len(images), self.batch_size
+        order = self.rng.permutation(n)
+        total_loss, start = 0.0, time.perf_counter()
+        progress = _Progress(n) if sys.stderr.isatty() else None
+        for i in range(0, n, bs):
+            idx = order[i : i + bs]
+            loss = F.cross_entropy(self.model(to_float(images[idx])), labels[idx])
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            total_loss += float(loss.data) * len(idx)
+            if progress:
+                progress.update(i + len(idx), total_loss / (i + len(idx)))
+        seconds = time.perf_counter() - start
+        if progress:
+            progress.clear()
+        return {"loss": total_loss / n, "seconds": seconds, "samples_per_s": n / seconds}
+
+    def evaluate(self, images, labels, batch_size: int = 1000) -> dict:
+        """Accuracy and mean loss over (images, labels), without recording a graph."""
+        images, labels = _check_data(images, labels)
+        correct, total_loss = 0, 0.0
+        with no_grad():
+            for i in range(0, len(images), batch_size):
+                logits = self.model(to_float(images[i : i + batch_size]))
+                y = labels[i : i + batch_size]
+                total_loss += float(F.cross_entropy(logits, y).data) * len(y)
+                correct += int((logits.numpy().argmax(axis=1) == y).sum())
+        return {"accuracy": correct / len(images), "loss": total_loss / len(images)}
+
+    def fit(self, images, labels, epochs: int, *, test=None) -> list[dict]:
+        """Train for `epochs` passes; after each, evaluate on `test` = (images, labels) when given."""
+        for epoch in range(1, epochs + 1):
+            record = {"epoch": epoch, **self.train_epoch(images, labels)}
+            line = (f"epoch {epoch}/{epochs}  loss {record['loss']:.4f}  {record['seconds']:.2f} s  "
+                    f"{record['samples_per_s']:,.0f} samples/s")
+            if test is not None:
+                ev = self.evaluate(*test)
+                record.update(test_accuracy=ev["accuracy"], test_loss=ev["loss"])
+                line += f"  test accuracy {ev['accuracy']:.4f}"
+            self.history.append(record)
+            self.log(line)
+        return self.history
+
+
+def _check_data(images, labels):
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim not in (3, 4):
+        raise ValueError(f"images must be (N, 28, 28) or (N, 1, 28, 28), got shape {images.shape}")
+    if labels.shape != (len(images),):
+        raise ValueError(f"labels must have shape ({len(images)},), got {labels.shape}")
+    if len(images) == 0:
+        raise ValueError("no images")
+    return images, labels
+
+
+class _Progress:
+    """A one-line progress display on a terminal (stderr), refreshed at most 4 times a second."""
+
+    def __init__(self, total: int):
+        self.total, self.last = total, 0.0
+
+    def update(self, done: int, loss: float) -> None:
+        now = time.perf_counter()
+        if now - self.last > 0.25:
+            self.last = now
+            sys.stderr.write(f"\r  {done:>7,}/{self.total:,}  loss {loss:.4f}")
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        sys.stderr.write("\r" + " " * 40 + "\r")
+        sys.stderr.flush()
