@@ -138,7 +138,8 @@ class MNISTNotFound(FileNotFoundError):
     """MNIST is neither in the folder searched nor downloadable.
 
     Attributes: ``folder`` (the folder searched), ``missing`` (file names not found) and
-    ``reason`` (a one-line explanation, e.g. why downloading failed).
+    ``reason`` (a short explanation, e.g. "download failed (no network?)"; the message
+    has the details).
     """
 
     def __init__(self, message: str, *, folder: str = "", missing=(), reason: str = ""):
@@ -294,7 +295,7 @@ def _to_array(path, data: bytearray, dtype: np.dtype, shape) -> np.ndarray:
         arr = np.frombuffer(data, dtype=dtype).reshape(shape)
     except ValueError as exc:  # e.g. dims whose product overflows numpy even with a 0 in them
         _raise(path, f"cannot make an array of shape {shape}: {exc}")
-    if dtype.byteorder == ">" or (dtype.byteorder == "=" and sys.byteorder == "big"):
+    if not dtype.isnative:  # IDX data is big-endian
         arr = arr.astype(dtype.newbyteorder("="))
     return arr
 
@@ -377,10 +378,10 @@ def _load_checked(path: str, name: str, verify: bool) -> np.ndarray:
     return arr
 
 
-def _not_found(folder, origin, missing, reason) -> MNISTNotFound:
+def _not_found(folder, origin, missing, reason, details="") -> MNISTNotFound:
     msg = (
         f"MNIST not found: looked in {folder} (from {origin}); missing "
-        f"{', '.join(missing)} (each raw or .gz); {reason}. "
+        f"{', '.join(missing)} (each raw or .gz); {reason}{': ' + details if details else ''}. "
         f"Set the environment variable {ENV_MNIST_DIR} to a folder holding the four MNIST "
         "IDX files (or pass root=...), or allow a download into the cache folder "
         f"(cache_dir=..., ${ENV_CACHE_DIR}, $XDG_CACHE_HOME/lenet or ~/.cache/lenet)."
@@ -402,20 +403,26 @@ class _Progress:
         if not self.tty or (not final and now - self.last < 0.1):
             return
         self.last = now
-        txt = f"{done / 1e6:.1f} MB"
+        txt = _size(done)
         if self.total:
-            txt = f"{done / 1e6:.1f}/{self.total / 1e6:.1f} MB ({100 * done // self.total}%)"
+            txt = f"{_size(done)} of {_size(self.total)} ({100 * done // self.total}%)"
         print(f"\rlenet: {self.label}: {txt}", end="\n" if final else "", file=sys.stderr, flush=True)
 
     def done(self, n: int):
         if self.tty:
             self.update(n, final=True)
         else:
-            print(f"lenet: {self.label}: done, {n / 1e6:.1f} MB", file=sys.stderr, flush=True)
+            print(f"lenet: {self.label}: done, {_size(n)}", file=sys.stderr, flush=True)
 
 
-def _download(folder: str, name: str, verify: bool) -> str:
-    """Download ``name``.gz into folder from the first mirror that works; return its path.
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
+def _download(folder: str, name: str, verify: bool, mirrors) -> Tuple[str, str]:
+    """Download ``name``.gz into folder from the first of mirrors that works.
+
+    Returns (path of the file, mirror used).
 
     Each attempt writes into a temporary file in ``folder`` which is checked (IDX structure
     and, if verify, MD5) and only then renamed to its final name with os.replace, so a
@@ -424,7 +431,7 @@ def _download(folder: str, name: str, verify: bool) -> str:
     """
     final = os.path.join(folder, name + ".gz")
     errors = []
-    for base in MIRRORS:
+    for base in mirrors:
         url = base + name + ".gz"
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.gz.", suffix=".part", dir=folder)
         try:
@@ -447,10 +454,11 @@ def _download(folder: str, name: str, verify: bool) -> str:
                         raise OSError(f"incomplete download: got {done} of {total} bytes")
             _load_checked(tmp, name, verify)  # structure + checksum, before the rename
             os.replace(tmp, final)
-            return final
+            return final, base
         except (OSError, http.client.HTTPException, IDXError, ValueError) as exc:
             # OSError covers URLError, HTTPError, timeouts and connection resets.
             errors.append(f"{url}: {type(exc).__name__}: {str(exc).replace(tmp, '<download>')}")
+            print(f"lenet: download failed: {errors[-1]}", file=sys.stderr, flush=True)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
@@ -502,15 +510,18 @@ def load_mnist(root=None, *, download: bool = True, cache_dir=None, verify: bool
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
-            raise _not_found(folder, origin, missing, f"cannot create the cache folder: {exc}") from exc
+            raise _not_found(folder, origin, missing, "cannot create the cache folder", str(exc)) from exc
+        mirrors = list(MIRRORS)
         for key, name in FILES.items():
             if name not in missing:
                 continue
             try:
-                path = _download(folder, name, verify)
+                path, base = _download(folder, name, verify, mirrors)
             except OSError as exc:
-                raise _not_found(folder, origin, missing, "download failed (no network?): "
-                                 f"{exc}") from exc
+                raise _not_found(folder, origin, missing, "download failed (no network?)",
+                                 str(exc)) from exc
+            mirrors.remove(base)
+            mirrors.insert(0, base)  # the next files: the mirror that worked first
             arrays[key] = _load_checked(path, name, verify)
 
     for split in ("train", "test"):
@@ -530,9 +541,8 @@ def load_mnist_or_synthetic(root=None, *, download: bool = True, **kw) -> MNIST:
     try:
         return load_mnist(root, download=download, **kw)
     except MNISTNotFound as exc:
-        where = exc.folder or "?"
-        reason = " ".join(str(exc.reason).split())
-        print(f"warning: MNIST not found (looked in {where}; {reason}; set {ENV_MNIST_DIR}); "
+        print(f"warning: MNIST not found ({exc.reason}; looked in {exc.folder}; set "
+              f"{ENV_MNIST_DIR} to a folder with the MNIST files); "
               "using the built-in SYNTHETIC digit set: accuracy figures are not MNIST figures",
               file=sys.stderr, flush=True)
         return synthetic_digits(60000, 10000)
@@ -646,11 +656,12 @@ def _render(tmpl_idx, params):
     wr0 = ink - wr1
     idx = np.concatenate([idx, idx + 1, idx + 28, idx + 29], axis=None)
     wts = np.concatenate([wr0 - wr0 * fc, wr0 * fc, wr1 - wr1 * fc, wr1 * fc], axis=None)
-    canvas = np.bincount(idx, wts, minlength=n * 784).astype(np.float32).reshape(n * 28, 28)
-    # separable Gaussian blur (the pen) as two matrix products
+    canvas = np.bincount(idx, wts, minlength=n * 784).astype(np.float32).reshape(n, 28, 28)
+    # separable Gaussian blur (the pen): G @ canvas @ G for each image.  A stack of small
+    # products rather than one tall one: small GEMMs stay single-threaded, which is much
+    # faster when the cores are busy (multithreaded OpenBLAS degrades badly under load).
     g = _blur_matrix()
-    canvas = (canvas @ g).reshape(n, 28, 28).transpose(0, 2, 1).reshape(n * 28, 28)
-    img = (canvas @ g).reshape(n, 28, 28).transpose(0, 2, 1)
+    img = np.matmul(g, np.matmul(canvas, g))
     # pen pressure: the saturation gain sets the stroke width; the faint Gaussian halo
     # (below 0.12) is cut, so that the background stays black as in MNIST
     img = img * gain[:, :, None]
@@ -672,6 +683,8 @@ def _synthetic_split(n: int, rng: np.random.Generator) -> Tuple[np.ndarray, np.n
     order = np.argsort(t_labels, kind="stable")
     pick = (rng.random(n) * counts[labels]).astype(np.int64)
     tmpl_idx = order[starts[labels] + pick]
+    # per-image jitter, uniform in [lo, hi]: rotation (rad), slant (shear), x and y scale,
+    # x and y shift (px), four quadratic-warp coefficients, pen gain (thickness), contrast
     u = rng.random((n, 12))
     lo = np.array([-0.3, -0.35, 0.8, 0.85, -1.8, -1.8, -0.12, -0.12, -0.12, -0.12, 1.3, 0.8])
     hi = np.array([0.3, 0.35, 1.12, 1.08, 1.8, 1.8, 0.12, 0.12, 0.12, 0.12, 5.0, 1.0])

@@ -1,6 +1,7 @@
 """Trainer: fit a model on (images, labels) with per-epoch progress, and evaluate it."""
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -12,15 +13,21 @@ from .tensor import no_grad
 
 
 class Trainer:
-    """Minibatch training with a seeded shuffle: the same seed and thread count give the same run.
+    """Minibatch training with a seeded shuffle: the same seed gives the same run (for any thread count).
 
+    lr_schedule: None keeps the optimiser's learning rate; "cosine" decays it from its initial value to 0 over
+    the steps of `fit` (lr_t = lr * (1 + cos(pi * t / T)) / 2), which lands on better final weights.
     `log` receives one line per epoch (default: print to stdout); pass None to stay quiet.
     """
 
-    def __init__(self, model, optimizer, *, batch_size: int = 64, seed: int = 0, log=print):
+    def __init__(self, model, optimizer, *, batch_size: int = 64, seed: int = 0, lr_schedule: str | None = None,
+                 log=print):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if lr_schedule not in (None, "cosine"):
+            raise ValueError(f"lr_schedule must be None or 'cosine', got {lr_schedule!r}")
         self.model, self.optimizer, self.batch_size = model, optimizer, batch_size
+        self.lr_schedule, self.base_lr, self.total_steps = lr_schedule, optimizer.lr, None
         self.rng = np.random.default_rng(seed)
         self.log = log or (lambda *a, **k: None)
         self.history: list[dict] = []
@@ -34,9 +41,10 @@ class Trainer:
         progress = _Progress(n) if sys.stderr.isatty() else None
         for i in range(0, n, bs):
             idx = order[i : i + bs]
-            loss = F.cross_entropy(self.model(to_float(images[idx])), labels[idx])
+            loss = F.cross_entropy(self.model(_inputs(images[idx])), labels[idx])
             self.optimizer.zero_grad()
             loss.backward()
+            self._schedule()
             self.optimizer.step()
             total_loss += float(loss.data) * len(idx)
             if progress:
@@ -46,13 +54,18 @@ class Trainer:
             progress.clear()
         return {"loss": total_loss / n, "seconds": seconds, "samples_per_s": n / seconds}
 
+    def _schedule(self) -> None:
+        if self.lr_schedule == "cosine" and self.total_steps:
+            t = min(self.optimizer.steps, self.total_steps)
+            self.optimizer.lr = self.base_lr * 0.5 * (1.0 + math.cos(math.pi * t / self.total_steps))
+
     def evaluate(self, images, labels, batch_size: int = 1000) -> dict:
         """Accuracy and mean loss over (images, labels), without recording a graph."""
         images, labels = _check_data(images, labels)
         correct, total_loss = 0, 0.0
         with no_grad():
             for i in range(0, len(images), batch_size):
-                logits = self.model(to_float(images[i : i + batch_size]))
+                logits = self.model(_inputs(images[i : i + batch_size]))
                 y = labels[i : i + batch_size]
                 total_loss += float(F.cross_entropy(logits, y).data) * len(y)
                 correct += int((logits.numpy().argmax(axis=1) == y).sum())
@@ -60,6 +73,7 @@ class Trainer:
 
     def fit(self, images, labels, epochs: int, *, test=None) -> list[dict]:
         """Train for `epochs` passes; after each, evaluate on `test` = (images, labels) when given."""
+        self.total_steps = self.optimizer.steps + epochs * -(-len(images) // self.batch_size)
         for epoch in range(1, epochs + 1):
             record = {"epoch": epoch, **self.train_epoch(images, labels)}
             line = (f"epoch {epoch}/{epochs}  loss {record['loss']:.4f}  {record['seconds']:.2f} s  "
@@ -71,6 +85,13 @@ class Trainer:
             self.history.append(record)
             self.log(line)
         return self.history
+
+
+def _inputs(images: np.ndarray) -> np.ndarray:
+    """uint8 images are scaled to [0, 1]; float images are taken as they are (with a channel axis added)."""
+    if images.dtype == np.uint8:
+        return to_float(images)
+    return np.ascontiguousarray(images[:, None] if images.ndim == 3 else images, dtype=np.float32)
 
 
 def _check_data(images, labels):

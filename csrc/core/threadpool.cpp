@@ -1,7 +1,7 @@
 #include "threadpool.h"
 
 #include <cstdlib>
-#include <cstring>
+#include <memory>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -35,7 +35,10 @@ inline void cpu_relax() {
 #endif
 }
 
-constexpr int kSpinIterations = 1 << 16;  // about 100 us of spinning before a worker sleeps
+// Spin briefly before sleeping: a training step issues a kernel every few tens of microseconds, but on a shared
+// machine a spinning thread steals the core another thread of ours needs.
+constexpr int kWorkerSpins = 1 << 14;  // before a worker sleeps (tens of microseconds)
+constexpr int kCallerSpins = 1 << 12;  // before the caller sleeps waiting for joined workers
 
 }  // namespace
 
@@ -65,23 +68,20 @@ void ThreadPool::set_threads(int n) {
     if (n == nthreads_) return;
     stop_workers();
     nthreads_ = n;
-    for (int i = 1; i < n; ++i) workers_.emplace_back(&ThreadPool::worker, this, i);
+    // Workers start from the current generation: one that starts late must still see the next job as new.
+    const uint64_t start = generation_.load();
+    for (int i = 1; i < n; ++i) workers_.emplace_back(&ThreadPool::worker, this, i, start);
 }
 
-void ThreadPool::run_share(int thread) {
-    const int begin = range_begin(ntasks_, job_threads_, thread), end = range_begin(ntasks_, job_threads_, thread + 1);
-    for (int t = begin; t < end; ++t) invoke_(ctx_, t, thread);
+void ThreadPool::claim_tasks(int thread) {
+    for (int t; (t = next_task_.fetch_add(1, std::memory_order_relaxed)) < ntasks_;) invoke_(ctx_, t, thread);
 }
 
-void ThreadPool::worker(int index) {
+void ThreadPool::worker(int index, uint64_t seen) {
     FlushDenormals ftz;
-    uint64_t seen = generation_.load();
     for (;;) {
-        int spins = 0;
-        while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
+        for (int spins = 0; generation_.load(std::memory_order_acquire) == seen && spins < kWorkerSpins; ++spins)
             cpu_relax();
-            ++spins;
-        }
         if (generation_.load(std::memory_order_acquire) == seen) {
             std::unique_lock<std::mutex> lock(mutex_);
             sleeping_.fetch_add(1);
@@ -90,8 +90,21 @@ void ThreadPool::worker(int index) {
         }
         seen = generation_.load(std::memory_order_acquire);
         if (stop_) return;
-        if (index < job_threads_) run_share(index);
-        remaining_.fetch_sub(1, std::memory_order_acq_rel);
+        // Join the job if it is still open (same generation, not closed).
+        const uint64_t tag = (seen & 0xffffffffull) << 32;
+        uint64_t state = job_state_.load();
+        bool joined = false;
+        while ((state & ~kActiveMask & ~kClosed) == tag && !(state & kClosed))
+            if (job_state_.compare_exchange_weak(state, state + 1)) {
+                joined = true;
+                break;
+            }
+        if (!joined) continue;
+        claim_tasks(index);
+        if (((job_state_.fetch_sub(1) - 1) & kActiveMask) == 0 && caller_waiting_.load()) {
+            { std::lock_guard<std::mutex> lock(mutex_); }
+            done_.notify_one();
+        }
     }
 }
 
@@ -101,19 +114,32 @@ void ThreadPool::run(int ntasks, Invoke invoke, void* ctx) {
     invoke_ = invoke;
     ctx_ = ctx;
     ntasks_ = ntasks;
-    job_threads_ = ntasks < nthreads_ ? ntasks : nthreads_;
-    if (nthreads_ == 1) {
-        run_share(0);
+    next_task_.store(0, std::memory_order_relaxed);
+    if (nthreads_ == 1 || ntasks == 1) {
+        claim_tasks(0);
         return;
     }
-    remaining_.store(nthreads_ - 1, std::memory_order_release);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
+    const uint64_t gen = generation_.load() + 1;
+    job_state_.store((gen & 0xffffffffull) << 32);  // open, no worker joined yet
+    generation_.store(gen);                          // seq_cst: ordered before the load of sleeping_ below
     if (sleeping_.load() > 0) {
         { std::lock_guard<std::mutex> lock(mutex_); }
         wake_.notify_all();
     }
-    run_share(0);
-    while (remaining_.load(std::memory_order_acquire) != 0) cpu_relax();
+    claim_tasks(0);
+    // Every task is claimed: close the job once no joined worker is still running one.
+    for (int spins = 0;; ++spins) {
+        uint64_t state = job_state_.load();
+        if ((state & kActiveMask) == 0 && job_state_.compare_exchange_strong(state, state | kClosed)) return;
+        if (spins < kCallerSpins) {
+            cpu_relax();
+            continue;
+        }
+        std::unique_lock<std::mutex> lock(mutex_);
+        caller_waiting_.store(true);
+        done_.wait(lock, [&] { return (job_state_.load() & kActiveMask) == 0; });
+        caller_waiting_.store(false);
+    }
 }
 
 namespace {
@@ -132,8 +158,7 @@ std::vector<std::unique_ptr<ThreadScratch>>& scratch_table() {
 }  // namespace
 
 float* scratch(int thread, int slot, size_t floats) {
-    auto& table = scratch_table();
-    auto& ts = table[size_t(thread)];  // only thread `thread` touches this entry
+    auto& ts = scratch_table()[size_t(thread)];  // only thread `thread` touches this entry
     if (!ts) ts = std::make_unique<ThreadScratch>();
     ScratchBlock& b = ts->slots[slot];
     if (b.floats < floats) {

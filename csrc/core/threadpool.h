@@ -1,12 +1,17 @@
 // One persistent pool of worker threads (spin, then sleep) shared by every op; no per-op thread creation.
-// parallel_for splits tasks into contiguous ranges, one per thread, so a given thread count always assigns the
-// same tasks to the same thread: per-thread partial sums, reduced in thread order, are reproducible.
+//
+// Tasks are claimed dynamically from a shared counter, and the caller works too: when the machine is busy and a
+// worker is not scheduled, the caller simply runs every task itself instead of waiting for it. A worker joins a
+// job only while the job is open; the caller closes it once every task is claimed and no joined worker is still
+// running, so a late worker never touches a finished job.
+//
+// Which thread runs a task is therefore not fixed: ops that reduce across tasks keep one partial result per
+// task (not per thread) and sum them in task order, which makes results independent of the thread count.
 #pragma once
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -22,39 +27,41 @@ public:
     int threads() const { return nthreads_; }
     void set_threads(int n);  // clamped to [1, kMaxThreads]; the calling thread is thread 0
 
-    // fn(task, thread) for every task in [0, ntasks); returns when all are done. Denormals flush to zero
-    // inside. Not reentrant: call only from one (the Python) thread.
+    // fn(task, thread) for every task in [0, ntasks), `thread` in [0, threads()) naming the executing thread
+    // (for per-thread scratch). Returns when all are done. Denormals flush to zero inside. Not reentrant: call
+    // only from one (the Python) thread.
     template <class F>
     void parallel_for(int ntasks, F&& fn) {
         run(ntasks, [](void* ctx, int task, int thread) { (*static_cast<F*>(ctx))(task, thread); }, &fn);
-    }
-
-    // First task of `thread` when ntasks are split over `nthreads` threads.
-    static int range_begin(int ntasks, int nthreads, int thread) {
-        return int(int64_t(ntasks) * thread / nthreads);
     }
 
 private:
     using Invoke = void (*)(void*, int, int);
     ThreadPool();
     void run(int ntasks, Invoke invoke, void* ctx);
-    void worker(int index);
-    void run_share(int thread);
+    void worker(int index, uint64_t seen);
+    void claim_tasks(int thread);
     void stop_workers();
+
+    // job_state_: [generation (32 bits) | closed (1 bit) | active workers (31 bits)]
+    static constexpr uint64_t kClosed = 1ull << 31;
+    static constexpr uint64_t kActiveMask = kClosed - 1;
 
     int nthreads_ = 1;
     std::vector<std::thread> workers_;
-    // The current job.
+    // The current job, published by a release increment of generation_.
     Invoke invoke_ = nullptr;
     void* ctx_ = nullptr;
     int ntasks_ = 0;
-    int job_threads_ = 1;
+    std::atomic<int> next_task_{0};
+    std::atomic<uint64_t> job_state_{kClosed};
     std::atomic<uint64_t> generation_{0};
-    std::atomic<int> remaining_{0};
     std::atomic<int> sleeping_{0};
+    std::atomic<bool> caller_waiting_{false};
     std::atomic<bool> stop_{false};
     std::mutex mutex_;
-    std::condition_variable wake_;
+    std::condition_variable wake_;  // workers sleep here between jobs
+    std::condition_variable done_;  // the caller sleeps here until the last joined worker finishes
 };
 
 // Per-thread scratch memory, 64-byte aligned, grown on demand and reused across calls (no allocation on the

@@ -118,24 +118,20 @@ void conv2d_forward(const ConvShape& s, int nblk, const float* x, const float* w
 void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* w, const float* dy, float* dx,
                      float* dw, float* db) {
     const KernelTable& k = kernels();
-    ThreadPool& pool = ThreadPool::instance();
     const size_t xb = block_floats(s.ic, s.ih, s.iw, s.lanes), yb = block_floats(s.oc, s.oh, s.ow, s.lanes);
     const int K = s.ic * s.kh * s.kw;
     const ptrdiff_t PL = ptrdiff_t(s.oh) * s.ow * s.lanes;
-    const int nthreads = nblk < pool.threads() ? nblk : pool.threads();
-    // Per-thread partial gradients [dw (oc*K) | db (oc)], reduced in thread order below.
+    // One partial gradient [dw (oc*K) | db (oc)] per block, summed in block order below: the result does not
+    // depend on which thread ran which block.
     const size_t partial = size_t(s.oc) * K + s.oc;
-    float* partials[ThreadPool::kMaxThreads] = {};
-    pool.parallel_for(nblk, [&](int blk, int thread) {
-        float*& part = partials[size_t(thread)];
-        if (!part) {
-            part = scratch(thread, 2, partial);
-            std::memset(part, 0, partial * sizeof(float));
-        }
+    float* partials = scratch(0, 3, partial * size_t(nblk));
+    ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
+        float* part = partials + partial * size_t(blk);
         const float* dyb = dy + blk * yb;
         float* col = scratch(thread, 0, size_t(K) * PL);
         im2col(s, x + blk * xb, col);
-        k.gemm_nt(s.oc, K, int(PL), dyb, PL, col, PL, part, K, 1);
+        k.gemm_nt(s.oc, K, int(PL), dyb, PL, col, PL, part, K, 0);
+        std::memset(part + size_t(s.oc) * K, 0, size_t(s.oc) * sizeof(float));
         k.bias_grad(s.oc, PL, dyb, part + size_t(s.oc) * K);
         if (dx) {
             float* dcol = scratch(thread, 1, size_t(K) * PL);
@@ -145,9 +141,8 @@ void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* 
             col2im(s, dcol, dxb);
         }
     });
-    for (int t = 0; t < nthreads; ++t) {
-        const float* part = partials[size_t(t)];
-        if (!part) continue;
+    for (int blk = 0; blk < nblk; ++blk) {
+        const float* part = partials + partial * size_t(blk);
         for (size_t i = 0; i < size_t(s.oc) * K; ++i) dw[i] += part[i];
         if (db)
             for (int o = 0; o < s.oc; ++o) db[o] += part[size_t(s.oc) * K + o];

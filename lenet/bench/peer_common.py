@@ -132,7 +132,18 @@ def base_result(framework, version, args, method):
         "weight_decay": args.weight_decay, "seed": args.seed, "method": method,
         "params": None, "epochs": [], "infer_latency_us": None, "tflite": None,
         "python": platform.python_version(), "numpy": np.__version__,
+        "cpu_count": os.cpu_count(),
+        # 1/5/15-min load averages (include this process): a start value well
+        # above 0 means another job shared the CPUs and timings are suspect.
+        "loadavg_start": _loadavg(),
     }
+
+
+def _loadavg():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def log_epoch(framework, rec, total):
@@ -146,6 +157,7 @@ def log(framework, msg):
 
 
 def write_json(path, result):
+    result.setdefault("loadavg_end", _loadavg())
     text = json.dumps(result, indent=2)
     if path:
         tmp = path + ".tmp"

@@ -1,0 +1,139 @@
+"""Benchmarks: ``python -m lenet.bench`` trains a LeNet on MNIST and reports time, samples/s and GFLOP/s per
+epoch, optionally side by side with PyTorch and TensorFlow training the same graph on the same data.
+
+Modules
+-------
+``lenet.bench.__main__``
+    The command line (``python -m lenet.bench --help``).
+``lenet.bench.flops``
+    FLOPs per sample of forward, backward and one training step, counted from the model's layers.
+``lenet.bench.peer_torch``, ``lenet.bench.peer_tensorflow`` (with ``peer_common``)
+    The peers: each runs in its own subprocess (started as a script, so it never imports lenet or its compiled
+    module), reads an ``.npz`` with x_train / y_train / x_test / y_test and writes a JSON result.
+
+Small helpers shared by the command line and its tests live here: which peers exist and whether they are
+installed, the epoch-time rule, machine information and the atomic JSON write.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import tempfile
+
+__all__ = ["Peer", "PEERS", "PEER_ALIASES", "peer_script", "peer_available", "peer_version", "epoch_time",
+           "cpu_model", "usable_cores", "loadavg", "machine_info", "write_json_atomic"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    name: str          # as given to --compare and shown in the tables
+    script: str        # file in this folder, run as `python <path> ...`
+    module: str        # the framework's import name (availability is checked without importing it)
+    dists: tuple       # distribution names to read its version from
+
+
+PEERS = {
+    "torch": Peer("torch", "peer_torch.py", "torch", ("torch",)),
+    "tensorflow": Peer("tensorflow", "peer_tensorflow.py", "tensorflow",
+                       ("tensorflow", "tensorflow-cpu", "tensorflow-intel")),
+}
+PEER_ALIASES = {"pytorch": "torch", "tf": "tensorflow", "keras": "tensorflow"}
+
+
+def peer_script(peer: Peer) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), peer.script)
+
+
+def peer_available(peer: Peer) -> bool:
+    """Is the peer's framework installed for this Python?  (find_spec: the framework is not imported.)"""
+    try:
+        return importlib.util.find_spec(peer.module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def peer_version(peer: Peer):
+    """The installed framework's version from its package metadata, or None."""
+    for dist in peer.dists:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def epoch_time(seconds) -> tuple:
+    """The epoch time reported for a run: (seconds, how).
+
+    The median of the epochs after the first when there are at least 2 (epoch 1 pays the warm-up: page faults,
+    thread start-up, a framework's tracing), else the only epoch.
+    """
+    seconds = [float(s) for s in seconds]
+    if not seconds:
+        raise ValueError("no epochs")
+    if len(seconds) == 1:
+        return seconds[0], "the only epoch"
+    rest = seconds[1:]
+    how = "epoch 2" if len(rest) == 1 else f"median of epochs 2-{len(seconds)}"
+    return statistics.median(rest), how
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else whatever platform reports."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def loadavg():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_info() -> dict:
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "loadavg": loadavg(),
+    }
+
+
+def write_json_atomic(path: str, obj) -> None:
+    """Write `obj` as JSON to `path` atomically: a temporary file in the same folder, then os.replace."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, allow_nan=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,470 @@
+"""python -m lenet.bench: train a LeNet on MNIST and report epoch time, samples/s and GFLOP/s, optionally side by
+side with PyTorch and TensorFlow training the same graph on the same data with the same settings.
+
+    python -m lenet.bench                                   # LeNet-5, 3 epochs, SGD 0.05 momentum 0.9, batch 64
+    python -m lenet.bench --model coreml                    # the MNIST-CoreML-Training graph, Adam 1e-3, batch 128
+    python -m lenet.bench --compare torch,tensorflow --json result.json
+
+Exit status: 0 on success; 2 for bad arguments, an unavailable --isa, or MNIST missing from a --data folder;
+1 when a compared framework that is installed failed (the others and the JSON are still reported).
+A compared framework that is not installed is reported as such and skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import lenet
+from lenet import data as ldata
+from lenet.models import MODELS
+
+from . import (PEER_ALIASES, PEERS, epoch_time, loadavg, machine_info, peer_available, peer_script, peer_version,
+               usable_cores, write_json_atomic)
+from .flops import count_flops
+
+PROG = "python -m lenet.bench"
+
+# The published set-ups of the two graphs: LeNet-5 with SGD + momentum, the MNIST-CoreML-Training graph with
+# Adam 1e-3 and batch 128.  3 epochs: the reported epoch time is then the median of two warm epochs.
+MODEL_DEFAULTS = {
+    "lenet5": {"epochs": 3, "batch": 64, "optimizer": "sgd"},
+    "coreml": {"epochs": 3, "batch": 128, "optimizer": "adam"},
+}
+LR_DEFAULTS = {"sgd": 0.05, "adam": 1e-3}
+MODEL_TITLES = {"lenet5": "LeNet-5", "coreml": "MNIST-CoreML-Training graph"}
+
+
+class BenchError(Exception):
+    """A user-facing error: printed as `error: ...`, exit status 2, no traceback."""
+
+
+# ---- arguments ---------------------------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _momentum(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _peer_list(text: str) -> list:
+    names = []
+    for raw in text.split(","):
+        name = raw.strip().lower()
+        if not name:
+            continue
+        name = PEER_ALIASES.get(name, name)
+        if name not in PEERS:
+            raise argparse.ArgumentTypeError(
+                f"unknown framework {raw.strip()!r} (choose from {', '.join(PEERS)}; comma-separated)")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise argparse.ArgumentTypeError(f"no framework named (choose from {', '.join(PEERS)})")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Train a LeNet on MNIST with lenet's kernels and report, per epoch, time, samples/s, "
+                    "GFLOP/s, training loss and test accuracy; optionally compare with PyTorch / TensorFlow "
+                    "(each in its own subprocess, same graph, data, hyper-parameters, seed and threads).",
+        epilog="FLOPs: multiply-adds of the conv and linear layers (x2), forward + backward (dW of every layer, "
+               "dX of all but the first); bias, ReLU, pooling and the loss are not counted. Epoch time in the "
+               "comparison: median of the epochs after the first (warm-up), or the only epoch.")
+    p.add_argument("--model", choices=sorted(MODELS), default="lenet5",
+                   help="lenet5 (default) or coreml (the MNIST-CoreML-Training graph)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="training epochs (default 3)")
+    p.add_argument("--batch", type=_positive_int, default=None,
+                   help="minibatch size (default 64 for lenet5, 128 for coreml)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
+                   help="default: sgd for lenet5, adam for coreml (the published set-ups)")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help="learning rate (default 0.05 for sgd, 1e-3 for adam)")
+    p.add_argument("--momentum", type=_momentum, default=0.9, help="SGD momentum (default 0.9; ignored by adam)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help=f"threads for lenet and the peers (default: all usable cores, here {usable_cores()})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the shuffles (default 0)")
+    p.add_argument("--isa", metavar="NAME", default=None,
+                   help="force an instruction set: reference, avx2 or avx512 (default: the best this CPU runs)")
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help="folder with the MNIST files (it must hold them); 'synthetic' for the built-in synthetic "
+                        "set. Default: $LENET_MNIST_DIR, else the lenet cache (downloading into it), else the "
+                        "synthetic set with a warning")
+    p.add_argument("--no-download", action="store_true", help="never download MNIST")
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                   help="train on the first N training images only (quick runs); the test set stays whole")
+    p.add_argument("--compare", type=_peer_list, default=[], metavar="LIST",
+                   help=f"comma-separated frameworks to run the same training in: {', '.join(PEERS)}")
+    p.add_argument("--json", metavar="FILE", default=None, help="write every figure to FILE (JSON)")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse the command line and fill in the model-dependent defaults."""
+    args = build_parser().parse_args(argv)
+    defaults = MODEL_DEFAULTS[args.model]
+    if args.epochs is None:
+        args.epochs = defaults["epochs"]
+    if args.batch is None:
+        args.batch = defaults["batch"]
+    if args.optimizer is None:
+        args.optimizer = defaults["optimizer"]
+    if args.lr is None:
+        args.lr = LR_DEFAULTS[args.optimizer]
+    if args.threads is None:
+        args.threads = usable_cores()
+    return args
+
+
+# ---- data --------------------------------------------------------------------------------------------------------
+def load_data(args):
+    """(MNIST dataclass, note): note says why the synthetic set is used, else None."""
+    if args.data is not None and args.data.lower() == "synthetic":
+        return ldata.synthetic_digits(60000, 10000), "requested with --data synthetic"
+    try:
+        return ldata.load_mnist(args.data, download=not args.no_download), None
+    except ldata.MNISTNotFound as exc:
+        if args.data is not None:
+            raise BenchError(f"--data {args.data}: {exc}") from None
+        note = (f"MNIST not found ({exc.reason}; looked in {exc.folder}); set {ldata.ENV_MNIST_DIR} or use "
+                f"--data DIR")
+        print(f"warning: {note}; using the built-in SYNTHETIC digit set: accuracy figures are not MNIST "
+              "figures", file=sys.stderr, flush=True)
+        return ldata.synthetic_digits(60000, 10000), note
+    except (ldata.IDXError, OSError) as exc:
+        raise BenchError(f"cannot read MNIST: {exc}") from None
+
+
+# ---- formatting --------------------------------------------------------------------------------------------------
+def _say(*parts) -> None:
+    print(*parts, flush=True)
+
+
+def format_table(header, rows, align=None) -> str:
+    """A plain text table; `align` is a string of 'l'/'r' per column (default: first left, the rest right)."""
+    cols = len(header)
+    align = align or "l" + "r" * (cols - 1)
+    cells = [list(map(str, header))] + [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells if i < len(r)) for i in range(cols)]
+
+    def line(r):
+        out = []
+        for i, c in enumerate(r):
+            out.append(c.ljust(widths[i]) if align[i] == "l" else c.rjust(widths[i]))
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
+
+
+def _load(la) -> str:
+    return "?" if not la else f"{la[0]:.2f}"
+
+
+def _ratio(x) -> str:
+    return "" if x is None else f"{x:.2f}x"
+
+
+# ---- lenet -------------------------------------------------------------------------------------------------------
+def run_lenet(args, x_train, y_train, x_test, y_test, flops) -> list:
+    """Train and evaluate; print and return the per-epoch records."""
+    lenet.seed(args.seed)
+    model = MODELS[args.model]()
+    if args.optimizer == "sgd":
+        opt = lenet.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    else:
+        opt = lenet.optim.Adam(model.parameters(), lr=args.lr)
+    trainer = lenet.Trainer(model, opt, batch_size=args.batch, seed=args.seed, log=None)
+    n = len(x_train)
+    header = ["epoch", "time (s)", "samples/s", "GFLOP/s", "train loss", "test acc", "eval (s)"]
+    widths = [5, 9, 10, 8, 10, 8, 8]
+    _say("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    records = []
+    for epoch in range(1, args.epochs + 1):
+        r = trainer.train_epoch(x_train, y_train)
+        t0 = time.perf_counter()
+        ev = trainer.evaluate(x_test, y_test)
+        eval_s = time.perf_counter() - t0
+        rec = {"epoch": epoch, "seconds": r["seconds"], "samples_per_s": r["samples_per_s"],
+               "gflops": flops.step * n / r["seconds"] / 1e9, "loss": r["loss"], "test_acc": ev["accuracy"],
+               "test_loss": ev["loss"], "eval_seconds": eval_s}
+        records.append(rec)
+        cells = [str(epoch), f"{rec['seconds']:.2f}", f"{rec['samples_per_s']:,.0f}", f"{rec['gflops']:.2f}",
+                 f"{rec['loss']:.4f}", f"{rec['test_acc']:.4f}", f"{eval_s:.2f}"]
+        _say("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
+    return records
+
+
+# ---- peers -------------------------------------------------------------------------------------------------------
+def write_peer_data(path, x_train, y_train, x_test, y_test) -> None:
+    """The npz the peers read: float32 NCHW images / 255 (exactly lenet's input) and int64 labels."""
+    np.savez(path, x_train=ldata.to_float(x_train), y_train=y_train.astype(np.int64),
+             x_test=ldata.to_float(x_test), y_test=y_test.astype(np.int64))
+
+
+def peer_command(peer, args, npz, out_json) -> list:
+    # Run as a script (which peer_*.py support), not with -m: `-m lenet.bench.peer_x` would import the lenet
+    # package and its compiled module (and start its thread pool) in the peer's process.
+    return [sys.executable, peer_script(peer), "--data", npz, "--model", args.model, "--epochs", str(args.epochs),
+            "--batch", str(args.batch), "--lr", repr(args.lr), "--optimizer", args.optimizer,
+            "--momentum", repr(args.momentum), "--threads", str(args.threads), "--seed", str(args.seed),
+            "--out", out_json]
+
+
+def run_peer(peer, args, npz, workdir) -> dict:
+    """Run one peer in a subprocess, relaying its progress lines; returns {"status", ...}."""
+    out_json = os.path.join(workdir, f"{peer.name}.json")
+    cmd = peer_command(peer, args, npz, out_json)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    start = time.perf_counter()
+    tail = collections.deque(maxlen=30)
+    prefix = f"[{peer.name}]"
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+                          errors="replace", bufsize=1) as proc:
+        _say(f"  [{peer.name}] started (pid {proc.pid}): importing {peer.module}, then {args.epochs} epoch(s) ...")
+        try:
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                tail.append(line)
+                if line.startswith(prefix):
+                    _say("  " + line)
+        except BaseException:  # interrupted (Ctrl-C): do not leave it running
+            proc.kill()
+            raise
+        rc = proc.wait()
+    wall = time.perf_counter() - start
+    result = {"status": "ok", "wall_seconds": wall, "command": cmd, "returncode": rc}
+    if rc != 0:
+        result.update(status="failed", output_tail=list(tail))
+        _say(f"  [{peer.name}] FAILED with exit status {rc} after {wall:.1f} s; its last output:")
+        for line in list(tail)[-12:]:
+            _say("    | " + line)
+        return result
+    try:
+        with open(out_json, encoding="utf-8") as f:
+            res = json.load(f)
+        if not res.get("epochs"):
+            raise ValueError("no epochs in its result")
+    except (OSError, ValueError) as exc:
+        result.update(status="failed", error=f"unreadable result {out_json}: {exc}", output_tail=list(tail))
+        _say(f"  [{peer.name}] FAILED: unreadable result ({exc})")
+        return result
+    result["result"] = res
+    _say(f"  [{peer.name}] done in {wall:.1f} s (wall, including start-up)")
+    return result
+
+
+# ---- main --------------------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    args = parse_args(argv)  # argparse: message + exit status 2 on bad arguments
+    args.argv = argv
+    try:
+        return _run(args)
+    except BenchError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+
+def _run(args) -> int:
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if args.json:  # fail now rather than after the whole run
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise BenchError(f"--json {args.json}: folder {folder} does not exist or is not writable")
+    if args.isa is not None:
+        try:
+            lenet.set_isa(args.isa)
+        except ValueError as exc:
+            raise BenchError(str(exc)) from None
+    try:
+        lenet.set_num_threads(args.threads)
+    except ValueError as exc:
+        raise BenchError(f"--threads {args.threads}: {exc}") from None
+    kernels = lenet.kernels()
+    machine = machine_info()
+
+    mnist, synthetic_note = load_data(args)
+    x_train, y_train = mnist.train_images, mnist.train_labels
+    if args.limit is not None and args.limit < len(x_train):
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    x_test, y_test = mnist.test_images, mnist.test_labels
+    n_train, n_test = len(x_train), len(x_test)
+
+    lenet.seed(args.seed)
+    flops = count_flops(MODELS[args.model]())
+    n_params = MODELS[args.model]().num_parameters()
+
+    # ---- header
+    title = MODEL_TITLES[args.model]
+    _say(f"lenet {lenet.__version__} benchmark: {title} ({args.model}), {n_params:,} parameters")
+    _say(f"  instruction set : {kernels['isa']} (chosen by {kernels['source']}; available: "
+         f"{', '.join(kernels['available'])})")
+    _say(f"  threads         : {lenet.get_num_threads()} (usable cores: {machine['usable_cores']}, "
+         f"os.cpu_count: {machine['cpu_count']})")
+    _say(f"  cpu             : {machine['cpu_model']}; features: {' '.join(kernels['cpu_features'])}")
+    _say(f"  python / numpy  : {platform.python_version()} / numpy {np.__version__}")
+    if mnist.source == "mnist":
+        _say(f"  data            : MNIST from {mnist.path}: {n_train:,} training images"
+             f"{' (--limit)' if n_train < len(mnist.train_images) else ''}, {n_test:,} test images")
+    else:
+        _say(f"  data            : *** SYNTHETIC digit set, NOT MNIST *** ({synthetic_note}): {n_train:,} training, "
+             f"{n_test:,} test images; accuracy figures are not MNIST figures")
+    opt_desc = (f"SGD lr {args.lr:g} momentum {args.momentum:g}" if args.optimizer == "sgd"
+                else f"Adam lr {args.lr:g}")
+    _say(f"  training        : {args.epochs} epoch(s), batch {args.batch}, {opt_desc}, seed {args.seed}")
+    _say(f"  FLOPs/sample    : forward {flops.forward:,} + backward {flops.backward:,} = {flops.step:,} per "
+         f"training step (multiply-add = 2; conv and linear only)")
+    la = loadavg()
+    if la is not None:
+        busy = " (the machine is busy: timings are suspect)" if la[0] > 0.5 * machine["usable_cores"] else ""
+        _say(f"  load average    : {' '.join(f'{v:.2f}' for v in la)}{busy}")
+    _say("")
+
+    # ---- lenet
+    load_start = loadavg()
+    records = run_lenet(args, x_train, y_train, x_test, y_test, flops)
+    load_end = loadavg()
+    t_lenet, how = epoch_time([r["seconds"] for r in records])
+    data_tag = "MNIST" if mnist.source == "mnist" else "SYNTHETIC data, not MNIST"
+    _say(f"lenet: {t_lenet:.2f} s per epoch ({how}), {n_train / t_lenet:,.0f} samples/s, "
+         f"{flops.step * n_train / t_lenet / 1e9:.2f} GFLOP/s, final test accuracy {records[-1]['test_acc']:.4f} "
+         f"({data_tag})")
+
+    rows = [{"framework": "lenet", "version": lenet.__version__, "status": "ok", "epoch_seconds": t_lenet,
+             "epoch_time_rule": how, "samples_per_s": n_train / t_lenet,
+             "gflops": flops.step * n_train / t_lenet / 1e9, "test_acc": records[-1]["test_acc"],
+             "lenet_over_peer": 1.0, "loadavg_start": load_start, "loadavg_end": load_end}]
+    peers, failed = {}, False
+
+    # ---- peers
+    if args.compare:
+        _say("")
+        _say(f"comparison: {', '.join(args.compare)}, each in its own subprocess, one after the other, with the "
+             f"same graph, data, hyper-parameters, seed and {args.threads} thread(s)")
+        available = {name: peer_available(PEERS[name]) for name in args.compare}
+        for name, ok in available.items():
+            if not ok:
+                peers[name] = {"status": "not installed"}
+                _say(f"  [{name}] not installed (no module {PEERS[name].module!r} for {sys.executable}): skipped")
+        if any(available.values()):
+            with tempfile.TemporaryDirectory(prefix="lenet-bench-") as workdir:
+                npz = os.path.join(workdir, "data.npz")
+                write_peer_data(npz, x_train, y_train, x_test, y_test)
+                for name in args.compare:
+                    if available[name]:
+                        peers[name] = run_peer(PEERS[name], args, npz, workdir)
+        for name in args.compare:
+            info = peers[name]
+            row = {"framework": name, "status": info["status"], "version": None}
+            if info["status"] == "ok":
+                res = info["result"]
+                secs, rule = epoch_time([e["seconds"] for e in res["epochs"]])
+                row.update(version=res.get("version"), epoch_seconds=secs, epoch_time_rule=rule,
+                           samples_per_s=n_train / secs, gflops=flops.step * n_train / secs / 1e9,
+                           test_acc=res["epochs"][-1].get("test_acc"), lenet_over_peer=t_lenet / secs,
+                           loadavg_start=res.get("loadavg_start"), loadavg_end=res.get("loadavg_end"))
+            else:
+                failed = failed or info["status"] == "failed"
+                row["version"] = peer_version(PEERS[name])
+            rows.append(row)
+
+        _say("")
+        _say(f"{title}, {data_tag}, {n_train:,} training images, batch {args.batch}, {opt_desc}, {args.threads} thread(s), "
+             f"{args.epochs} epoch(s); epoch time = {how}")
+        table = []
+        for r in rows:
+            if r["status"] == "ok":
+                table.append([r["framework"], r["version"] or "?", f"{r['epoch_seconds']:.2f}",
+                              f"{r['samples_per_s']:,.0f}", f"{r['gflops']:.2f}",
+                              "" if r["test_acc"] is None else f"{r['test_acc']:.4f}", _ratio(r["lenet_over_peer"])])
+            else:
+                table.append([r["framework"], r["version"] or "-", r["status"], "", "", "", ""])
+        _say(format_table(["framework", "version", "epoch time (s)", "samples/s", "GFLOP/s", "test acc",
+                           "lenet/peer time"], table, "llrrrrr"))
+        _say("lenet/peer time < 1: lenet is faster (0.50x = lenet takes half the time); "
+             "> 1: the peer is faster.")
+        loads = [f"{r['framework']} {_load(r.get('loadavg_start'))} -> {_load(r.get('loadavg_end'))}"
+                 for r in rows if r["status"] == "ok"]
+        _say("1-minute load average at start -> end of each run (above ~" + str(args.threads) +
+             " means other work shared the cores): " + "; ".join(loads))
+
+    # ---- JSON
+    if args.json:
+        versions = {"python": platform.python_version(), "numpy": np.__version__, "lenet": lenet.__version__}
+        for name in args.compare:
+            res = peers[name].get("result") or {}
+            versions[name] = res.get("version") or peer_version(PEERS[name])
+        machine["loadavg_end"] = loadavg()
+        doc = {
+            "schema": "lenet.bench/1",
+            "started": started,
+            "command": [sys.executable, "-m", "lenet.bench"] + args.argv,
+            "config": {"model": args.model, "epochs": args.epochs, "batch": args.batch,
+                       "optimizer": args.optimizer, "lr": args.lr,
+                       "momentum": args.momentum if args.optimizer == "sgd" else None,
+                       "threads": args.threads, "seed": args.seed, "isa": kernels["isa"],
+                       "isa_forced": args.isa, "limit": args.limit, "compare": args.compare},
+            "machine": machine,
+            "versions": versions,
+            "kernels": kernels,
+            "data": {"source": mnist.source, "synthetic": mnist.source != "mnist", "note": synthetic_note,
+                     "path": mnist.path, "n_train": n_train, "n_test": n_test},
+            "model": {"name": args.model, "title": title, "parameters": n_params},
+            "flops": flops.as_dict(),
+            "lenet": {"epochs": records, "epoch_seconds": t_lenet, "epoch_time_rule": how,
+                      "loadavg_start": load_start, "loadavg_end": load_end,
+                      "samples_per_s": n_train / t_lenet, "gflops": flops.step * n_train / t_lenet / 1e9,
+                      "final_test_acc": records[-1]["test_acc"]},
+            "peers": peers,
+            "comparison": rows,
+            "ratios": {r["framework"]: r["lenet_over_peer"] for r in rows[1:] if r["status"] == "ok"},
+        }
+        try:
+            write_json_atomic(args.json, doc)
+        except OSError as exc:
+            raise BenchError(f"cannot write --json {args.json}: {exc}") from None
+        _say(f"\nwrote {args.json}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,100 @@
+"""Bad input raises a clear Python exception naming what is wrong; never a crash."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lenet
+import lenet.functional as F
+from lenet import _core, optim
+
+X = np.zeros((1, 1, 8, 8, 16), np.float32)
+W = np.zeros((2, 1, 3, 3), np.float32)
+B = np.zeros(2, np.float32)
+
+
+def test_wrong_dtype():
+    with pytest.raises(TypeError, match="x must have dtype float32, got float64"):
+        _core.conv2d_forward(X.astype(np.float64), W, B)
+    with pytest.raises(TypeError, match="weight must have dtype float32"):
+        _core.linear_forward(np.zeros((1, 4, 16), np.float32), np.zeros((2, 4), np.int32), None)
+    with pytest.raises(TypeError, match="must be a numpy array"):
+        _core.activation_forward("relu", [1.0, 2.0])
+    with pytest.raises(TypeError, match="labels must have dtype int32"):
+        _core.softmax_xent(np.zeros((1, 10, 16), np.float32), np.zeros(16, np.int64), 1.0)
+
+
+def test_wrong_shape():
+    with pytest.raises(ValueError, match="x must have 5 dimensions"):
+        _core.conv2d_forward(X[0], W, B)
+    with pytest.raises(ValueError, match=r"weight has shape \(2, 3, 3, 3\): dimension 1 must be 1"):
+        _core.conv2d_forward(X, np.zeros((2, 3, 3, 3), np.float32), B)
+    with pytest.raises(ValueError, match="bias has shape"):
+        _core.conv2d_forward(X, W, np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        _core.conv2d_forward(X, np.zeros((2, 1, 9, 9), np.float32), None)
+    with pytest.raises(ValueError, match="stride must be at least 1"):
+        _core.conv2d_forward(X, W, B, (0, 1))
+    with pytest.raises(ValueError, match="grad_output has shape"):
+        _core.conv2d_backward(X, W, np.zeros((1, 2, 5, 5, 16), np.float32), np.zeros_like(W), None)
+    with pytest.raises(ValueError, match="grad has shape"):
+        _core.sgd_update(np.zeros(5, np.float32), np.zeros(4, np.float32), np.zeros(5, np.float32), 0.1, 0, 0, False)
+
+
+def test_non_contiguous_and_read_only():
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.conv2d_forward(np.zeros((1, 1, 8, 8, 32), np.float32)[..., ::2], W, B)
+    frozen = np.zeros_like(W)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="grad_weight must be writable"):
+        _core.conv2d_backward(X, W, np.zeros((1, 2, 6, 6, 16), np.float32), frozen, None)
+
+
+def test_bad_values():
+    with pytest.raises(ValueError, match=r"labels\[3\] = 10 is outside \[0, 10\)"):
+        _core.softmax_xent(np.zeros((1, 10, 16), np.float32), np.array([0, 1, 2, 10] + [0] * 12, np.int32), 1.0)
+    with pytest.raises(ValueError, match="algo must be"):
+        _core.conv2d_forward(X, W, B, algo="fft")
+    with pytest.raises(ValueError, match="'direct' needs 16 lanes"):
+        _core.conv2d_forward(np.zeros((1, 1, 8, 8, 4), np.float32), W, B, algo="direct")
+    with pytest.raises(ValueError, match="pool kind"):
+        _core.pool2d_forward("min", X, (2, 2), (2, 2))
+    with pytest.raises(ValueError, match="threads must be in"):
+        lenet.set_num_threads(0)
+    with pytest.raises(ValueError, match="not available"):
+        lenet.set_isa("sse9")
+
+
+def test_python_layer_errors(rng):
+    model = lenet.LeNet5()
+    with pytest.raises(ValueError, match="conv2d expects a"):
+        model(np.zeros((4, 28, 28), np.float32))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        F.cross_entropy(np.zeros((4, 10), np.float32), np.zeros(5, np.int64))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
+        F.cross_entropy(np.zeros((4, 10), np.float32), np.array([0, 1, 2, -1]))
+    with pytest.raises(TypeError, match="labels must be integers"):
+        F.cross_entropy(np.zeros((4, 10), np.float32), np.zeros(4))
+    with pytest.raises(TypeError, match="numeric"):
+        lenet.Tensor(np.array(["a"]))
+    with pytest.raises(ValueError, match="learning rate"):
+        optim.SGD(model.parameters(), lr=0)
+    with pytest.raises(ValueError, match="no parameters"):
+        optim.Adam([], lr=1e-3)
+    with pytest.raises(ValueError, match="batch_size"):
+        lenet.Trainer(model, optim.SGD(model.parameters(), lr=0.1), batch_size=0)
+    with pytest.raises(TypeError, match="kernel_size"):
+        lenet.nn.Conv2d(1, 2, "3")
+
+
+def test_forced_isa_from_environment():
+    code = "import lenet; print(lenet.kernels()['isa'], lenet.kernels()['source'])"
+    env = dict(os.environ, LENET_ISA="reference")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["reference", "LENET_ISA"]
+    env["LENET_ISA"] = "nonsense"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "LENET_ISA: instruction set 'nonsense' is not available" in bad.stderr
+    assert "Segmentation" not in bad.stderr

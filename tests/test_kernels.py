@@ -1,0 +1,238 @@
+"""Every op on every instruction set this machine has, against independent numpy definitions, on shapes that
+hit every tail of every vector width (lanes 1, 5, 16, 17; odd widths, channel counts and strides)."""
+import numpy as np
+import pytest
+
+import lenet
+from lenet import _core
+from lenet.tensor import _from_lanes, _to_lanes
+
+import reference as ref
+
+LANES = [1, 5, 16, 17]
+
+
+def close(actual, expected, tol=2e-5):
+    expected = np.asarray(expected, np.float64)
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
+
+
+# ---- GEMM microkernels: every M, N, K around the register tiles (6x64 / 6x16 / 4x4 / 3x3) ---------------------
+@pytest.mark.parametrize("M", [1, 2, 3, 5, 6, 7, 12, 13, 25])
+@pytest.mark.parametrize("N", [1, 7, 8, 9, 15, 16, 17, 33, 63, 64, 65, 130])
+def test_gemm_nn(isa, rng, M, N):
+    for K in (1, 4, 17):
+        a = rng.standard_normal((M, K), dtype=np.float32)
+        b = rng.standard_normal((K, N), dtype=np.float32)
+        close(_core.gemm_nn(a, b), a.astype(np.float64) @ b)
+        at = np.ascontiguousarray(a.T)
+        close(_core.gemm_nn(at, b, trans_a=True), a.astype(np.float64) @ b)
+
+
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 7, 9])
+@pytest.mark.parametrize("N", [1, 2, 3, 4, 5, 6, 8, 11])
+def test_gemm_nt(isa, rng, M, N):
+    for K in (1, 7, 8, 15, 16, 17, 100):
+        a = rng.standard_normal((M, K), dtype=np.float32)
+        b = rng.standard_normal((N, K), dtype=np.float32)
+        close(_core.gemm_nt(a, b), a.astype(np.float64) @ b.T.astype(np.float64))
+
+
+# ---- convolution ---------------------------------------------------------------------------------------------
+CONV_CASES = [  # (batch, in_ch, H, W, out_ch, kernel, stride, padding)
+    (3, 1, 28, 28, 6, (5, 5), (1, 1), (2, 2)),    # LeNet-5 conv1
+    (4, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0)),   # LeNet-5 conv2
+    (2, 1, 28, 28, 32, (3, 3), (1, 1), (0, 0)),   # CoreMLNet conv1
+    (2, 32, 13, 13, 32, (2, 2), (1, 1), (0, 0)),  # CoreMLNet conv2
+    (2, 3, 9, 11, 5, (3, 2), (2, 3), (1, 1)),     # odd strides, rectangular everything
+    (1, 2, 7, 13, 7, (3, 3), (1, 1), (2, 1)),     # widths 13+2 -> tails of every pixel tile
+    (2, 5, 6, 6, 9, (1, 1), (1, 1), (0, 0)),      # 1x1
+    (2, 4, 8, 8, 3, (4, 4), (4, 4), (0, 0)),      # non-overlapping windows
+]
+
+
+def conv_case(rng, case, lanes):
+    B, C, H, W, O, k, stride, pad = case
+    x = rng.standard_normal((B, C, H, W), dtype=np.float32)
+    w = rng.standard_normal((O, C) + k, dtype=np.float32) * 0.3
+    b = rng.standard_normal(O, dtype=np.float32)
+    return x, _to_lanes(x, lanes), w, b, stride, pad
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("lanes", LANES)
+def test_conv2d_forward(isa, rng, case, lanes):
+    x, xl, w, b, stride, pad = conv_case(rng, case, lanes)
+    expected = ref.conv2d(x, w, b, stride, pad)
+    for algo in ("auto", "im2col"):
+        y = _core.conv2d_forward(xl, w, b, stride, pad, algo)
+        close(_from_lanes(y, len(x)), expected)
+
+
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[6] == (1, 1)])
+def test_conv2d_direct_matches_reference(isa, rng, case):
+    if isa == "reference":
+        pytest.skip("the reference table has no shape-specialised kernel")
+    x, xl, w, b, stride, pad = conv_case(rng, case, 16)
+    y = _core.conv2d_forward(xl, w, b, stride, pad, "direct")
+    close(_from_lanes(y, len(x)), ref.conv2d(x, w, b, stride, pad))
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("lanes", [1, 16, 17])
+def test_conv2d_backward(isa, rng, case, lanes):
+    x, xl, w, b, stride, pad = conv_case(rng, case, lanes)
+    y = ref.conv2d(x, w, b, stride, pad)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    # Adjoints in float64: dX = d<dy, conv(x)>/dx etc., computed from the linear map column by column is too slow;
+    # use the identities <dy, conv(x, w)> = <dx, x> = <dw, w> (conv is bilinear) plus a random-probe check.
+    dw, db = np.zeros_like(w), np.zeros_like(b)
+    dxl = _core.conv2d_backward(xl, w, _to_lanes(dy, lanes), dw, db, stride, pad, True)
+    dx = _from_lanes(dxl, len(x))
+    inner = float((dy.astype(np.float64) * (y - b[None, :, None, None])).sum())
+    close(float((dx.astype(np.float64) * x).sum()), inner, 1e-4)
+    close(float((dw.astype(np.float64) * w).sum()), inner, 1e-4)
+    close(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), 1e-4)
+    # Exact gradients: dW[o,c,ky,kx] = sum dy[:,o] * shifted x[:,c]; dX via the conv of a one-hot probe.
+    probe_w = np.zeros_like(w)
+    probe_w[tuple(rng.integers(0, s) for s in w.shape)] = 1.0
+    close(float((dw.astype(np.float64) * probe_w).sum()), float((dy * ref.conv2d(x, probe_w, None, stride, pad)).sum()), 1e-4)
+    probe_x = np.zeros_like(x)
+    probe_x[tuple(rng.integers(0, s) for s in x.shape)] = 1.0
+    close(float((dx.astype(np.float64) * probe_x).sum()), float((dy * ref.conv2d(probe_x, w, None, stride, pad)).sum()), 1e-4)
+
+
+def test_conv2d_backward_accumulates_into_grad_buffers(rng):
+    x, xl, w, b, stride, pad = conv_case(rng, CONV_CASES[1], 16)
+    dy = _to_lanes(rng.standard_normal((4, 16, 10, 10)).astype(np.float32), 16)
+    dw1, db1 = np.zeros_like(w), np.zeros_like(b)
+    _core.conv2d_backward(xl, w, dy, dw1, db1, stride, pad, False)
+    dw2, db2 = dw1.copy(), db1.copy()
+    _core.conv2d_backward(xl, w, dy, dw2, db2, stride, pad, False)
+    close(dw2, 2 * dw1.astype(np.float64))
+    close(db2, 2 * db1.astype(np.float64))
+
+
+# ---- pooling -------------------------------------------------------------------------------------------------
+POOL_CASES = [((2, 6, 28, 28), (2, 2), (2, 2)), ((3, 4, 9, 7), (3, 3), (2, 2)), ((1, 3, 5, 6), (2, 3), (1, 1)),
+              ((2, 32, 13, 13), (2, 2), (2, 2))]
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("case", POOL_CASES)
+@pytest.mark.parametrize("lanes", LANES)
+def test_pool2d(isa, rng, kind, case, lanes):
+    shape, kernel, stride = case
+    x = rng.standard_normal(shape, dtype=np.float32)
+    xl = _to_lanes(x, lanes)
+    y = _core.pool2d_forward(kind, xl, kernel, stride)
+    expected = ref.pool2d(kind, x, kernel, stride)
+    close(_from_lanes(y, shape[0]), expected)
+    dy = rng.standard_normal(expected.shape).astype(np.float32)
+    dx = _from_lanes(_core.pool2d_backward(kind, xl, y, _to_lanes(dy, lanes), kernel, stride), shape[0])
+    close(dx, ref.pool2d_backward(kind, x, dy, kernel, stride))
+
+
+def test_maxpool_ties_go_to_the_first_maximum(isa):
+    x = np.ones((1, 1, 2, 2), np.float32)
+    xl = _to_lanes(x, 16)
+    y = _core.pool2d_forward("max", xl, (2, 2), (2, 2))
+    dx = _from_lanes(_core.pool2d_backward("max", xl, y, np.ones_like(y), (2, 2), (2, 2)), 1)
+    np.testing.assert_array_equal(dx[0, 0], [[1, 0], [0, 0]])
+
+
+# ---- dense, activations, loss ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(3, 400, 120), (17, 84, 10), (20, 1152, 500), (1, 7, 13)])
+@pytest.mark.parametrize("lanes", LANES)
+def test_linear(isa, rng, shape, lanes):
+    B, I, O = shape
+    x = rng.standard_normal((B, I), dtype=np.float32)
+    w = rng.standard_normal((O, I), dtype=np.float32) * 0.1
+    b = rng.standard_normal(O, dtype=np.float32)
+    xl = _to_lanes(x, lanes)
+    y = _core.linear_forward(xl, w, b)
+    close(_from_lanes(y, B), ref.linear(x, w, b))
+    dy = rng.standard_normal((B, O)).astype(np.float32)
+    dw, db = np.zeros_like(w), np.zeros_like(b)
+    dx = _from_lanes(_core.linear_backward(xl, w, _to_lanes(dy, lanes), dw, db, True), B)
+    close(dx, dy.astype(np.float64) @ w, 1e-4)
+    close(dw, dy.T.astype(np.float64) @ x, 1e-4)
+    close(db, dy.astype(np.float64).sum(0), 1e-4)
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 15, 16, 17, 33, 100003])
+def test_activations(isa, rng, n):
+    x = (rng.standard_normal(n) * 4).astype(np.float32)
+    y = _core.activation_forward("relu", x)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    dy = rng.standard_normal(n).astype(np.float32)
+    np.testing.assert_array_equal(_core.activation_backward("relu", y, dy), np.where(x > 0, dy, 0))
+    t = _core.activation_forward("tanh", x)
+    np.testing.assert_allclose(t, np.tanh(x.astype(np.float64)), atol=2e-6)
+    close(_core.activation_backward("tanh", t, dy), dy * (1 - t.astype(np.float64) ** 2))
+
+
+def test_tanh_extremes(isa):
+    x = np.array([-1e4, -100, -9, -1e-6, 0, 1e-6, 9, 100, 1e4], np.float32)
+    np.testing.assert_allclose(_core.activation_forward("tanh", x), np.tanh(x), atol=2e-6)
+
+
+@pytest.mark.parametrize("batch,classes", [(1, 10), (16, 10), (37, 10), (5, 3), (64, 17)])
+@pytest.mark.parametrize("lanes", LANES)
+def test_softmax_cross_entropy(isa, rng, batch, classes, lanes):
+    logits = (rng.standard_normal((batch, classes)) * 5).astype(np.float32)
+    labels = rng.integers(0, classes, batch)
+    nblk = -(-batch // lanes)
+    lab = lenet.functional.lane_labels(labels, batch, nblk, lanes)
+    loss, dl = _core.softmax_xent(_to_lanes(logits, lanes), lab, 1.0 / batch)
+    exp_loss, exp_grad = ref.softmax_xent(logits, labels)
+    close(loss[:batch], exp_loss, 1e-5)
+    assert np.all(loss[batch:] == 0)
+    close(_from_lanes(dl, batch), exp_grad, 1e-5)
+    assert np.all(np.moveaxis(dl, -1, 1).reshape(nblk * lanes, classes)[batch:] == 0)  # padding lanes: no gradient
+
+
+# ---- optimisers ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 1000, 70001])
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_update(isa, rng, n, nesterov):
+    w = rng.standard_normal(n).astype(np.float32)
+    v = rng.standard_normal(n).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32)
+    w64, v64 = w.astype(np.float64), v.astype(np.float64)
+    lr, mom, wd = 0.1, 0.9, 1e-3
+    _core.sgd_update(w, g, v, lr, mom, wd, nesterov)
+    g64 = g + wd * w64
+    v64 = mom * v64 + g64
+    w64 -= lr * (g64 + mom * v64 if nesterov else v64)
+    close(v, v64)
+    close(w, w64)
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 70001])
+def test_adam_update(isa, rng, n):
+    w = rng.standard_normal(n).astype(np.float32)
+    m, v = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    w64, m64, v64 = w.astype(np.float64), np.zeros(n), np.zeros(n)
+    lr, b1, b2, eps, wd = 1e-2, 0.9, 0.999, 1e-8, 1e-4
+    for step in range(1, 4):
+        g = rng.standard_normal(n).astype(np.float32)
+        _core.adam_update(w, g, m, v, lr, b1, b2, eps, wd, step)
+        g64 = g + wd * w64
+        m64 = b1 * m64 + (1 - b1) * g64
+        v64 = b2 * v64 + (1 - b2) * g64 ** 2
+        w64 -= lr * (m64 / (1 - b1 ** step)) / (np.sqrt(v64 / (1 - b2 ** step)) + eps)
+    close(w, w64, 1e-5)
+
+
+# ---- SIMD against the reference table, bit-for-bit where the order of operations is the same ------------------
+def test_simd_maxpool_and_relu_bitwise_equal_to_reference(rng):
+    x = _to_lanes(rng.standard_normal((37, 6, 28, 28), dtype=np.float32), 16)
+    with lenet.use_isa("reference"):
+        want = _core.pool2d_forward("max", x, (2, 2), (2, 2)), _core.activation_forward("relu", x)
+    for isa in lenet.available_isas():
+        with lenet.use_isa(isa):
+            got = _core.pool2d_forward("max", x, (2, 2), (2, 2)), _core.activation_forward("relu", x)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
