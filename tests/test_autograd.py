@@ -109,7 +109,7 @@ def test_optimizer_keeps_parameters_as_views_of_one_buffer(rng):
     assert not opt.flat_grad.any()
 
 
-def test_training_is_reproducible_for_a_seed_and_thread_count(rng):
+def test_training_is_reproducible_for_a_seed_whatever_the_thread_count(rng):
     images = (rng.random((300, 28, 28)) * 255).astype(np.uint8)
     labels = rng.integers(0, 10, 300)
 
@@ -128,8 +128,8 @@ def test_training_is_reproducible_for_a_seed_and_thread_count(rng):
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
         c = run(1)
-        for k in a:  # a different thread count may only differ by rounding
-            np.testing.assert_allclose(a[k], c[k], rtol=1e-3, atol=1e-4)
+        for k in a:  # reductions are per block, summed in block order: bit-identical on any thread count
+            np.testing.assert_array_equal(a[k], c[k])
     finally:
         lenet.set_num_threads(threads)
 
