@@ -11,7 +11,7 @@ import pytest
 
 import lenet
 import lenet.bench as bench
-from lenet.bench import Peer, epoch_time, peer_available, write_json_atomic
+from lenet.bench import CpuMeter, Peer, epoch_time, peer_available, write_json_atomic
 from lenet.bench import __main__ as cli
 from lenet.bench.flops import count_flops
 
@@ -92,6 +92,18 @@ def test_write_json_atomic_replaces_and_leaves_no_temp(tmp_path):
     assert os.listdir(tmp_path) == ["r.json"]
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs /proc/stat")
+def test_cpu_meter_sees_our_own_work():
+    import time
+    meter = CpuMeter()
+    t = time.perf_counter()
+    while time.perf_counter() - t < 0.3:
+        pass
+    cpu = meter.stop()
+    assert set(cpu) == {"wall_seconds", "own_cores", "others_cores", "steal_cores"}
+    assert 0.2 < cpu["own_cores"] <= 1.2 and cpu["others_cores"] >= 0 and cpu["wall_seconds"] >= 0.3
+
+
 # ---- argument handling -------------------------------------------------------------------------------------------
 def test_model_dependent_defaults():
     a = cli.parse_args([])
@@ -162,6 +174,8 @@ def test_cli_runs_and_writes_json(tmp_path):
     assert rec["samples_per_s"] == pytest.approx(2000 / rec["seconds"], rel=1e-6)
     assert rec["gflops"] == pytest.approx(2_263_920 * 2000 / rec["seconds"] / 1e9, rel=1e-6)
     assert np.isfinite(rec["loss"]) and 0.0 <= rec["test_acc"] <= 1.0
+    if os.path.exists("/proc/stat"):
+        assert rec["cpu"]["others_cores"] >= 0 and rec["cpu"]["own_cores"] > 0
     assert float(m.group(1)) == pytest.approx(rec["test_acc"], abs=1e-4)
     assert rec["test_acc"] > 0.2, "31 SGD steps should beat chance (0.1) by far"
     if doc["data"]["source"] == "mnist":

@@ -22,11 +22,13 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import statistics
 import tempfile
+import time
 
 __all__ = ["Peer", "PEERS", "PEER_ALIASES", "peer_script", "peer_available", "peer_version", "epoch_time",
-           "cpu_model", "usable_cores", "loadavg", "machine_info", "write_json_atomic"]
+           "cpu_model", "usable_cores", "loadavg", "machine_info", "write_json_atomic", "CpuMeter"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,3 +139,46 @@ def write_json_atomic(path: str, obj) -> None:
         except OSError:
             pass
         raise
+
+
+def _proc_stat():
+    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat; None where unavailable."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 8:
+        return None
+    v = [int(x) for x in fields[1:9]] + [0] * (9 - len(fields))
+    user, nice, system, _idle, _iowait, irq, softirq, steal = v[:8]
+    return (user + nice + system + irq + softirq) / hz, steal / hz
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and of its children that have been waited for."""
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+class CpuMeter:
+    """How busy the machine was with *other* work over an interval, in cores.
+
+    others = (machine-wide busy CPU time from /proc/stat - the CPU time of this process and of the children it
+    waited for) / wall time; steal = time the hypervisor gave to other guests / wall time.  On a 2-core machine,
+    others ~ 1 means another job took about half the machine: the timings of that interval are suspect.
+    `stop()` returns None where /proc/stat is unavailable (not Linux).
+    """
+
+    def __init__(self):
+        self._wall, self._machine, self._own = time.perf_counter(), _proc_stat(), _own_cpu()
+
+    def stop(self):
+        wall = time.perf_counter() - self._wall
+        machine, own = _proc_stat(), _own_cpu() - self._own
+        if self._machine is None or machine is None or wall <= 0:
+            return None
+        busy, steal = machine[0] - self._machine[0], machine[1] - self._machine[1]
+        return {"wall_seconds": wall, "own_cores": own / wall, "others_cores": max(0.0, busy - own) / wall,
+                "steal_cores": max(0.0, steal) / wall}

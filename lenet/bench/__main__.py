@@ -28,8 +28,8 @@ import lenet
 from lenet import data as ldata
 from lenet.models import MODELS
 
-from . import (PEER_ALIASES, PEERS, epoch_time, loadavg, machine_info, peer_available, peer_script, peer_version,
-               usable_cores, write_json_atomic)
+from . import (PEER_ALIASES, PEERS, CpuMeter, epoch_time, loadavg, machine_info, peer_available, peer_script,
+               peer_version, usable_cores, write_json_atomic)
 from .flops import count_flops
 
 PROG = "python -m lenet.bench"
@@ -41,6 +41,7 @@ MODEL_DEFAULTS = {
     "coreml": {"epochs": 3, "batch": 128, "optimizer": "adam"},
 }
 LR_DEFAULTS = {"sgd": 0.05, "adam": 1e-3}
+BUSY_CORES = 0.25  # other processes using more CPU than this (in cores) during a run disturb its timing
 MODEL_TITLES = {"lenet5": "LeNet-5", "coreml": "MNIST-CoreML-Training graph"}
 
 
@@ -191,8 +192,8 @@ def format_table(header, rows, align=None) -> str:
     return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
 
 
-def _load(la) -> str:
-    return "?" if not la else f"{la[0]:.2f}"
+def _cores(cpu, key="others_cores") -> str:
+    return "?" if not cpu else f"{cpu[key]:.2f}"
 
 
 def _ratio(x) -> str:
@@ -210,21 +211,23 @@ def run_lenet(args, x_train, y_train, x_test, y_test, flops) -> list:
         opt = lenet.optim.Adam(model.parameters(), lr=args.lr)
     trainer = lenet.Trainer(model, opt, batch_size=args.batch, seed=args.seed, log=None)
     n = len(x_train)
-    header = ["epoch", "time (s)", "samples/s", "GFLOP/s", "train loss", "test acc", "eval (s)"]
-    widths = [5, 9, 10, 8, 10, 8, 8]
+    header = ["epoch", "time (s)", "samples/s", "GFLOP/s", "train loss", "test acc", "eval (s)", "others"]
+    widths = [5, 9, 10, 8, 10, 8, 8, 6]
     _say("  ".join(h.rjust(w) for h, w in zip(header, widths)))
     records = []
     for epoch in range(1, args.epochs + 1):
+        meter = CpuMeter()
         r = trainer.train_epoch(x_train, y_train)
+        cpu = meter.stop()
         t0 = time.perf_counter()
         ev = trainer.evaluate(x_test, y_test)
         eval_s = time.perf_counter() - t0
         rec = {"epoch": epoch, "seconds": r["seconds"], "samples_per_s": r["samples_per_s"],
                "gflops": flops.step * n / r["seconds"] / 1e9, "loss": r["loss"], "test_acc": ev["accuracy"],
-               "test_loss": ev["loss"], "eval_seconds": eval_s}
+               "test_loss": ev["loss"], "eval_seconds": eval_s, "cpu": cpu}
         records.append(rec)
         cells = [str(epoch), f"{rec['seconds']:.2f}", f"{rec['samples_per_s']:,.0f}", f"{rec['gflops']:.2f}",
-                 f"{rec['loss']:.4f}", f"{rec['test_acc']:.4f}", f"{eval_s:.2f}"]
+                 f"{rec['loss']:.4f}", f"{rec['test_acc']:.4f}", f"{eval_s:.2f}", _cores(cpu)]
         _say("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
     return records
 
@@ -250,7 +253,7 @@ def run_peer(peer, args, npz, workdir) -> dict:
     out_json = os.path.join(workdir, f"{peer.name}.json")
     cmd = peer_command(peer, args, npz, out_json)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    start = time.perf_counter()
+    start, meter = time.perf_counter(), CpuMeter()
     tail = collections.deque(maxlen=30)
     prefix = f"[{peer.name}]"
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
@@ -266,8 +269,8 @@ def run_peer(peer, args, npz, workdir) -> dict:
             proc.kill()
             raise
         rc = proc.wait()
-    wall = time.perf_counter() - start
-    result = {"status": "ok", "wall_seconds": wall, "command": cmd, "returncode": rc}
+    wall, cpu = time.perf_counter() - start, meter.stop()  # after wait(): the child's CPU time counts as ours
+    result = {"status": "ok", "wall_seconds": wall, "command": cmd, "returncode": rc, "cpu": cpu}
     if rc != 0:
         result.update(status="failed", output_tail=list(tail))
         _say(f"  [{peer.name}] FAILED with exit status {rc} after {wall:.1f} s; its last output:")
@@ -284,7 +287,8 @@ def run_peer(peer, args, npz, workdir) -> dict:
         _say(f"  [{peer.name}] FAILED: unreadable result ({exc})")
         return result
     result["result"] = res
-    _say(f"  [{peer.name}] done in {wall:.1f} s (wall, including start-up)")
+    _say(f"  [{peer.name}] done in {wall:.1f} s (wall, including start-up); it used {_cores(cpu, 'own_cores')} "
+         f"cores, other processes {_cores(cpu)}")
     return result
 
 
@@ -349,26 +353,38 @@ def _run(args) -> int:
     _say(f"  training        : {args.epochs} epoch(s), batch {args.batch}, {opt_desc}, seed {args.seed}")
     _say(f"  FLOPs/sample    : forward {flops.forward:,} + backward {flops.backward:,} = {flops.step:,} per "
          f"training step (multiply-add = 2; conv and linear only)")
+    meter = CpuMeter()
+    time.sleep(0.5)
+    idle = meter.stop()
     la = loadavg()
-    if la is not None:
-        busy = " (the machine is busy: timings are suspect)" if la[0] > 0.5 * machine["usable_cores"] else ""
-        _say(f"  load average    : {' '.join(f'{v:.2f}' for v in la)}{busy}")
+    if idle is not None:
+        machine["others_cores_before"] = idle["others_cores"]
+        busy = (": the machine is busy, timings will be disturbed" if idle["others_cores"] > BUSY_CORES else "")
+        _say(f"  other processes : {idle['others_cores']:.2f} of {machine['cpu_count']} cores busy just before the "
+             f"run{busy}" + (f" (load average {' '.join(f'{v:.2f}' for v in la)})" if la else ""))
     _say("")
 
     # ---- lenet
-    load_start = loadavg()
+    meter = CpuMeter()
     records = run_lenet(args, x_train, y_train, x_test, y_test, flops)
-    load_end = loadavg()
+    lenet_cpu = meter.stop()
     t_lenet, how = epoch_time([r["seconds"] for r in records])
     data_tag = "MNIST" if mnist.source == "mnist" else "SYNTHETIC data, not MNIST"
+    # the machine's load during the epochs the reported time comes from (the worst of them)
+    timed = [r["cpu"] for r in (records[1:] if len(records) >= 2 else records) if r["cpu"]]
+    timed_cpu = max(timed, key=lambda c: c["others_cores"]) if timed else None
     _say(f"lenet: {t_lenet:.2f} s per epoch ({how}), {n_train / t_lenet:,.0f} samples/s, "
          f"{flops.step * n_train / t_lenet / 1e9:.2f} GFLOP/s, final test accuracy {records[-1]['test_acc']:.4f} "
          f"({data_tag})")
+    _say("(others: CPU cores used by other processes meanwhile, from /proc/stat)")
+    if timed_cpu and timed_cpu["others_cores"] > BUSY_CORES:
+        _say(f"WARNING: other processes used up to {timed_cpu['others_cores']:.2f} cores during the epochs timed "
+             f"({how}): lenet's time is inflated; re-run on a quiet machine.")
 
     rows = [{"framework": "lenet", "version": lenet.__version__, "status": "ok", "epoch_seconds": t_lenet,
              "epoch_time_rule": how, "samples_per_s": n_train / t_lenet,
              "gflops": flops.step * n_train / t_lenet / 1e9, "test_acc": records[-1]["test_acc"],
-             "lenet_over_peer": 1.0, "loadavg_start": load_start, "loadavg_end": load_end}]
+             "lenet_over_peer": 1.0, "cpu": timed_cpu}]
     peers, failed = {}, False
 
     # ---- peers
@@ -397,31 +413,35 @@ def _run(args) -> int:
                 row.update(version=res.get("version"), epoch_seconds=secs, epoch_time_rule=rule,
                            samples_per_s=n_train / secs, gflops=flops.step * n_train / secs / 1e9,
                            test_acc=res["epochs"][-1].get("test_acc"), lenet_over_peer=t_lenet / secs,
-                           loadavg_start=res.get("loadavg_start"), loadavg_end=res.get("loadavg_end"))
+                           cpu=info.get("cpu"))
             else:
                 failed = failed or info["status"] == "failed"
                 row["version"] = peer_version(PEERS[name])
             rows.append(row)
 
         _say("")
-        _say(f"{title}, {data_tag}, {n_train:,} training images, batch {args.batch}, {opt_desc}, {args.threads} thread(s), "
-             f"{args.epochs} epoch(s); epoch time = {how}")
+        _say(f"{title}, {data_tag}, {n_train:,} training images, batch {args.batch}, {opt_desc}, "
+             f"{args.threads} thread(s), {args.epochs} epoch(s); epoch time = {how}")
         table = []
         for r in rows:
             if r["status"] == "ok":
                 table.append([r["framework"], r["version"] or "?", f"{r['epoch_seconds']:.2f}",
                               f"{r['samples_per_s']:,.0f}", f"{r['gflops']:.2f}",
-                              "" if r["test_acc"] is None else f"{r['test_acc']:.4f}", _ratio(r["lenet_over_peer"])])
+                              "" if r["test_acc"] is None else f"{r['test_acc']:.4f}", _ratio(r["lenet_over_peer"]),
+                              _cores(r.get("cpu"))])
             else:
-                table.append([r["framework"], r["version"] or "-", r["status"], "", "", "", ""])
+                table.append([r["framework"], r["version"] or "-", r["status"], "", "", "", "", ""])
         _say(format_table(["framework", "version", "epoch time (s)", "samples/s", "GFLOP/s", "test acc",
-                           "lenet/peer time"], table, "llrrrrr"))
+                           "lenet/peer time", "others"], table, "llrrrrrr"))
         _say("lenet/peer time < 1: lenet is faster (0.50x = lenet takes half the time); "
              "> 1: the peer is faster.")
-        loads = [f"{r['framework']} {_load(r.get('loadavg_start'))} -> {_load(r.get('loadavg_end'))}"
-                 for r in rows if r["status"] == "ok"]
-        _say("1-minute load average at start -> end of each run (above ~" + str(args.threads) +
-             " means other work shared the cores): " + "; ".join(loads))
+        _say(f"others: cores used by other processes (from /proc/stat) during the timed epochs for lenet, during "
+             f"the whole subprocess for a peer; above {BUSY_CORES} the machine was shared and that time is "
+             f"inflated.")
+        disturbed = [r["framework"] for r in rows if r.get("cpu") and r["cpu"]["others_cores"] > BUSY_CORES]
+        if disturbed:
+            _say(f"WARNING: other work ran during {', '.join(disturbed)}: those times (and the ratios) are not "
+                 f"clean; re-run on a quiet machine.")
 
     # ---- JSON
     if args.json:
@@ -447,7 +467,7 @@ def _run(args) -> int:
             "model": {"name": args.model, "title": title, "parameters": n_params},
             "flops": flops.as_dict(),
             "lenet": {"epochs": records, "epoch_seconds": t_lenet, "epoch_time_rule": how,
-                      "loadavg_start": load_start, "loadavg_end": load_end,
+                      "cpu_timed_epochs": timed_cpu, "cpu_whole_run": lenet_cpu,
                       "samples_per_s": n_train / t_lenet, "gflops": flops.step * n_train / t_lenet / 1e9,
                       "final_test_acc": records[-1]["test_acc"]},
             "peers": peers,
