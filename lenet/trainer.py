@@ -54,6 +54,11 @@ class Trainer:
             progress.clear()
         return {"loss": total_loss / n, "seconds": seconds, "samples_per_s": n / seconds}
 
+    def plan_schedule(self, epochs: int, n_samples: int) -> None:
+        """Spread the learning-rate schedule over `epochs` passes of `n_samples` (fit does this itself; call it
+        before driving train_epoch directly)."""
+        self.total_steps = self.optimizer.steps + epochs * -(-n_samples // self.batch_size)
+
     def _schedule(self) -> None:
         if self.lr_schedule == "cosine" and self.total_steps:
             t = min(self.optimizer.steps, self.total_steps)
@@ -73,7 +78,7 @@ class Trainer:
 
     def fit(self, images, labels, epochs: int, *, test=None) -> list[dict]:
         """Train for `epochs` passes; after each, evaluate on `test` = (images, labels) when given."""
-        self.total_steps = self.optimizer.steps + epochs * -(-len(images) // self.batch_size)
+        self.plan_schedule(epochs, len(images))
         for epoch in range(1, epochs + 1):
             record = {"epoch": epoch, **self.train_epoch(images, labels)}
             line = (f"epoch {epoch}/{epochs}  loss {record['loss']:.4f}  {record['seconds']:.2f} s  "

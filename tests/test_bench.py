@@ -136,7 +136,6 @@ def test_bad_arguments_are_argparse_errors(argv, message, capsys):
 # ---- the CLI in a subprocess -------------------------------------------------------------------------------------
 def _env(tmp_path):
     env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["LENET_CACHE_DIR"] = str(tmp_path / "cache")  # never write into the user's cache
     return env
 
@@ -205,7 +204,7 @@ FAKE_PEER = textwrap.dedent("""
     import argparse, json, sys
     import numpy as np
     p = argparse.ArgumentParser()
-    for a in ("--data", "--model", "--optimizer", "--out"):
+    for a in ("--data", "--model", "--optimizer", "--schedule", "--out"):
         p.add_argument(a)
     for a in ("--epochs", "--batch", "--threads", "--seed"):
         p.add_argument(a, type=int)
@@ -258,7 +257,8 @@ def test_compare_with_fake_peers(tmp_path, monkeypatch, capsys, restore_threads)
     assert fake["status"] == "ok" and doc["peers"]["ghost"] == {"status": "not installed"}
     assert fake["result"]["n_train"] == 300
     assert fake["result"]["args"] == {"model": "lenet5", "optimizer": "sgd", "epochs": 2, "batch": 32,
-                                      "threads": restore_threads, "seed": 7, "lr": 0.01, "momentum": 0.9}
+                                      "threads": restore_threads, "seed": 7, "lr": 0.01, "momentum": 0.9,
+                                      "schedule": "cosine"}
     t_lenet = doc["lenet"]["epoch_seconds"]
     assert t_lenet == doc["lenet"]["epochs"][1]["seconds"] and doc["lenet"]["epoch_time_rule"] == "epoch 2"
     assert doc["ratios"] == {"fake": pytest.approx(t_lenet / 0.5)}

@@ -89,12 +89,13 @@ def test_python_layer_errors(rng):
         lenet.nn.Conv2d(1, 2, "3")
 
 
-def test_forced_isa_from_environment():
+def test_forced_isa_from_environment(tmp_path):  # run outside the source tree: import the installed package
     code = "import lenet; print(lenet.kernels()['isa'], lenet.kernels()['source'])"
     env = dict(os.environ, LENET_ISA="reference")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
     assert out.stdout.split() == ["reference", "LENET_ISA"]
     env["LENET_ISA"] = "nonsense"
-    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0 and "LENET_ISA: instruction set 'nonsense' is not available" in bad.stderr
     assert "Segmentation" not in bad.stderr

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default 0.05 for sgd, 1e-3 for adam)")
     p.add_argument("--momentum", type=_momentum, default=0.9, help="SGD momentum (default 0.9; ignored by adam)")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default=None,
+                   help="learning rate over the run: cosine decay to 0 (default for sgd) or constant (default for "
+                        "adam, the MNIST-CoreML-Training set-up)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help=f"threads for lenet and the peers (default: all usable cores, here {usable_cores()})")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the shuffles (default 0)")
@@ -147,6 +150,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.optimizer = defaults["optimizer"]
     if args.lr is None:
         args.lr = LR_DEFAULTS[args.optimizer]
+    if args.schedule is None:
+        args.schedule = "cosine" if args.optimizer == "sgd" else "constant"
     if args.threads is None:
         args.threads = usable_cores()
     return args
@@ -209,8 +214,10 @@ def run_lenet(args, x_train, y_train, x_test, y_test, flops) -> list:
         opt = lenet.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     else:
         opt = lenet.optim.Adam(model.parameters(), lr=args.lr)
-    trainer = lenet.Trainer(model, opt, batch_size=args.batch, seed=args.seed, log=None)
+    trainer = lenet.Trainer(model, opt, batch_size=args.batch, seed=args.seed, log=None,
+                            lr_schedule=None if args.schedule == "constant" else args.schedule)
     n = len(x_train)
+    trainer.plan_schedule(args.epochs, n)
     header = ["epoch", "time (s)", "samples/s", "GFLOP/s", "train loss", "test acc", "eval (s)", "others"]
     widths = [5, 9, 10, 8, 10, 8, 8, 6]
     _say("  ".join(h.rjust(w) for h, w in zip(header, widths)))
@@ -244,7 +251,8 @@ def peer_command(peer, args, npz, out_json) -> list:
     # package and its compiled module (and start its thread pool) in the peer's process.
     return [sys.executable, peer_script(peer), "--data", npz, "--model", args.model, "--epochs", str(args.epochs),
             "--batch", str(args.batch), "--lr", repr(args.lr), "--optimizer", args.optimizer,
-            "--momentum", repr(args.momentum), "--threads", str(args.threads), "--seed", str(args.seed),
+            "--momentum", repr(args.momentum), "--schedule", args.schedule, "--threads", str(args.threads),
+            "--seed", str(args.seed),
             "--out", out_json]
 
 
@@ -349,7 +357,7 @@ def _run(args) -> int:
         _say(f"  data            : *** SYNTHETIC digit set, NOT MNIST *** ({synthetic_note}): {n_train:,} training, "
              f"{n_test:,} test images; accuracy figures are not MNIST figures")
     opt_desc = (f"SGD lr {args.lr:g} momentum {args.momentum:g}" if args.optimizer == "sgd"
-                else f"Adam lr {args.lr:g}")
+                else f"Adam lr {args.lr:g}") + f", {args.schedule} schedule"
     _say(f"  training        : {args.epochs} epoch(s), batch {args.batch}, {opt_desc}, seed {args.seed}")
     _say(f"  FLOPs/sample    : forward {flops.forward:,} + backward {flops.backward:,} = {flops.step:,} per "
          f"training step (multiply-add = 2; conv and linear only)")
@@ -455,7 +463,7 @@ def _run(args) -> int:
             "started": started,
             "command": [sys.executable, "-m", "lenet.bench"] + args.argv,
             "config": {"model": args.model, "epochs": args.epochs, "batch": args.batch,
-                       "optimizer": args.optimizer, "lr": args.lr,
+                       "optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule,
                        "momentum": args.momentum if args.optimizer == "sgd" else None,
                        "threads": args.threads, "seed": args.seed, "isa": kernels["isa"],
                        "isa_forced": args.isa, "limit": args.limit, "compare": args.compare},

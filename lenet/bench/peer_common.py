@@ -16,6 +16,7 @@ Call order in a peer script::
 """
 
 import argparse
+import math
 import json
 import os
 import platform
@@ -55,6 +56,8 @@ def build_parser(framework):
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="learning rate: constant, or cosine decay to 0 over all steps (lenet's Trainer formula)")
     p.add_argument("--weight-decay", type=float, default=0.0,
                    help="L2 weight decay added to the gradient (PyTorch semantics) for sgd and adam")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -63,6 +66,15 @@ def build_parser(framework):
     p.add_argument("--infer-latency", action="store_true",
                    help="also measure batch-1 inference latency after training")
     return p
+
+
+def cosine_lr(base, step, total):
+    """lr for update number `step` (0-based) of `total`: base * (1 + cos(pi * step / total)) / 2."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+
+def total_steps(args, n_train):
+    return args.epochs * -(-n_train // args.batch)
 
 
 def pin_thread_env(threads):

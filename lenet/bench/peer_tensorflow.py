@@ -56,11 +56,14 @@ def build_model(name, keras, weight_decay=0.0, for_fit=False):
     return keras.Sequential([keras.Input((28, 28, 1))] + layers, name=name)
 
 
-def make_optimizer(args, keras):
+def make_optimizer(args, keras, n_train):
+    lr = args.lr
+    if args.schedule == "cosine":  # keras's CosineDecay with alpha 0 is pc.cosine_lr, stepped per update
+        lr = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=pc.total_steps(args, n_train), alpha=0.0)
     if args.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=args.lr, momentum=args.momentum)
+        return keras.optimizers.SGD(learning_rate=lr, momentum=args.momentum)
     b1, b2 = pc.ADAM_BETAS
-    return keras.optimizers.Adam(learning_rate=args.lr, beta_1=b1, beta_2=b2,
+    return keras.optimizers.Adam(learning_rate=lr, beta_1=b1, beta_2=b2,
                                  epsilon=pc.ADAM_EPS)
 
 
@@ -90,7 +93,7 @@ def train_step_method(tf, keras, args, d, model, log_epoch):
     X = tf.constant(nhwc(d["x_train"]))
     Y = tf.constant(d["y_train"])
     n = int(X.shape[0])
-    opt = make_optimizer(args, keras)
+    opt = make_optimizer(args, keras, n)
     variables = model.trainable_variables
     opt.build(variables)
     wd = float(args.weight_decay)
@@ -125,7 +128,7 @@ def train_step_method(tf, keras, args, d, model, log_epoch):
 def fit_method(tf, keras, args, d, model, log_epoch):
     x, y = nhwc(d["x_train"]), d["y_train"]
     n = x.shape[0]
-    model.compile(optimizer=make_optimizer(args, keras),
+    model.compile(optimizer=make_optimizer(args, keras, n),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     for epoch, perm in enumerate(pc.epoch_permutations(args.seed, n, args.epochs), 1):
         t0 = time.perf_counter()

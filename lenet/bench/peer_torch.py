@@ -108,6 +108,7 @@ def main(argv=None):
     slices = pc.batch_slices(n, args.batch)
 
     model.train()
+    step, total = 0, pc.total_steps(args, n)
     for epoch, perm in enumerate(pc.epoch_permutations(args.seed, n, args.epochs), 1):
         perm_t = torch.from_numpy(perm)
         loss_sum = 0.0
@@ -118,7 +119,11 @@ def main(argv=None):
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(xb), yb)
             loss.backward()
+            if args.schedule == "cosine":
+                for group in opt.param_groups:
+                    group["lr"] = pc.cosine_lr(args.lr, step, total)
             opt.step()
+            step += 1
             loss_sum += loss.item() * (b - a)
         secs = time.perf_counter() - t0
         rec = {"epoch": epoch, "seconds": secs, "loss": loss_sum / n,
