@@ -58,6 +58,9 @@ def test_bad_values():
     with pytest.raises(ValueError, match="algo must be"):
         _core.conv2d_forward(X, W, B, algo="fft")
     with pytest.raises(ValueError, match="'direct' needs 16 lanes"):
+        _core.conv2d_backward(np.zeros((1, 1, 8, 8, 4), np.float32), W, np.zeros((1, 2, 6, 6, 4), np.float32),
+                              np.zeros_like(W), None, algo="direct")
+    with pytest.raises(ValueError, match="'direct' needs 16 lanes"):
         _core.conv2d_forward(np.zeros((1, 1, 8, 8, 4), np.float32), W, B, algo="direct")
     with pytest.raises(ValueError, match="pool kind"):
         _core.pool2d_forward("min", X, (2, 2), (2, 2))

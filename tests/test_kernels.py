@@ -71,36 +71,42 @@ def test_conv2d_forward(isa, rng, case, lanes):
 
 
 @pytest.mark.parametrize("case", [c for c in CONV_CASES if c[6] == (1, 1)])
-def test_conv2d_direct_matches_reference(isa, rng, case):
-    if isa == "reference":
-        pytest.skip("the reference table has no shape-specialised kernel")
+def test_conv2d_direct_matches_numpy(isa, rng, case):
+    """The shape-specialised kernels (forward, dW, and dX as a convolution of padded dY), on every table."""
     x, xl, w, b, stride, pad = conv_case(rng, case, 16)
     y = _core.conv2d_forward(xl, w, b, stride, pad, "direct")
     close(_from_lanes(y, len(x)), ref.conv2d(x, w, b, stride, pad))
+    check_conv_backward(rng, x, xl, w, b, stride, pad, 16, "direct")
 
 
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("lanes", [1, 16, 17])
 def test_conv2d_backward(isa, rng, case, lanes):
     x, xl, w, b, stride, pad = conv_case(rng, case, lanes)
+    for algo in ("auto", "im2col"):
+        check_conv_backward(rng, x, xl, w, b, stride, pad, lanes, algo)
+
+
+def check_conv_backward(rng, x, xl, w, b, stride, pad, lanes, algo):
     y = ref.conv2d(x, w, b, stride, pad)
     dy = rng.standard_normal(y.shape).astype(np.float32)
-    # Adjoints in float64: dX = d<dy, conv(x)>/dx etc., computed from the linear map column by column is too slow;
-    # use the identities <dy, conv(x, w)> = <dx, x> = <dw, w> (conv is bilinear) plus a random-probe check.
     dw, db = np.zeros_like(w), np.zeros_like(b)
-    dxl = _core.conv2d_backward(xl, w, _to_lanes(dy, lanes), dw, db, stride, pad, True)
+    dxl = _core.conv2d_backward(xl, w, _to_lanes(dy, lanes), dw, db, stride, pad, True, algo)
     dx = _from_lanes(dxl, len(x))
+    # conv is bilinear: <dy, conv(x, w)> = <dx, x> = <dw, w>; and one-hot probes pin single entries exactly.
     inner = float((dy.astype(np.float64) * (y - b[None, :, None, None])).sum())
     close(float((dx.astype(np.float64) * x).sum()), inner, 1e-4)
     close(float((dw.astype(np.float64) * w).sum()), inner, 1e-4)
     close(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), 1e-4)
-    # Exact gradients: dW[o,c,ky,kx] = sum dy[:,o] * shifted x[:,c]; dX via the conv of a one-hot probe.
-    probe_w = np.zeros_like(w)
-    probe_w[tuple(rng.integers(0, s) for s in w.shape)] = 1.0
-    close(float((dw.astype(np.float64) * probe_w).sum()), float((dy * ref.conv2d(x, probe_w, None, stride, pad)).sum()), 1e-4)
-    probe_x = np.zeros_like(x)
-    probe_x[tuple(rng.integers(0, s) for s in x.shape)] = 1.0
-    close(float((dx.astype(np.float64) * probe_x).sum()), float((dy * ref.conv2d(probe_x, w, None, stride, pad)).sum()), 1e-4)
+    for _ in range(3):
+        probe_w = np.zeros_like(w)
+        probe_w[tuple(rng.integers(0, s) for s in w.shape)] = 1.0
+        close(float((dw.astype(np.float64) * probe_w).sum()),
+              float((dy * ref.conv2d(x, probe_w, None, stride, pad)).sum()), 1e-4)
+        probe_x = np.zeros_like(x)
+        probe_x[tuple(rng.integers(0, s) for s in x.shape)] = 1.0
+        close(float((dx.astype(np.float64) * probe_x).sum()),
+              float((dy * ref.conv2d(probe_x, w, None, stride, pad)).sum()), 1e-4)
 
 
 def test_conv2d_backward_accumulates_into_grad_buffers(rng):
@@ -109,7 +115,7 @@ def test_conv2d_backward_accumulates_into_grad_buffers(rng):
     dw1, db1 = np.zeros_like(w), np.zeros_like(b)
     _core.conv2d_backward(xl, w, dy, dw1, db1, stride, pad, False)
     dw2, db2 = dw1.copy(), db1.copy()
-    _core.conv2d_backward(xl, w, dy, dw2, db2, stride, pad, False)
+    _core.conv2d_backward(xl, w, dy, dw2, db2, stride, pad, False)  # += onto the first result
     close(dw2, 2 * dw1.astype(np.float64))
     close(db2, 2 * db1.astype(np.float64))
 

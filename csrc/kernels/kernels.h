@@ -42,6 +42,9 @@ struct KernelTable {
     // zero-padded to [ic][oh+kh-1][ow+kw-1][16]; w is [oc][ic][kh][kw]; y[oc][oh][ow][16] = bias + conv.
     // Null where the ISA has none (the ops layer then uses im2col + gemm_nn).
     void (*conv_direct_fwd)(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y);
+    // Its weight gradient, one block: dw[oc][ic][kh][kw] = sum over pixels and lanes of dy * xpad (overwritten);
+    // the lanes are the reduction, one horizontal sum per weight. Null where the ISA has none.
+    void (*conv_direct_dw)(const ConvShape* s, const float* xpad, const float* dy, float* dw);
 
     // Pooling over one block [c][ih][iw][L] -> [c][oh][ow][L] (no padding).
     void (*maxpool_fwd)(const ConvShape* s, const float* x, float* y);
@@ -78,6 +81,7 @@ struct KernelTable {
     const char* gemm_nn_name;
     const char* gemm_nt_name;
     const char* conv_direct_name;
+    const char* conv_direct_dw_name;
 };
 
 // One table per ISA compiled into this build; null where the build target cannot have it.

@@ -16,8 +16,13 @@ void conv_output_size(ConvShape& s) {
     s.ow = (s.iw + 2 * s.pw - s.kw) / s.sw + 1;
 }
 
-bool conv_direct_applies(const ConvShape& s) {
-    return kernels().conv_direct_fwd && kernels().vector_floats > 1 && s.lanes == 16 && s.sh == 1 && s.sw == 1;
+bool conv_direct_possible(const ConvShape& s) {
+    return kernels().conv_direct_fwd && kernels().conv_direct_dw && s.lanes == 16 && s.sh == 1 && s.sw == 1;
+}
+
+bool conv_uses_direct(const ConvShape& s, ConvAlgo algo) {
+    if (algo == ConvAlgo::Im2col || !conv_direct_possible(s)) return false;
+    return algo == ConvAlgo::Direct || kernels().vector_floats > 1;  // the reference serves Auto with im2col
 }
 
 namespace {
@@ -94,7 +99,7 @@ void conv2d_forward(const ConvShape& s, int nblk, const float* x, const float* w
     const size_t xb = block_floats(s.ic, s.ih, s.iw, s.lanes), yb = block_floats(s.oc, s.oh, s.ow, s.lanes);
     const int K = s.ic * s.kh * s.kw;
     const ptrdiff_t PL = ptrdiff_t(s.oh) * s.ow * s.lanes;
-    const bool direct = algo == ConvAlgo::Direct || (algo == ConvAlgo::Auto && conv_direct_applies(s));
+    const bool direct = conv_uses_direct(s, algo);
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
         const float* xb_ = x + blk * xb;
         float* yb_ = y + blk * yb;
@@ -115,12 +120,34 @@ void conv2d_forward(const ConvShape& s, int nblk, const float* x, const float* w
     });
 }
 
+// The input gradient of a stride-1 convolution is itself a stride-1 convolution: dY zero-padded by (k-1-p),
+// with the weights transposed (in <-> out channels) and flipped. When the direct kernel serves that shape it
+// replaces the dX GEMM and col2im. wt [ic][oc][kh][kw] receives the transposed, flipped weights.
+static ConvShape conv_dx_shape(const ConvShape& s) {
+    return ConvShape{s.oc, s.oh, s.ow, s.ic, s.ih, s.iw, s.kh, s.kw, 1, 1, s.kh - 1 - s.ph, s.kw - 1 - s.pw, s.lanes};
+}
+static void flip_transpose(const ConvShape& s, const float* w, float* wt) {
+    for (int o = 0; o < s.oc; ++o)
+        for (int c = 0; c < s.ic; ++c)
+            for (int ky = 0; ky < s.kh; ++ky)
+                for (int kx = 0; kx < s.kw; ++kx)
+                    wt[((size_t(c) * s.oc + o) * s.kh + (s.kh - 1 - ky)) * s.kw + (s.kw - 1 - kx)] =
+                        w[((size_t(o) * s.ic + c) * s.kh + ky) * s.kw + kx];
+}
+
 void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* w, const float* dy, float* dx,
-                     float* dw, float* db) {
+                     float* dw, float* db, ConvAlgo algo) {
     const KernelTable& k = kernels();
     const size_t xb = block_floats(s.ic, s.ih, s.iw, s.lanes), yb = block_floats(s.oc, s.oh, s.ow, s.lanes);
     const int K = s.ic * s.kh * s.kw;
     const ptrdiff_t PL = ptrdiff_t(s.oh) * s.ow * s.lanes;
+    const bool direct = conv_uses_direct(s, algo), dx_direct = dx && direct;
+    const ConvShape sdx = conv_dx_shape(s);
+    float* wt = nullptr;
+    if (dx_direct) {
+        wt = scratch(0, 2, size_t(s.oc) * K);
+        flip_transpose(s, w, wt);
+    }
     // One partial gradient [dw (oc*K) | db (oc)] per block, summed in block order below: the result does not
     // depend on which thread ran which block.
     const size_t partial = size_t(s.oc) * K + s.oc;
@@ -128,15 +155,30 @@ void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* 
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
         float* part = partials + partial * size_t(blk);
         const float* dyb = dy + blk * yb;
-        float* col = scratch(thread, 0, size_t(K) * PL);
-        im2col(s, x + blk * xb, col);
-        k.gemm_nt(s.oc, K, int(PL), dyb, PL, col, PL, part, K, 0);
+        if (direct) {
+            const float* xin = x + blk * xb;
+            if (s.ph || s.pw) {
+                float* xpad = scratch(thread, 0, block_floats(s.ic, s.ih + 2 * s.ph, s.iw + 2 * s.pw, s.lanes));
+                pad_block(s, xin, xpad);
+                xin = xpad;
+            }
+            k.conv_direct_dw(&s, xin, dyb, part);
+        } else {
+            float* col = scratch(thread, 0, size_t(K) * PL);
+            im2col(s, x + blk * xb, col);
+            k.gemm_nt(s.oc, K, int(PL), dyb, PL, col, PL, part, K, 0);
+        }
         std::memset(part + size_t(s.oc) * K, 0, size_t(s.oc) * sizeof(float));
         k.bias_grad(s.oc, PL, dyb, part + size_t(s.oc) * K);
-        if (dx) {
+        if (!dx) return;
+        float* dxb = dx + blk * xb;
+        if (dx_direct) {
+            float* dypad = scratch(thread, 1, block_floats(s.oc, s.oh + 2 * sdx.ph, s.ow + 2 * sdx.pw, s.lanes));
+            pad_block(sdx, dyb, dypad);
+            k.conv_direct_fwd(&sdx, dypad, wt, nullptr, dxb);
+        } else {
             float* dcol = scratch(thread, 1, size_t(K) * PL);
             k.gemm_nn(K, int(PL), s.oc, w, 1, K, dyb, PL, dcol, PL, 0);
-            float* dxb = dx + blk * xb;
             std::memset(dxb, 0, xb * sizeof(float));
             col2im(s, dcol, dxb);
         }

@@ -14,15 +14,17 @@ enum class ConvAlgo { Auto, Im2col, Direct };
 
 // Fills the output size of s from input size, window, stride and padding.
 void conv_output_size(ConvShape& s);
-// True when the shape-specialised direct kernel serves this shape under the active table.
-bool conv_direct_applies(const ConvShape& s);
+// True when the shape-specialised direct kernels can serve this shape under the active table (16 lanes, stride 1).
+bool conv_direct_possible(const ConvShape& s);
+// True when algo picks them: Direct where possible, Auto where possible and the table is a SIMD one.
+bool conv_uses_direct(const ConvShape& s, ConvAlgo algo);
 
 // x [nblk][ic][ih][iw][L], w [oc][ic][kh][kw], b [oc] (or null) -> y [nblk][oc][oh][ow][L]
 void conv2d_forward(const ConvShape& s, int nblk, const float* x, const float* w, const float* b, float* y,
                     ConvAlgo algo);
 // dy [nblk][oc][oh][ow][L] -> dx (overwritten, may be null), dw [oc][ic][kh][kw] +=, db [oc] += (may be null)
 void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* w, const float* dy, float* dx,
-                     float* dw, float* db);
+                     float* dw, float* db, ConvAlgo algo);
 
 enum class PoolKind { Max, Avg };
 // x [nblk][c][ih][iw][L] -> y [nblk][c][oh][ow][L]; s.ic is the channel count, no padding.

@@ -100,6 +100,13 @@ ops::ConvAlgo conv_algo(const std::string& name) {
     throw py::value_error("algo must be 'auto', 'im2col' or 'direct', got '" + name + "'");
 }
 
+ops::ConvAlgo checked_algo(const std::string& name, const ConvShape& s) {
+    const ops::ConvAlgo algo = conv_algo(name);
+    if (algo == ops::ConvAlgo::Direct && !ops::conv_direct_possible(s))
+        throw py::value_error("algo='direct' needs 16 lanes, stride 1 and a table with direct kernels");
+    return algo;
+}
+
 ops::PoolKind pool_kind(const std::string& name) {
     if (name == "max") return ops::PoolKind::Max;
     if (name == "avg") return ops::PoolKind::Avg;
@@ -132,9 +139,7 @@ py::array_t<float> conv2d_forward(py::handle x_, py::handle w_, py::object b_, s
     positive(s.oc, "output channels");
     py::array_t<float> bk;
     const float* b = opt_bias(b_, s.oc, "bias", bk);
-    const ops::ConvAlgo algo = conv_algo(algo_name);
-    if (algo == ops::ConvAlgo::Direct && !(kernels().conv_direct_fwd && s.lanes == 16 && s.sh == 1 && s.sw == 1))
-        throw py::value_error("algo='direct' needs 16 lanes, stride 1 and a table with a direct kernel");
+    const ops::ConvAlgo algo = checked_algo(algo_name, s);
     auto y = empty({x.nblk, s.oc, s.oh, s.ow, s.lanes});
     float* yp = y.mutable_data();
     {
@@ -145,11 +150,13 @@ py::array_t<float> conv2d_forward(py::handle x_, py::handle w_, py::object b_, s
 }
 
 py::object conv2d_backward(py::handle x_, py::handle w_, py::handle dy_, py::handle dw_, py::object db_,
-                           std::pair<int, int> stride, std::pair<int, int> padding, bool need_dx) {
+                           std::pair<int, int> stride, std::pair<int, int> padding, bool need_dx,
+                           const std::string& algo_name) {
     Act4 x = act4(x_, "x");
     auto w = checked<float>(w_, "weight", {kAny, x.c, kAny, kAny});
     ConvShape s = conv_shape(x, int(w.shape(0)), int(w.shape(2)), int(w.shape(3)), stride.first, stride.second,
                              padding.first, padding.second);
+    const ops::ConvAlgo algo = checked_algo(algo_name, s);
     auto dy = checked<float>(dy_, "grad_output", {x.nblk, s.oc, s.oh, s.ow, s.lanes});
     auto dw = checked<float>(dw_, "grad_weight", {s.oc, s.ic, s.kh, s.kw}, true);
     py::array_t<float> dbk;
@@ -163,7 +170,7 @@ py::object conv2d_backward(py::handle x_, py::handle w_, py::handle dy_, py::han
     float* dwp = dw.mutable_data();
     {
         py::gil_scoped_release nogil;
-        ops::conv2d_backward(s, x.nblk, x.a.data(), w.data(), dy.data(), dxp, dwp, db);
+        ops::conv2d_backward(s, x.nblk, x.a.data(), w.data(), dy.data(), dxp, dwp, db, algo);
     }
     return need_dx ? py::object(dx) : py::object(py::none());
 }
@@ -354,7 +361,10 @@ py::dict kernel_info() {
                                    ? std::string(k.conv_direct_name) + " where lanes == 16 and stride 1, else "
                                    : std::string();
     ops["conv2d_forward"] = direct + "im2col + " + k.gemm_nn_name;
-    ops["conv2d_backward"] = std::string("im2col + ") + k.gemm_nt_name + " (dW), " + k.gemm_nn_name + " + col2im (dX)";
+    ops["conv2d_backward"] = (direct.empty() ? "" : k.conv_direct_dw_name + std::string(" (dW) where lanes == 16 and stride 1, else ")) +
+                             std::string("im2col + ") + k.gemm_nt_name + " (dW); " +
+                             (direct.empty() ? "" : k.conv_direct_name + std::string(" on padded dY (dX) where lanes == 16 and stride 1, else ")) +
+                             k.gemm_nn_name + " + col2im (dX)";
     ops["linear_forward"] = k.gemm_nn_name;
     ops["linear_backward"] = std::string(k.gemm_nn_name) + " (dX), " + k.gemm_nt_name + " (dW)";
     for (const char* op : {"maxpool2d", "avgpool2d", "bias", "relu", "tanh", "softmax_cross_entropy", "sgd", "adam"})
@@ -378,7 +388,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("stride") = pair{1, 1}, py::arg("padding") = pair{0, 0}, py::arg("algo") = "auto");
     m.def("conv2d_backward", &conv2d_backward, py::arg("x"), py::arg("weight"), py::arg("grad_output"),
           py::arg("grad_weight"), py::arg("grad_bias"), py::arg("stride") = pair{1, 1},
-          py::arg("padding") = pair{0, 0}, py::arg("need_dx") = true);
+          py::arg("padding") = pair{0, 0}, py::arg("need_dx") = true, py::arg("algo") = "auto");
     m.def("pool2d_forward", &pool2d_forward, py::arg("kind"), py::arg("x"), py::arg("kernel"), py::arg("stride"));
     m.def("pool2d_backward", &pool2d_backward, py::arg("kind"), py::arg("x"), py::arg("output"),
           py::arg("grad_output"), py::arg("kernel"), py::arg("stride"));

@@ -78,5 +78,74 @@ void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, cons
     }
 }
 
+// ---- weight gradient: dw[o][c][ky][kx] = sum_{y,x,lanes} dy[o][y][x] * xpad[c][y+ky][x+kx] ----------------------
+// Register tile: OCB output channels x KXB kernel columns x LV vectors, one (c, ky) at a time; the accumulators are
+// vectors of per-lane partial sums, reduced by one horizontal sum per weight at the end.
+template <class V> constexpr int direct_dw_kxb() {
+    return V::acc_budget / (direct_ocb<V>() * (kDirectLanes / V::W)) - (V::W >= 16 ? 1 : 0);  // 5 / 3
+}
+
+template <class V, int OCB, int KXB>
+void conv_direct_dw_tile(const ConvShape* s, const float* xpad, const float* dy, float* dw, int o0, int c, int ky,
+                         int kx0) {
+    constexpr int LV = kDirectLanes / V::W, L = kDirectLanes;
+    const ptrdiff_t pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1, plane = ptrdiff_t(s->oh) * s->ow * L;
+    typename V::T acc[OCB][KXB][LV];
+    for (int o = 0; o < OCB; ++o)
+        for (int k = 0; k < KXB; ++k)
+            for (int v = 0; v < LV; ++v) acc[o][k][v] = V::zero();
+    for (int oy = 0; oy < s->oh; ++oy) {
+        const float* xrow = xpad + ((c * ph + oy + ky) * pw + kx0) * L;
+        const float* dyrow = dy + (ptrdiff_t(o0) * s->oh + oy) * s->ow * L;
+        for (int ox = 0; ox < s->ow; ++ox)
+            for (int v = 0; v < LV; ++v) {
+                typename V::T g[OCB];
+                for (int o = 0; o < OCB; ++o) g[o] = V::load(dyrow + o * plane + ox * L + v * V::W);
+                for (int k = 0; k < KXB; ++k) {
+                    const typename V::T xv = V::load(xrow + (ox + k) * L + v * V::W);
+                    for (int o = 0; o < OCB; ++o) acc[o][k][v] = V::fmadd(g[o], xv, acc[o][k][v]);
+                }
+            }
+    }
+    for (int o = 0; o < OCB; ++o)
+        for (int k = 0; k < KXB; ++k) {
+            typename V::T sum = acc[o][k][0];
+            for (int v = 1; v < LV; ++v) sum = V::add(sum, acc[o][k][v]);
+            dw[(((o0 + o) * s->ic + c) * s->kh + ky) * s->kw + kx0 + k] = V::hsum(sum);
+        }
+}
+
+template <class V, int OCB, int KXB>
+void conv_direct_dw_kx(int kxb, const ConvShape* s, const float* xpad, const float* dy, float* dw, int o0, int c,
+                       int ky, int kx0) {
+    if constexpr (KXB > 0) {
+        if (kxb == KXB) conv_direct_dw_tile<V, OCB, KXB>(s, xpad, dy, dw, o0, c, ky, kx0);
+        else conv_direct_dw_kx<V, OCB, KXB - 1>(kxb, s, xpad, dy, dw, o0, c, ky, kx0);
+    }
+}
+template <class V, int OCB>
+void conv_direct_dw_oc(int ocb, int kxb, const ConvShape* s, const float* xpad, const float* dy, float* dw, int o0,
+                       int c, int ky, int kx0) {
+    if constexpr (OCB > 0) {
+        if (ocb == OCB) conv_direct_dw_kx<V, OCB, direct_dw_kxb<V>()>(kxb, s, xpad, dy, dw, o0, c, ky, kx0);
+        else conv_direct_dw_oc<V, OCB - 1>(ocb, kxb, s, xpad, dy, dw, o0, c, ky, kx0);
+    }
+}
+
+// xpad [ic][oh+kh-1][ow+kw-1][16], dy [oc][oh][ow][16] -> dw [oc][ic][kh][kw] (overwritten).
+template <class V>
+void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, float* dw) {
+    constexpr int OCB = direct_ocb<V>(), KXB = direct_dw_kxb<V>();
+    for (int o0 = 0; o0 < s->oc; o0 += OCB) {
+        const int ocb = s->oc - o0 < OCB ? s->oc - o0 : OCB;
+        for (int c = 0; c < s->ic; ++c)
+            for (int ky = 0; ky < s->kh; ++ky)
+                for (int kx0 = 0; kx0 < s->kw; kx0 += KXB) {
+                    const int kxb = s->kw - kx0 < KXB ? s->kw - kx0 : KXB;
+                    conv_direct_dw_oc<V, OCB>(ocb, kxb, s, xpad, dy, dw, o0, c, ky, kx0);
+                }
+    }
+}
+
 }  // namespace
 }  // namespace lenet::simd

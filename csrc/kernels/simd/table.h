@@ -10,15 +10,16 @@ namespace lenet::simd {
 namespace {
 
 template <class V>
-constexpr KernelTable make_table(const char* gemm_nn_name, const char* gemm_nt_name, const char* direct_name) {
+constexpr KernelTable make_table(const char* gemm_nn_name, const char* gemm_nt_name, const char* direct_name,
+                                 const char* direct_dw_name) {
     return KernelTable{
         V::isa, V::W,
-        gemm_nn<V>, gemm_nt<V>, conv_direct_fwd<V>,
+        gemm_nn<V>, gemm_nt<V>, conv_direct_fwd<V>, conv_direct_dw<V>,
         maxpool_fwd<V>, maxpool_bwd<V>, avgpool_fwd<V>, avgpool_bwd<V>,
         bias_add<V>, bias_grad<V>,
         relu_fwd<V>, relu_bwd<V>, tanh_fwd<V>, tanh_bwd<V>,
         softmax_xent<V>, sgd_update<V>, adam_update<V>,
-        gemm_nn_name, gemm_nt_name, direct_name,
+        gemm_nn_name, gemm_nt_name, direct_name, direct_dw_name,
     };
 }
 
