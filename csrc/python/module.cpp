@@ -5,7 +5,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -58,7 +62,61 @@ py::array_t<T> checked(const py::handle& obj, const char* name, const Shape& exp
     return checked<T>(obj, name, &expect, writable);
 }
 
-py::array_t<float> empty(const Shape& shape) { return py::array_t<float>(std::vector<py::ssize_t>(shape.begin(), shape.end())); }
+// Output arrays come from a pool of 64-byte-aligned buffers that returns memory to a free list (not to the OS) when
+// the numpy array dies: a training step reuses the previous step's buffers instead of faulting in fresh pages
+// (about a quarter of a small step's time otherwise). Used only with the GIL held, which serialises it.
+class BufferPool {
+public:
+    static BufferPool& instance() {
+        static BufferPool* pool = new BufferPool;  // leaked on purpose: arrays may outlive static destruction
+        return *pool;
+    }
+    float* take(size_t floats, size_t& bytes) {
+        bytes = (std::max<size_t>(floats, 1) * sizeof(float) + 63) / 64 * 64;
+        auto& list = free_[bytes];
+        if (!list.empty()) {
+            void* p = list.back();
+            list.pop_back();
+            cached_ -= bytes;
+            return static_cast<float*>(p);
+        }
+        void* p = std::aligned_alloc(64, bytes);
+        if (!p) throw std::bad_alloc();
+        return static_cast<float*>(p);
+    }
+    void give(void* p, size_t bytes) {
+        if (cached_ + bytes > kMaxCachedBytes) {
+            std::free(p);
+            return;
+        }
+        free_[bytes].push_back(p);
+        cached_ += bytes;
+    }
+
+private:
+    static constexpr size_t kMaxCachedBytes = size_t(1) << 30;
+    std::unordered_map<size_t, std::vector<void*>> free_;
+    size_t cached_ = 0;
+};
+
+struct PooledBuffer {
+    void* ptr;
+    size_t bytes;
+};
+
+py::array_t<float> empty(const Shape& shape) {
+    size_t floats = 1;
+    for (ptrdiff_t d : shape) floats *= size_t(d);
+    size_t bytes = 0;
+    float* data = BufferPool::instance().take(floats, bytes);
+    auto* owner = new PooledBuffer{data, bytes};
+    py::capsule base(owner, [](void* o) {
+        auto* b = static_cast<PooledBuffer*>(o);
+        BufferPool::instance().give(b->ptr, b->bytes);
+        delete b;
+    });
+    return py::array_t<float>(std::vector<py::ssize_t>(shape.begin(), shape.end()), data, base);
+}
 
 void positive(int v, const char* name) {
     if (v < 1) throw py::value_error(std::string(name) + " must be at least 1, got " + std::to_string(v));
