@@ -77,6 +77,10 @@ struct KernelTable {
     void (*adam_update)(ptrdiff_t n, float* w, const float* g, float* m, float* v, float lr, float b1,
                         float b2, float eps, float wd, int step);
 
+    // A loop of independent FMAs, enough accumulators to fill every FMA pipe: the ISA's measured peak. Returns
+    // the FLOPs done (multiply-add = 2); writes a result to *sink so the work cannot be optimised away.
+    double (*fma_loop)(int64_t iters, float* sink);
+
     // Names of the microkernels, for lenet.kernels().
     const char* gemm_nn_name;
     const char* gemm_nt_name;

@@ -1,5 +1,7 @@
 // Pooling, dense layers, activations, loss and optimiser updates over whole batches.
+#include <chrono>
 #include <cstring>
+#include <vector>
 
 #include "../core/dispatch.h"
 #include "../core/threadpool.h"
@@ -118,6 +120,26 @@ void adam_update(ptrdiff_t n, float* w, const float* g, float* m, float* v, floa
     parallel_ranges(n, 1 << 16, [&](ptrdiff_t b, ptrdiff_t e) {
         k.adam_update(e - b, w + b, g + b, m + b, v + b, lr, b1, b2, eps, wd, step);
     });
+}
+
+double fma_peak_gflops(double seconds) {
+    const KernelTable& k = kernels();
+    ThreadPool& pool = ThreadPool::instance();
+    const int tasks = 64 * pool.threads();  // many short tasks: claimed dynamically, every thread stays busy
+    float sinks[ThreadPool::kMaxThreads] = {};
+    std::vector<double> flops(size_t(tasks), 0.0);
+    double elapsed = 0;
+    int64_t iters = 1000;
+    for (;;) {
+        const auto start = std::chrono::steady_clock::now();
+        pool.parallel_for(tasks, [&](int task, int thread) { flops[size_t(task)] = k.fma_loop(iters, &sinks[thread]); });
+        elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (elapsed >= seconds) break;
+        iters = elapsed < seconds / 16 ? iters * 8 : int64_t(double(iters) * seconds / elapsed * 1.05) + 1;
+    }
+    double total = 0;
+    for (double f : flops) total += f;
+    return total / elapsed * 1e-9;
 }
 
 }  // namespace lenet::ops

@@ -51,4 +51,7 @@ void sgd_update(ptrdiff_t n, float* w, const float* g, float* v, float lr, float
 void adam_update(ptrdiff_t n, float* w, const float* g, float* m, float* v, float lr, float b1, float b2, float eps,
                  float wd, int step);
 
+// The active table's fma_loop on every thread for about `seconds`: the machine's peak for that ISA, in GFLOP/s.
+double fma_peak_gflops(double seconds);
+
 }  // namespace lenet::ops

@@ -6,6 +6,8 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
@@ -97,6 +99,18 @@ private:
     static constexpr size_t kMaxCachedBytes = size_t(1) << 30;
     std::unordered_map<size_t, std::vector<void*>> free_;
     size_t cached_ = 0;
+};
+
+// Wraps one op call: releases the GIL and adds the call's wall time to a process-wide counter, so the
+// benchmark can tell time inside kernels from time in Python, bindings and allocation.
+std::atomic<int64_t> g_kernel_ns{0};
+struct KernelCall {
+    py::gil_scoped_release nogil;
+    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+    ~KernelCall() {
+        g_kernel_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+                           .count();
+    }
 };
 
 struct PooledBuffer {
@@ -201,7 +215,7 @@ py::array_t<float> conv2d_forward(py::handle x_, py::handle w_, py::object b_, s
     auto y = empty({x.nblk, s.oc, s.oh, s.ow, s.lanes});
     float* yp = y.mutable_data();
     {
-        py::gil_scoped_release nogil;
+        KernelCall call;
         ops::conv2d_forward(s, x.nblk, x.a.data(), w.data(), b, yp, algo);
     }
     return y;
@@ -227,7 +241,7 @@ py::object conv2d_backward(py::handle x_, py::handle w_, py::handle dy_, py::han
     }
     float* dwp = dw.mutable_data();
     {
-        py::gil_scoped_release nogil;
+        KernelCall call;
         ops::conv2d_backward(s, x.nblk, x.a.data(), w.data(), dy.data(), dxp, dwp, db, algo);
     }
     return need_dx ? py::object(dx) : py::object(py::none());
@@ -246,7 +260,7 @@ py::array_t<float> pool2d_forward(const std::string& kind, py::handle x_, std::p
     auto y = empty({x.nblk, s.ic, s.oh, s.ow, s.lanes});
     float* yp = y.mutable_data();
     {
-        py::gil_scoped_release nogil;
+        KernelCall call;
         ops::pool2d_forward(k, s, x.nblk, x.a.data(), yp);
     }
     return y;
@@ -263,7 +277,7 @@ py::array_t<float> pool2d_backward(const std::string& kind, py::handle x_, py::h
     auto dx = empty({x.nblk, s.ic, s.ih, s.iw, s.lanes});
     float* dxp = dx.mutable_data();
     {
-        py::gil_scoped_release nogil;
+        KernelCall call;
         ops::pool2d_backward(k, s, x.nblk, x.a.data(), y.data(), dy.data(), dxp);
     }
     return dx;
@@ -283,7 +297,7 @@ py::array_t<float> linear_forward(py::handle x_, py::handle w_, py::object b_) {
     auto y = empty({nblk, out, L});
     float* yp = y.mutable_data();
     {
-        py::gil_scoped_release nogil;
+        KernelCall call;
         ops::linear_forward(nblk, L, in, out, x.data(), w.data(), b, yp);
     }
     return y;
@@ -309,7 +323,7 @@ py::object linear_backward(py::handle x_, py::handle w_, py::handle dy_, py::han
     }
     float* dwp = dw.mutable_data();
     {
-        py::gil_scoped_release nogil;
+        KernelCall call;
         ops::linear_backward(nblk, L, in, out, x.data(), w.data(), dy.data(), dxp, dwp, db);
     }
     return need_dx ? py::object(dx) : py::object(py::none());
@@ -323,7 +337,7 @@ py::array_t<float> activation_forward(const std::string& kind, py::handle x_) {
     auto y = empty(shape_of(x));
     float* yp = y.mutable_data();
     {
-        py::gil_scoped_release nogil;
+        KernelCall call;
         ops::activation_forward(a, x.size(), x.data(), yp);
     }
     return y;
@@ -336,7 +350,7 @@ py::array_t<float> activation_backward(const std::string& kind, py::handle y_, p
     auto dx = empty(shape_of(y));
     float* dxp = dx.mutable_data();
     {
-        py::gil_scoped_release nogil;
+        KernelCall call;
         ops::activation_backward(a, y.size(), y.data(), dy.data(), dxp);
     }
     return dx;
@@ -358,7 +372,7 @@ py::tuple softmax_xent(py::handle logits_, py::handle labels_, float scale) {
     auto dlogits = empty({nblk, K, L});
     float *lossp = loss.mutable_data(), *dp = dlogits.mutable_data();
     {
-        py::gil_scoped_release nogil;
+        KernelCall call;
         ops::softmax_xent(nblk, K, L, logits.data(), lp, scale, lossp, dp);
     }
     return py::make_tuple(loss, dlogits);
@@ -369,7 +383,7 @@ void sgd_update(py::handle w_, py::handle g_, py::handle v_, float lr, float mom
     auto g = checked<float>(g_, "grad", {w.shape(0)});
     auto v = checked<float>(v_, "momentum_buffer", {w.shape(0)}, true);
     float *wp = w.mutable_data(), *vp = v.mutable_data();
-    py::gil_scoped_release nogil;
+    KernelCall call;
     ops::sgd_update(w.shape(0), wp, g.data(), vp, lr, momentum, wd, nesterov);
 }
 
@@ -381,7 +395,7 @@ void adam_update(py::handle w_, py::handle g_, py::handle m_, py::handle v_, flo
     auto m = checked<float>(m_, "exp_avg", {w.shape(0)}, true);
     auto v = checked<float>(v_, "exp_avg_sq", {w.shape(0)}, true);
     float *wp = w.mutable_data(), *mp = m.mutable_data(), *vp = v.mutable_data();
-    py::gil_scoped_release nogil;
+    KernelCall call;
     ops::adam_update(w.shape(0), wp, g.data(), mp, vp, lr, b1, b2, eps, wd, step);
 }
 
@@ -394,7 +408,7 @@ py::array_t<float> gemm_nn(py::handle a_, py::handle b_, bool trans_a) {
     auto c = empty({M, N});
     float* cp = c.mutable_data();
     const ptrdiff_t rsa = trans_a ? 1 : K, csa = trans_a ? M : 1;
-    py::gil_scoped_release nogil;
+    KernelCall call;
     ThreadPool::instance().parallel_for(1, [&](int, int) { kernels().gemm_nn(M, N, K, a.data(), rsa, csa, b.data(), N, cp, N, 0); });
     return c;
 }
@@ -406,7 +420,7 @@ py::array_t<float> gemm_nt(py::handle a_, py::handle b_) {
     const int N = int(b.shape(0));
     auto c = empty({M, N});
     float* cp = c.mutable_data();
-    py::gil_scoped_release nogil;
+    KernelCall call;
     ThreadPool::instance().parallel_for(1, [&](int, int) { kernels().gemm_nt(M, N, K, a.data(), K, b.data(), K, cp, N, 0); });
     return c;
 }
@@ -463,6 +477,14 @@ PYBIND11_MODULE(_core, m) {
     m.def("gemm_nn", &gemm_nn, py::arg("a"), py::arg("b"), py::arg("trans_a") = false);
     m.def("gemm_nt", &gemm_nt, py::arg("a"), py::arg("b"));
     m.def("kernel_info", &kernel_info);
+    m.def("kernel_seconds", [] { return double(g_kernel_ns.load()) * 1e-9; },
+          "Wall seconds spent inside op calls (GIL released) since import.");
+    m.def("fma_peak_gflops", [](double seconds) {
+        if (!(seconds > 0 && seconds < 60)) throw py::value_error("seconds must be in (0, 60)");
+        py::gil_scoped_release nogil;
+        return ops::fma_peak_gflops(seconds);
+    }, py::arg("seconds") = 0.2,
+          "Measured peak of the active instruction set on all threads: a loop of independent FMAs.");
     m.def("available_isas", &available_isas);
     m.def("set_isa", [](const std::string& name) {
         try {

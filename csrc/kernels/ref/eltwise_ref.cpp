@@ -70,4 +70,14 @@ void adam_update(ptrdiff_t n, float* w, const float* g, float* m, float* v, floa
     }
 }
 
+double fma_loop(int64_t iters, float* sink) {
+    float acc[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    for (int64_t i = 0; i < iters; ++i)
+        for (float& a : acc) a = a * 0.9999999f + 1e-7f;
+    float sum = 0;
+    for (float a : acc) sum += a;
+    *sink = sum;
+    return double(iters) * 8 * 2;
+}
+
 }  // namespace lenet::ref

@@ -27,4 +27,6 @@ void sgd_update(ptrdiff_t n, float* w, const float* g, float* v, float lr, float
 void adam_update(ptrdiff_t n, float* w, const float* g, float* m, float* v, float lr, float b1, float b2, float eps,
                  float wd, int step);
 
+double fma_loop(int64_t iters, float* sink);
+
 }  // namespace lenet::ref

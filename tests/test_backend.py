@@ -1,0 +1,49 @@
+"""The backend report: instruction sets, threads, the kernel-time counter and the measured FMA peak."""
+import numpy as np
+import pytest
+
+import lenet
+from lenet import _core
+
+
+def test_kernels_report_names_every_op():
+    info = lenet.kernels()
+    assert info["isa"] in info["available"] and info["available"][0] == "reference"
+    assert info["threads"] == lenet.get_num_threads()
+    for op in ("conv2d_forward", "conv2d_backward", "linear_forward", "maxpool2d", "avgpool2d", "relu", "tanh",
+               "softmax_cross_entropy", "sgd", "adam"):
+        assert info["isa"] in info["ops"][op] or "reference" in info["ops"][op]
+
+
+def test_use_isa_restores_the_previous_choice():
+    before = lenet.kernels()["isa"]
+    with lenet.use_isa("reference"):
+        assert lenet.kernels()["isa"] == "reference"
+        assert lenet.kernels()["ops"]["relu"] == "relu__reference"
+    assert lenet.kernels()["isa"] == before
+
+
+def test_kernel_seconds_counts_time_inside_ops():
+    x = np.zeros((1 << 22,), np.float32)
+    before = _core.kernel_seconds()
+    for _ in range(20):
+        _core.activation_forward("tanh", x)
+    spent = _core.kernel_seconds() - before
+    assert spent > 0
+    t = _core.kernel_seconds()
+    lenet.get_num_threads()  # not an op: not counted
+    assert _core.kernel_seconds() == t
+
+
+def test_fma_peak_orders_the_instruction_sets():
+    peaks = {}
+    for isa in lenet.available_isas():
+        with lenet.use_isa(isa):
+            peaks[isa] = _core.fma_peak_gflops(0.05)
+    assert all(p > 0.1 for p in peaks.values())
+    if "avx2" in peaks:
+        assert peaks["avx2"] > 2 * peaks["reference"]
+    if "avx512" in peaks:
+        assert peaks["avx512"] > 1.2 * peaks["avx2"]
+    with pytest.raises(ValueError, match="seconds"):
+        _core.fma_peak_gflops(0)
