@@ -176,6 +176,19 @@ def test_cli_runs_and_writes_json(tmp_path):
     if os.path.exists("/proc/stat"):
         assert rec["cpu"]["others_cores"] >= 0 and rec["cpu"]["own_cores"] > 0
     assert float(m.group(1)) == pytest.approx(rec["test_acc"], abs=1e-4)
+    assert 0 < rec["kernel_seconds"] < rec["seconds"] and 0 < rec["outside_kernels"] < 1
+    assert doc["lenet"]["peak_gflops"] > 0
+    assert doc["lenet"]["peak_share"] == pytest.approx(doc["lenet"]["gflops"] / doc["lenet"]["peak_gflops"])
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "run.png"
+    extra = [] if os.environ.get("LENET_MNIST_DIR") else ["--no-download"]
+    p = _bench(tmp_path, "--limit", "1000", "--epochs", "2", "--plot", str(png), *extra)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [f.name for f in tmp_path.iterdir() if f.suffix == ".png"] == ["run.png"]  # no temporary left
     assert rec["test_acc"] > 0.2, "31 SGD steps should beat chance (0.1) by far"
     if doc["data"]["source"] == "mnist":
         assert "SYNTHETIC" not in p.stdout

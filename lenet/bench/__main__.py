@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 import lenet
+from lenet import _core
 from lenet import data as ldata
 from lenet.models import MODELS
 
@@ -135,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", type=_peer_list, default=[], metavar="LIST",
                    help=f"comma-separated frameworks to run the same training in: {', '.join(PEERS)}")
     p.add_argument("--json", metavar="FILE", default=None, help="write every figure to FILE (JSON)")
+    p.add_argument("--plot", metavar="FILE", default=None,
+                   help="draw epoch time per framework and the loss / test-accuracy curves as a PNG (needs matplotlib)")
     return p
 
 
@@ -206,8 +209,8 @@ def _ratio(x) -> str:
 
 
 # ---- lenet -------------------------------------------------------------------------------------------------------
-def run_lenet(args, x_train, y_train, x_test, y_test, flops) -> list:
-    """Train and evaluate; print and return the per-epoch records."""
+def run_lenet(args, x_train, y_train, x_test, y_test, flops, peak) -> list:
+    """Train and evaluate; print and return the per-epoch records. `peak` is the measured FMA peak (GFLOP/s)."""
     lenet.seed(args.seed)
     model = MODELS[args.model]()
     if args.optimizer == "sgd":
@@ -218,23 +221,29 @@ def run_lenet(args, x_train, y_train, x_test, y_test, flops) -> list:
                             lr_schedule=None if args.schedule == "constant" else args.schedule)
     n = len(x_train)
     trainer.plan_schedule(args.epochs, n)
-    header = ["epoch", "time (s)", "samples/s", "GFLOP/s", "train loss", "test acc", "eval (s)", "others"]
-    widths = [5, 9, 10, 8, 10, 8, 8, 6]
+    header = ["epoch", "time (s)", "samples/s", "GFLOP/s", "% peak", "outside", "train loss", "test acc",
+              "eval (s)", "others"]
+    widths = [5, 9, 10, 8, 6, 7, 10, 8, 8, 6]
     _say("  ".join(h.rjust(w) for h, w in zip(header, widths)))
     records = []
     for epoch in range(1, args.epochs + 1):
         meter = CpuMeter()
+        kernel_before = _core.kernel_seconds()
         r = trainer.train_epoch(x_train, y_train)
+        kernel_s = _core.kernel_seconds() - kernel_before
         cpu = meter.stop()
         t0 = time.perf_counter()
         ev = trainer.evaluate(x_test, y_test)
         eval_s = time.perf_counter() - t0
         rec = {"epoch": epoch, "seconds": r["seconds"], "samples_per_s": r["samples_per_s"],
                "gflops": flops.step * n / r["seconds"] / 1e9, "loss": r["loss"], "test_acc": ev["accuracy"],
-               "test_loss": ev["loss"], "eval_seconds": eval_s, "cpu": cpu}
+               "test_loss": ev["loss"], "eval_seconds": eval_s, "cpu": cpu, "kernel_seconds": kernel_s,
+               "outside_kernels": 1.0 - kernel_s / r["seconds"]}
         records.append(rec)
+        rec["peak_share"] = rec["gflops"] / peak
         cells = [str(epoch), f"{rec['seconds']:.2f}", f"{rec['samples_per_s']:,.0f}", f"{rec['gflops']:.2f}",
-                 f"{rec['loss']:.4f}", f"{rec['test_acc']:.4f}", f"{eval_s:.2f}", _cores(cpu)]
+                 f"{100 * rec['peak_share']:.0f}%", f"{100 * rec['outside_kernels']:.0f}%", f"{rec['loss']:.4f}",
+                 f"{rec['test_acc']:.4f}", f"{eval_s:.2f}", _cores(cpu)]
         _say("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
     return records
 
@@ -314,6 +323,14 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if args.plot:  # fail now rather than after the whole run
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise BenchError("--plot needs matplotlib (pip install matplotlib)") from None
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise BenchError(f"--plot {args.plot}: folder {folder} does not exist or is not writable")
     if args.json:  # fail now rather than after the whole run
         folder = os.path.dirname(os.path.abspath(args.json))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
@@ -361,6 +378,9 @@ def _run(args) -> int:
     _say(f"  training        : {args.epochs} epoch(s), batch {args.batch}, {opt_desc}, seed {args.seed}")
     _say(f"  FLOPs/sample    : forward {flops.forward:,} + backward {flops.backward:,} = {flops.step:,} per "
          f"training step (multiply-add = 2; conv and linear only)")
+    peak = _core.fma_peak_gflops(0.3)
+    _say(f"  peak            : {peak:.0f} GFLOP/s measured now ({kernels['isa']} FMA loop on {lenet.get_num_threads()} "
+         f"thread(s)); '% peak' = achieved / this, 'outside' = share of epoch time not inside kernels")
     meter = CpuMeter()
     time.sleep(0.5)
     idle = meter.stop()
@@ -374,16 +394,19 @@ def _run(args) -> int:
 
     # ---- lenet
     meter = CpuMeter()
-    records = run_lenet(args, x_train, y_train, x_test, y_test, flops)
+    records = run_lenet(args, x_train, y_train, x_test, y_test, flops, peak)
     lenet_cpu = meter.stop()
     t_lenet, how = epoch_time([r["seconds"] for r in records])
     data_tag = "MNIST" if mnist.source == "mnist" else "SYNTHETIC data, not MNIST"
     # the machine's load during the epochs the reported time comes from (the worst of them)
     timed = [r["cpu"] for r in (records[1:] if len(records) >= 2 else records) if r["cpu"]]
     timed_cpu = max(timed, key=lambda c: c["others_cores"]) if timed else None
+    timed_records = records[1:] if len(records) >= 2 else records
+    outside = sum(r["seconds"] - r["kernel_seconds"] for r in timed_records) / sum(r["seconds"] for r in timed_records)
     _say(f"lenet: {t_lenet:.2f} s per epoch ({how}), {n_train / t_lenet:,.0f} samples/s, "
-         f"{flops.step * n_train / t_lenet / 1e9:.2f} GFLOP/s, final test accuracy {records[-1]['test_acc']:.4f} "
-         f"({data_tag})")
+         f"{flops.step * n_train / t_lenet / 1e9:.2f} GFLOP/s ({100 * flops.step * n_train / t_lenet / 1e9 / peak:.0f}% "
+         f"of the measured peak), {100 * outside:.0f}% of the time outside kernels, final test accuracy "
+         f"{records[-1]['test_acc']:.4f} ({data_tag})")
     _say("(others: CPU cores used by other processes meanwhile, from /proc/stat)")
     if timed_cpu and timed_cpu["others_cores"] > BUSY_CORES:
         _say(f"WARNING: other processes used up to {timed_cpu['others_cores']:.2f} cores during the epochs timed "
@@ -452,7 +475,7 @@ def _run(args) -> int:
                  f"clean; re-run on a quiet machine.")
 
     # ---- JSON
-    if args.json:
+    if args.json or args.plot:
         versions = {"python": platform.python_version(), "numpy": np.__version__, "lenet": lenet.__version__}
         for name in args.compare:
             res = peers[name].get("result") or {}
@@ -477,16 +500,23 @@ def _run(args) -> int:
             "lenet": {"epochs": records, "epoch_seconds": t_lenet, "epoch_time_rule": how,
                       "cpu_timed_epochs": timed_cpu, "cpu_whole_run": lenet_cpu,
                       "samples_per_s": n_train / t_lenet, "gflops": flops.step * n_train / t_lenet / 1e9,
-                      "final_test_acc": records[-1]["test_acc"]},
+                      "peak_gflops": peak, "peak_share": flops.step * n_train / t_lenet / 1e9 / peak,
+                      "outside_kernels": outside, "final_test_acc": records[-1]["test_acc"]},
             "peers": peers,
             "comparison": rows,
             "ratios": {r["framework"]: r["lenet_over_peer"] for r in rows[1:] if r["status"] == "ok"},
         }
-        try:
-            write_json_atomic(args.json, doc)
-        except OSError as exc:
-            raise BenchError(f"cannot write --json {args.json}: {exc}") from None
-        _say(f"\nwrote {args.json}")
+        if args.json:
+            try:
+                write_json_atomic(args.json, doc)
+            except OSError as exc:
+                raise BenchError(f"cannot write --json {args.json}: {exc}") from None
+            _say(f"\nwrote {args.json}")
+        if args.plot:
+            from .plot import plot
+
+            plot(doc, args.plot)
+            _say(f"wrote {args.plot}")
     return 1 if failed else 0
 
 

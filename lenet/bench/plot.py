@@ -42,7 +42,10 @@ def plot(doc: dict, path: str) -> None:
     ax_acc.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy")
     if doc["data"].get("synthetic"):
         fig.suptitle("SYNTHETIC digit set, not MNIST", color="red")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
