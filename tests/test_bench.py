@@ -179,6 +179,12 @@ def test_cli_runs_and_writes_json(tmp_path):
     assert 0 < rec["kernel_seconds"] < rec["seconds"] and 0 < rec["outside_kernels"] < 1
     assert doc["lenet"]["peak_gflops"] > 0
     assert doc["lenet"]["peak_share"] == pytest.approx(doc["lenet"]["gflops"] / doc["lenet"]["peak_gflops"])
+    assert rec["test_acc"] > 0.2, "31 SGD steps should beat chance (0.1) by far"
+    if doc["data"]["source"] == "mnist":
+        assert "SYNTHETIC" not in p.stdout
+    else:
+        assert doc["data"]["synthetic"] and doc["data"]["note"]
+        assert "SYNTHETIC" in p.stdout and "NOT MNIST" in p.stdout
 
 
 def test_plot_writes_a_png(tmp_path):
@@ -189,12 +195,6 @@ def test_plot_writes_a_png(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [f.name for f in tmp_path.iterdir() if f.suffix == ".png"] == ["run.png"]  # no temporary left
-    assert rec["test_acc"] > 0.2, "31 SGD steps should beat chance (0.1) by far"
-    if doc["data"]["source"] == "mnist":
-        assert "SYNTHETIC" not in p.stdout
-    else:
-        assert doc["data"]["synthetic"] and doc["data"]["note"]
-        assert "SYNTHETIC" in p.stdout and "NOT MNIST" in p.stdout
 
 
 def test_cli_unavailable_isa_exits_2_without_traceback(tmp_path):
