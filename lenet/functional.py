@@ -100,21 +100,22 @@ def conv2d(x, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, a
     return make_result(y, parents, backward, "conv2d", batch=x.batch)
 
 
-def _pool(kind: str, x, kernel_size, stride) -> Tensor:
+def _pool(kind: str, x, kernel_size, stride, relu: bool = False) -> Tensor:
     x = _lanes_input(x, 5, f"{kind}_pool2d")
     kernel = _pair(kernel_size, "kernel_size")
     stride = kernel if stride is None else _pair(stride, "stride")
-    y = _core.pool2d_forward(kind, x.data, kernel, stride)
+    y = _core.pool2d_forward(kind, x.data, kernel, stride, relu)
 
     def backward(g):
-        accumulate(x, _core.pool2d_backward(kind, x.data, y, g, kernel, stride))
+        accumulate(x, _core.pool2d_backward(kind, x.data, y, g, kernel, stride, relu))
 
-    return make_result(y, (x,), backward, f"{kind}_pool2d", batch=x.batch)
+    return make_result(y, (x,), backward, f"{kind}_pool2d" + ("_relu" if relu else ""), batch=x.batch)
 
 
-def max_pool2d(x, kernel_size, stride=None) -> Tensor:
-    """Max over kernel_size windows (stride defaults to the window); the gradient goes to the first maximum."""
-    return _pool("max", x, kernel_size, stride)
+def max_pool2d(x, kernel_size, stride=None, relu: bool = False) -> Tensor:
+    """Max over kernel_size windows (stride defaults to the window); the gradient goes to the first maximum.
+    relu=True fuses a ReLU into the same kernel (max pooling and ReLU commute, in either order)."""
+    return _pool("max", x, kernel_size, stride, relu)
 
 
 def avg_pool2d(x, kernel_size, stride=None) -> Tensor:

@@ -36,6 +36,8 @@ class Module:
 
     def named_parameters(self, prefix: str = ""):
         for name, value in vars(self).items():
+            if name.startswith("_"):  # private state (e.g. Sequential's plan) holds no parameters of its own
+                continue
             if isinstance(value, Tensor) and value.requires_grad:
                 yield prefix + name, value
             elif isinstance(value, Module):
@@ -158,12 +160,17 @@ class Flatten(Module):
 
 
 class Sequential(Module):
+    """Layers applied in order. Built once into a plan of calls in which a ReLU next to a MaxPool2d (either order)
+    becomes one fused max-pool-ReLU kernel call: the same values and gradients, one pass less over the largest
+    activations. `self.layers` stays the one definition of the graph."""
+
     def __init__(self, *layers: Module):
         self.layers = list(layers)
+        self._plan = _fuse(self.layers)
 
     def forward(self, x):
-        for layer in self.layers:
-            x = layer(x)
+        for step in self._plan:
+            x = step(x)
         return x
 
     def __getitem__(self, i):
@@ -175,6 +182,21 @@ class Sequential(Module):
     def __repr__(self):
         inner = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
         return f"{type(self).__name__}(\n{inner}\n)"
+
+
+def _fuse(layers):
+    """The calls that run `layers`: [ReLU, MaxPool2d] and [MaxPool2d, ReLU] pairs become one fused call."""
+    plan, i = [], 0
+    while i < len(layers):
+        pair = layers[i : i + 2]
+        pool = next((m for m in pair if type(m) is MaxPool2d), None)
+        if len(pair) == 2 and pool is not None and any(type(m) is ReLU for m in pair):
+            plan.append(lambda x, p=pool: F.max_pool2d(x, p.kernel_size, p.stride, relu=True))
+            i += 2
+        else:
+            plan.append(layers[i])
+            i += 1
+    return plan
 
 
 class CrossEntropyLoss(Module):

@@ -134,6 +134,26 @@ def test_training_is_reproducible_for_a_seed_whatever_the_thread_count(rng):
         lenet.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("order", ["relu_pool", "pool_relu"])
+def test_sequential_fuses_relu_and_maxpool_with_identical_results(rng, order):
+    x = rng.standard_normal((19, 3, 8, 8)).astype(np.float32)
+    x[0, 0, :2, :2] = -1.0  # a window with no positive value: no gradient at all
+    layers = [nn.ReLU(), nn.MaxPool2d(2)] if order == "relu_pool" else [nn.MaxPool2d(2), nn.ReLU()]
+    fused = nn.Sequential(*layers)
+    assert len(fused._plan) == 1
+    probe = rng.standard_normal((19, 3, 4, 4)).astype(np.float32)
+    outputs, grads = [], []
+    for run in (fused, lambda t: F.max_pool2d(F.relu(F.to_lanes(t)), 2)):
+        t = Tensor(x, requires_grad=True)
+        out = run(t)
+        out.backward(lenet.tensor._to_lanes(probe, out.lanes))
+        outputs.append(out.numpy())
+        grads.append(t.grad)
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    np.testing.assert_array_equal(grads[0], grads[1])
+    assert not grads[0][0, 0, :2, :2].any()
+
+
 def test_layers_repr_and_sequential():
     model = lenet.LeNet5()
     text = repr(model)

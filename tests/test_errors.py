@@ -62,6 +62,8 @@ def test_bad_values():
                               np.zeros_like(W), None, algo="direct")
     with pytest.raises(ValueError, match="'direct' needs 16 lanes"):
         _core.conv2d_forward(np.zeros((1, 1, 8, 8, 4), np.float32), W, B, algo="direct")
+    with pytest.raises(ValueError, match="fuses only with max pooling"):
+        _core.pool2d_forward("avg", X, (2, 2), (2, 2), True)
     with pytest.raises(ValueError, match="pool kind"):
         _core.pool2d_forward("min", X, (2, 2), (2, 2))
     with pytest.raises(ValueError, match="threads must be in"):

@@ -60,6 +60,11 @@ def test_pool2d(isa, rng, kind, kernel, stride):
     gradcheck(lambda x: pool(x, kernel, stride), [x], rng, eps=1e-2)
 
 
+def test_maxpool_fused_relu(isa, rng):
+    x = spaced(rng, (9, 2, 6, 8))
+    gradcheck(lambda x: F.max_pool2d(x, 2, relu=True), [x], rng, eps=1e-2)
+
+
 @pytest.mark.parametrize("batch", [1, 16, 19])
 def test_linear(isa, rng, batch):
     x = rng.standard_normal((batch, 13)).astype(np.float32)

@@ -140,6 +140,20 @@ def test_pool2d(isa, rng, kind, case, lanes):
     close(dx, ref.pool2d_backward(kind, x, dy, kernel, stride))
 
 
+@pytest.mark.parametrize("case", POOL_CASES)
+@pytest.mark.parametrize("lanes", [1, 16, 17])
+def test_maxpool_fused_relu(isa, rng, case, lanes):
+    shape, kernel, stride = case
+    x = rng.standard_normal(shape, dtype=np.float32)
+    xl = _to_lanes(x, lanes)
+    y = _core.pool2d_forward("max", xl, kernel, stride, True)
+    expected = np.maximum(ref.pool2d("max", x, kernel, stride), 0)
+    close(_from_lanes(y, shape[0]), expected)
+    dy = rng.standard_normal(expected.shape).astype(np.float32)
+    dx = _from_lanes(_core.pool2d_backward("max", xl, y, _to_lanes(dy, lanes), kernel, stride, True), shape[0])
+    close(dx, ref.pool2d_backward("max", x, np.where(expected > 0, dy, 0), kernel, stride))
+
+
 def test_maxpool_ties_go_to_the_first_maximum(isa):
     x = np.ones((1, 1, 2, 2), np.float32)
     xl = _to_lanes(x, 16)

@@ -46,10 +46,11 @@ struct KernelTable {
     // the lanes are the reduction, one horizontal sum per weight. Null where the ISA has none.
     void (*conv_direct_dw)(const ConvShape* s, const float* xpad, const float* dy, float* dw);
 
-    // Pooling over one block [c][ih][iw][L] -> [c][oh][ow][L] (no padding).
-    void (*maxpool_fwd)(const ConvShape* s, const float* x, float* y);
-    // dx (+)= dy routed to the first maximum of each window (dx must be zeroed by the caller).
-    void (*maxpool_bwd)(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx);
+    // Pooling over one block [c][ih][iw][L] -> [c][oh][ow][L] (no padding). With relu != 0 max pooling is fused
+    // with a ReLU (max and ReLU commute: relu(maxpool(x)) == maxpool(relu(x))), saving a pass over x.
+    void (*maxpool_fwd)(const ConvShape* s, const float* x, float* y, int relu);
+    // dx (+)= dy routed to the first maximum of each window, where y > 0 if relu (dx zeroed by the caller).
+    void (*maxpool_bwd)(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx, int relu);
     void (*avgpool_fwd)(const ConvShape* s, const float* x, float* y);
     void (*avgpool_bwd)(const ConvShape* s, const float* dy, float* dx);  // dx (+)= dy / (kh*kw)
 

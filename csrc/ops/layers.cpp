@@ -29,23 +29,23 @@ constexpr ptrdiff_t kMinEltwisePerThread = 1 << 14;
 
 }  // namespace
 
-void pool2d_forward(PoolKind kind, const ConvShape& s, int nblk, const float* x, float* y) {
+void pool2d_forward(PoolKind kind, const ConvShape& s, int nblk, const float* x, float* y, bool relu) {
     const KernelTable& k = kernels();
     const size_t xb = size_t(s.ic) * s.ih * s.iw * s.lanes, yb = size_t(s.ic) * s.oh * s.ow * s.lanes;
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int) {
-        if (kind == PoolKind::Max) k.maxpool_fwd(&s, x + blk * xb, y + blk * yb);
+        if (kind == PoolKind::Max) k.maxpool_fwd(&s, x + blk * xb, y + blk * yb, relu);
         else k.avgpool_fwd(&s, x + blk * xb, y + blk * yb);
     });
 }
 
 void pool2d_backward(PoolKind kind, const ConvShape& s, int nblk, const float* x, const float* y, const float* dy,
-                     float* dx) {
+                     float* dx, bool relu) {
     const KernelTable& k = kernels();
     const size_t xb = size_t(s.ic) * s.ih * s.iw * s.lanes, yb = size_t(s.ic) * s.oh * s.ow * s.lanes;
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int) {
         float* dxb = dx + blk * xb;
         std::memset(dxb, 0, xb * sizeof(float));
-        if (kind == PoolKind::Max) k.maxpool_bwd(&s, x + blk * xb, y + blk * yb, dy + blk * yb, dxb);
+        if (kind == PoolKind::Max) k.maxpool_bwd(&s, x + blk * xb, y + blk * yb, dy + blk * yb, dxb, relu);
         else k.avgpool_bwd(&s, dy + blk * yb, dxb);
     });
 }

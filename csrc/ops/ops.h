@@ -28,10 +28,11 @@ void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* 
 
 enum class PoolKind { Max, Avg };
 // x [nblk][c][ih][iw][L] -> y [nblk][c][oh][ow][L]; s.ic is the channel count, no padding.
-void pool2d_forward(PoolKind kind, const ConvShape& s, int nblk, const float* x, float* y);
+// With relu, max pooling is fused with a following (or preceding) ReLU.
+void pool2d_forward(PoolKind kind, const ConvShape& s, int nblk, const float* x, float* y, bool relu = false);
 // dx (overwritten) from dy; max pooling routes to the first maximum of each window.
 void pool2d_backward(PoolKind kind, const ConvShape& s, int nblk, const float* x, const float* y, const float* dy,
-                     float* dx);
+                     float* dx, bool relu = false);
 
 // x [nblk][in][L], w [out][in], b [out] -> y [nblk][out][L]
 void linear_forward(int nblk, int L, int in, int out, const float* x, const float* w, const float* b, float* y);

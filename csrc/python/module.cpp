@@ -253,22 +253,24 @@ ConvShape pool_shape(const Act4& x, std::pair<int, int> kernel, std::pair<int, i
 }
 
 py::array_t<float> pool2d_forward(const std::string& kind, py::handle x_, std::pair<int, int> kernel,
-                                  std::pair<int, int> stride) {
+                                  std::pair<int, int> stride, bool relu) {
     const ops::PoolKind k = pool_kind(kind);
+    if (relu && k != ops::PoolKind::Max) throw py::value_error("relu=True fuses only with max pooling");
     Act4 x = act4(x_, "x");
     ConvShape s = pool_shape(x, kernel, stride);
     auto y = empty({x.nblk, s.ic, s.oh, s.ow, s.lanes});
     float* yp = y.mutable_data();
     {
         KernelCall call;
-        ops::pool2d_forward(k, s, x.nblk, x.a.data(), yp);
+        ops::pool2d_forward(k, s, x.nblk, x.a.data(), yp, relu);
     }
     return y;
 }
 
 py::array_t<float> pool2d_backward(const std::string& kind, py::handle x_, py::handle y_, py::handle dy_,
-                                   std::pair<int, int> kernel, std::pair<int, int> stride) {
+                                   std::pair<int, int> kernel, std::pair<int, int> stride, bool relu) {
     const ops::PoolKind k = pool_kind(kind);
+    if (relu && k != ops::PoolKind::Max) throw py::value_error("relu=True fuses only with max pooling");
     Act4 x = act4(x_, "x");
     ConvShape s = pool_shape(x, kernel, stride);
     const Shape yshape{x.nblk, s.ic, s.oh, s.ow, s.lanes};
@@ -278,7 +280,7 @@ py::array_t<float> pool2d_backward(const std::string& kind, py::handle x_, py::h
     float* dxp = dx.mutable_data();
     {
         KernelCall call;
-        ops::pool2d_backward(k, s, x.nblk, x.a.data(), y.data(), dy.data(), dxp);
+        ops::pool2d_backward(k, s, x.nblk, x.a.data(), y.data(), dy.data(), dxp, relu);
     }
     return dx;
 }
@@ -461,9 +463,10 @@ PYBIND11_MODULE(_core, m) {
     m.def("conv2d_backward", &conv2d_backward, py::arg("x"), py::arg("weight"), py::arg("grad_output"),
           py::arg("grad_weight"), py::arg("grad_bias"), py::arg("stride") = pair{1, 1},
           py::arg("padding") = pair{0, 0}, py::arg("need_dx") = true, py::arg("algo") = "auto");
-    m.def("pool2d_forward", &pool2d_forward, py::arg("kind"), py::arg("x"), py::arg("kernel"), py::arg("stride"));
+    m.def("pool2d_forward", &pool2d_forward, py::arg("kind"), py::arg("x"), py::arg("kernel"), py::arg("stride"),
+          py::arg("relu") = false);
     m.def("pool2d_backward", &pool2d_backward, py::arg("kind"), py::arg("x"), py::arg("output"),
-          py::arg("grad_output"), py::arg("kernel"), py::arg("stride"));
+          py::arg("grad_output"), py::arg("kernel"), py::arg("stride"), py::arg("relu") = false);
     m.def("linear_forward", &linear_forward, py::arg("x"), py::arg("weight"), py::arg("bias"));
     m.def("linear_backward", &linear_backward, py::arg("x"), py::arg("weight"), py::arg("grad_output"),
           py::arg("grad_weight"), py::arg("grad_bias"), py::arg("need_dx") = true);

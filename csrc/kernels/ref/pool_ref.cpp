@@ -7,7 +7,7 @@ static inline ptrdiff_t at(const ConvShape* s, int c, int y, int x, int h, int w
     return ((ptrdiff_t(c) * h + y) * w + x) * s->lanes;
 }
 
-void maxpool_fwd(const ConvShape* s, const float* x, float* y) {
+void maxpool_fwd(const ConvShape* s, const float* x, float* y, int relu) {
     for (int c = 0; c < s->ic; ++c)
         for (int oy = 0; oy < s->oh; ++oy)
             for (int ox = 0; ox < s->ow; ++ox)
@@ -18,18 +18,19 @@ void maxpool_fwd(const ConvShape* s, const float* x, float* y) {
                             float v = x[at(s, c, oy * s->sh + ky, ox * s->sw + kx, s->ih, s->iw) + l];
                             if (v > best) best = v;
                         }
-                    y[at(s, c, oy, ox, s->oh, s->ow) + l] = best;
+                    y[at(s, c, oy, ox, s->oh, s->ow) + l] = relu && best < 0.0f ? 0.0f : best;
                 }
 }
 
-// The gradient goes to the first window position (row-major) whose value equals the max.
-void maxpool_bwd(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx) {
+// The gradient goes to the first window position (row-major) whose value equals the max; with the fused ReLU,
+// only where the output is positive.
+void maxpool_bwd(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx, int relu) {
     for (int c = 0; c < s->ic; ++c)
         for (int oy = 0; oy < s->oh; ++oy)
             for (int ox = 0; ox < s->ow; ++ox)
                 for (int l = 0; l < s->lanes; ++l) {
                     const ptrdiff_t o = at(s, c, oy, ox, s->oh, s->ow) + l;
-                    bool done = false;
+                    bool done = relu && !(y[o] > 0.0f);
                     for (int ky = 0; ky < s->kh && !done; ++ky)
                         for (int kx = 0; kx < s->kw && !done; ++kx) {
                             const ptrdiff_t i = at(s, c, oy * s->sh + ky, ox * s->sw + kx, s->ih, s->iw) + l;

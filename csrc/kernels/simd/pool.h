@@ -27,23 +27,23 @@ template <class V> void store_lanes(float* p, typename V::T v, int n) {
 }
 
 template <class V>
-void maxpool_fwd(const ConvShape* s, const float* x, float* y) {
+void maxpool_fwd(const ConvShape* s, const float* x, float* y, int relu) {
     const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
     pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int n) {
         typename V::T best = load_lanes<V>(x + i, n);
         for (int ky = 0; ky < s->kh; ++ky)
             for (int kx = 0; kx < s->kw; ++kx) best = V::max(best, load_lanes<V>(x + i + ky * rowstep + kx * colstep, n));
-        store_lanes<V>(y + o, best, n);
+        store_lanes<V>(y + o, relu ? V::max(best, V::zero()) : best, n);
     });
 }
 
 // dx += dy at the first window position equal to the max (same tie rule as the reference).
 template <class V>
-void maxpool_bwd(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx) {
+void maxpool_bwd(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx, int relu) {
     const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
     pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int n) {
         const typename V::T yv = load_lanes<V>(y + o, n), g = load_lanes<V>(dy + o, n), z = V::zero();
-        typename V::M taken = V::mnone();
+        typename V::M taken = relu ? V::mandnot(V::gt(yv, z), V::eq(z, z)) : V::mnone();  // y <= 0: no gradient
         for (int ky = 0; ky < s->kh; ++ky)
             for (int kx = 0; kx < s->kw; ++kx) {
                 const ptrdiff_t at = i + ky * rowstep + kx * colstep;
