@@ -187,6 +187,16 @@ def test_cli_runs_and_writes_json(tmp_path):
         assert "SYNTHETIC" in p.stdout and "NOT MNIST" in p.stdout
 
 
+def test_latency_is_measured_on_one_thread(tmp_path):
+    out = tmp_path / "lat.json"
+    extra = [] if os.environ.get("LENET_MNIST_DIR") else ["--no-download"]
+    p = _bench(tmp_path, "--limit", "500", "--epochs", "1", "--latency", "--json", str(out), *extra)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lat = json.loads(out.read_text())["lenet"]["infer_latency_us"]
+    assert 0 < lat["min_us"] <= lat["median_us"] and lat["calls"] >= 1000
+    assert f"{lat['median_us']:.1f} us" in p.stdout
+
+
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "run.png"

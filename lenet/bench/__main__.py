@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", type=_peer_list, default=[], metavar="LIST",
                    help=f"comma-separated frameworks to run the same training in: {', '.join(PEERS)}")
     p.add_argument("--json", metavar="FILE", default=None, help="write every figure to FILE (JSON)")
+    p.add_argument("--latency", action="store_true",
+                   help="also measure batch-1 inference latency from Python on 1 thread (lenet, and the peers: "
+                        "PyTorch eager, the TensorFlow Lite interpreter fp32 and int8)")
     p.add_argument("--plot", metavar="FILE", default=None,
                    help="draw epoch time per framework and the loss / test-accuracy curves as a PNG (needs matplotlib)")
     return p
@@ -245,7 +248,22 @@ def run_lenet(args, x_train, y_train, x_test, y_test, flops, peak) -> list:
                  f"{100 * rec['peak_share']:.0f}%", f"{100 * rec['outside_kernels']:.0f}%", f"{rec['loss']:.4f}",
                  f"{rec['test_acc']:.4f}", f"{eval_s:.2f}", _cores(cpu)]
         _say("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
-    return records
+    return records, model
+
+
+def measure_latency(model, image) -> dict:
+    """Batch-1 inference (one uint8 image in, logits out as numpy) from Python on 1 thread, with the peers'
+    protocol (peer_common.time_latency)."""
+    from .peer_common import time_latency
+
+    threads = lenet.get_num_threads()
+    lenet.set_num_threads(1)
+    x = ldata.to_float(image)
+    try:
+        with lenet.no_grad():
+            return time_latency(lambda: model(x).numpy())
+    finally:
+        lenet.set_num_threads(threads)
 
 
 # ---- peers -------------------------------------------------------------------------------------------------------
@@ -261,7 +279,7 @@ def peer_command(peer, args, npz, out_json) -> list:
     return [sys.executable, peer_script(peer), "--data", npz, "--model", args.model, "--epochs", str(args.epochs),
             "--batch", str(args.batch), "--lr", repr(args.lr), "--optimizer", args.optimizer,
             "--momentum", repr(args.momentum), "--schedule", args.schedule, "--threads", str(args.threads),
-            "--seed", str(args.seed),
+            "--seed", str(args.seed), *(["--infer-latency"] if args.latency else []),
             "--out", out_json]
 
 
@@ -394,7 +412,7 @@ def _run(args) -> int:
 
     # ---- lenet
     meter = CpuMeter()
-    records = run_lenet(args, x_train, y_train, x_test, y_test, flops, peak)
+    records, model = run_lenet(args, x_train, y_train, x_test, y_test, flops, peak)
     lenet_cpu = meter.stop()
     t_lenet, how = epoch_time([r["seconds"] for r in records])
     data_tag = "MNIST" if mnist.source == "mnist" else "SYNTHETIC data, not MNIST"
@@ -411,6 +429,11 @@ def _run(args) -> int:
     if timed_cpu and timed_cpu["others_cores"] > BUSY_CORES:
         _say(f"WARNING: other processes used up to {timed_cpu['others_cores']:.2f} cores during the epochs timed "
              f"({how}): lenet's time is inflated; re-run on a quiet machine.")
+
+    latency = measure_latency(model, x_test[:1]) if args.latency else None
+    if latency:
+        _say(f"lenet batch-1 inference from Python, 1 thread: {latency['median_us']:.1f} us (median of "
+             f"{latency['batches']} batches of {latency['calls'] // latency['batches']} calls)")
 
     rows = [{"framework": "lenet", "version": lenet.__version__, "status": "ok", "epoch_seconds": t_lenet,
              "epoch_time_rule": how, "samples_per_s": n_train / t_lenet,
@@ -469,6 +492,15 @@ def _run(args) -> int:
         _say(f"others: cores used by other processes (from /proc/stat) during the timed epochs for lenet, during "
              f"the whole subprocess for a peer; above {BUSY_CORES} the machine was shared and that time is "
              f"inflated.")
+        if latency:
+            _say("")
+            _say("batch-1 inference latency, 1 thread (median, microseconds)")
+            lat_rows = [["lenet", "fp32, Python", f"{latency['median_us']:.1f}", "1.00x"]]
+            for name in args.compare:
+                for variant, us in ((peers[name].get("result") or {}).get("infer_latency_us") or {}).items():
+                    if "1thread" in variant or variant.startswith("tflite") or name == "tensorflow":
+                        lat_rows.append([name, variant, f"{us:.1f}", _ratio(latency["median_us"] / us)])
+            _say(format_table(["framework", "variant", "latency (us)", "lenet/peer"], lat_rows, "llrr"))
         disturbed = [r["framework"] for r in rows if r.get("cpu") and r["cpu"]["others_cores"] > BUSY_CORES]
         if disturbed:
             _say(f"WARNING: other work ran during {', '.join(disturbed)}: those times (and the ratios) are not "
@@ -501,7 +533,8 @@ def _run(args) -> int:
                       "cpu_timed_epochs": timed_cpu, "cpu_whole_run": lenet_cpu,
                       "samples_per_s": n_train / t_lenet, "gflops": flops.step * n_train / t_lenet / 1e9,
                       "peak_gflops": peak, "peak_share": flops.step * n_train / t_lenet / 1e9 / peak,
-                      "outside_kernels": outside, "final_test_acc": records[-1]["test_acc"]},
+                      "outside_kernels": outside, "final_test_acc": records[-1]["test_acc"],
+                      "infer_latency_us": latency},
             "peers": peers,
             "comparison": rows,
             "ratios": {r["framework"]: r["lenet_over_peer"] for r in rows[1:] if r["status"] == "ok"},
