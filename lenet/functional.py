@@ -50,6 +50,13 @@ def to_lanes(x, lanes: int | None = None) -> Tensor:
     return make_result(_to_lanes(x.data, lanes), (x,), backward, "to_lanes", batch=batch)
 
 
+def image_batch(images: np.ndarray, indices, lanes: int | None = None) -> Tensor:
+    """uint8 images[indices] scaled to [0, 1], straight into the lanes layout (the input of a training step)."""
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    lanes = default_lanes(len(indices)) if lanes is None else lanes
+    return Tensor.__new__(Tensor)._init_lanes(_core.pack_images(images, indices, lanes), len(indices))
+
+
 def from_lanes(x: Tensor) -> Tensor:
     """lanes layout -> plain (batch, ...)."""
     if x.batch is None:

@@ -41,7 +41,8 @@ class Trainer:
         progress = _Progress(n) if sys.stderr.isatty() else None
         for i in range(0, n, bs):
             idx = order[i : i + bs]
-            loss = F.cross_entropy(self.model(_inputs(images[idx])), labels[idx])
+            x = F.image_batch(images, idx) if images.dtype == np.uint8 else _inputs(images[idx])
+            loss = F.cross_entropy(self.model(x), labels[idx])
             self.optimizer.zero_grad()
             loss.backward()
             self._schedule()

@@ -72,6 +72,18 @@ def test_bad_values():
         lenet.set_isa("sse9")
 
 
+def test_pack_images_errors():
+    images = np.zeros((4, 28, 28), np.uint8)
+    with pytest.raises(ValueError, match=r"indices\[1\] = 4 is outside \[0, 4\)"):
+        _core.pack_images(images, np.array([0, 4]), 16)
+    with pytest.raises(TypeError, match="images must have dtype uint8"):
+        _core.pack_images(images.astype(np.float32), np.array([0]), 16)
+    with pytest.raises(ValueError, match="images must be"):
+        _core.pack_images(np.zeros((4, 2, 28, 28), np.uint8), np.array([0]), 16)
+    with pytest.raises(ValueError, match="lanes must be at least 1"):
+        _core.pack_images(images, np.array([0]), 0)
+
+
 def test_python_layer_errors(rng):
     model = lenet.LeNet5()
     with pytest.raises(ValueError, match="conv2d expects a"):

@@ -256,3 +256,15 @@ def test_simd_maxpool_and_relu_bitwise_equal_to_reference(rng):
             got = _core.pool2d_forward("max", x, (2, 2), (2, 2)), _core.activation_forward("relu", x)
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("lanes", [1, 5, 16])
+def test_pack_images_gathers_scales_and_pads(rng, lanes):
+    images = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8)
+    idx = rng.permutation(50)[:19]
+    packed = _core.pack_images(images, idx, lanes)
+    assert packed.shape == (-(-19 // lanes), 1, 28, 28, lanes)
+    np.testing.assert_array_equal(_from_lanes(packed, 19), lenet.data.to_float(images[idx]))
+    assert not np.moveaxis(packed, -1, 1).reshape(-1, 1, 28, 28)[19:].any()
+    t = lenet.functional.image_batch(images, idx)
+    assert t.shape == (19, 1, 28, 28) and t.lanes == 16 and not t.requires_grad

@@ -401,6 +401,43 @@ void adam_update(py::handle w_, py::handle g_, py::handle m_, py::handle v_, flo
     ops::adam_update(w.shape(0), wp, g.data(), mp, vp, lr, b1, b2, eps, wd, step);
 }
 
+// A training batch straight from the uint8 data set: images[indices] scaled by 1/255 into the lanes layout
+// (nblk, 1, H, W, L), zeros in the padding lanes. One pass, no intermediate float copy of the batch.
+py::array_t<float> pack_images(py::handle images_, py::handle indices_, int lanes) {
+    auto images = checked<uint8_t>(images_, "images", nullptr);
+    if (images.ndim() != 3 && !(images.ndim() == 4 && images.shape(1) == 1))
+        throw py::value_error("images must be (N, H, W) or (N, 1, H, W) uint8, got shape " + shape_str(images));
+    auto indices = checked<int64_t>(indices_, "indices", {kAny});
+    positive(lanes, "lanes");
+    const ptrdiff_t n = images.shape(0), batch = indices.shape(0);
+    const ptrdiff_t h = images.shape(images.ndim() - 2), w = images.shape(images.ndim() - 1), hw = h * w;
+    if (batch < 1) throw py::value_error("indices is empty");
+    const int64_t* idx = indices.data();
+    for (ptrdiff_t i = 0; i < batch; ++i)
+        if (idx[i] < 0 || idx[i] >= n)
+            throw py::value_error("indices[" + std::to_string(i) + "] = " + std::to_string(idx[i]) +
+                                  " is outside [0, " + std::to_string(n) + ")");
+    const ptrdiff_t nblk = (batch + lanes - 1) / lanes;
+    auto out = empty({nblk, 1, h, w, lanes});
+    float* o = out.mutable_data();
+    const uint8_t* src = images.data();
+    float scale[256];  // v / 255 exactly as numpy's images / 255 rounds it
+    for (int v = 0; v < 256; ++v) scale[v] = float(v) / 255.0f;
+    KernelCall call;
+    for (ptrdiff_t b = 0; b < nblk; ++b)
+        for (int l = 0; l < lanes; ++l) {
+            const ptrdiff_t i = b * lanes + l;
+            float* dst = o + b * hw * lanes + l;
+            if (i >= batch) {
+                for (ptrdiff_t p = 0; p < hw; ++p) dst[p * lanes] = 0.0f;
+                continue;
+            }
+            const uint8_t* img = src + idx[i] * hw;
+            for (ptrdiff_t p = 0; p < hw; ++p) dst[p * lanes] = scale[img[p]];
+        }
+    return out;
+}
+
 // Raw microkernel access for tests: C = op(A) @ B (gemm_nn, A transposed when trans_a) and C = A @ B^T.
 py::array_t<float> gemm_nn(py::handle a_, py::handle b_, bool trans_a) {
     auto a = checked<float>(a_, "a", {kAny, kAny});
@@ -477,6 +514,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("momentum"), py::arg("weight_decay"), py::arg("nesterov"));
     m.def("adam_update", &adam_update, py::arg("param"), py::arg("grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"),
           py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("step"));
+    m.def("pack_images", &pack_images, py::arg("images"), py::arg("indices"), py::arg("lanes"));
     m.def("gemm_nn", &gemm_nn, py::arg("a"), py::arg("b"), py::arg("trans_a") = false);
     m.def("gemm_nt", &gemm_nt, py::arg("a"), py::arg("b"));
     m.def("kernel_info", &kernel_info);
