@@ -7,8 +7,8 @@
 // [nblk][C][H][W][L]. L = 16 in training (one AVX-512 register, two AVX2, four NEON), L = 1 gives plain NCHW.
 // Inside one block an activation is a row-major matrix [C][H*W*L], which is what im2col + GEMM produce directly.
 //
-// This header is included by ISA-specific translation units: it must stay free of inline functions and of
-// C++ standard library headers (an inline function compiled with -mavx512f may be kept by the linker for
+// This header is included by ISA-specific translation units: it must stay free of inline functions with external
+// linkage and of C++ standard library headers (an inline function compiled with -mavx512f may be kept by the linker for
 // every caller and crash a CPU without AVX-512).
 #pragma once
 #include <stddef.h>
@@ -25,6 +25,12 @@ struct ConvShape {
     int ph, pw;          // zero padding (top/bottom, left/right)
     int lanes;           // L: samples per block
 };
+
+// Pooling windows that cover every input element exactly once. (static: internal linkage in every translation
+// unit, so no ISA-specific copy can be shared.)
+static inline bool pool_windows_tile(const ConvShape* s) {
+    return s->kh == s->sh && s->kw == s->sw && s->oh * s->kh == s->ih && s->ow * s->kw == s->iw;
+}
 
 struct KernelTable {
     const char* isa;     // "reference", "avx2", "avx512", "neon"
@@ -49,10 +55,12 @@ struct KernelTable {
     // Pooling over one block [c][ih][iw][L] -> [c][oh][ow][L] (no padding). With relu != 0 max pooling is fused
     // with a ReLU (max and ReLU commute: relu(maxpool(x)) == maxpool(relu(x))), saving a pass over x.
     void (*maxpool_fwd)(const ConvShape* s, const float* x, float* y, int relu);
-    // dx (+)= dy routed to the first maximum of each window, where y > 0 if relu (dx zeroed by the caller).
+    // dx (+)= dy routed to the first maximum of each window, where y > 0 if relu. When the windows tile the input
+    // exactly (kernel == stride, no remainder) every dx element is written once; otherwise dx is accumulated into
+    // and must be zeroed by the caller (see pool_windows_tile).
     void (*maxpool_bwd)(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx, int relu);
     void (*avgpool_fwd)(const ConvShape* s, const float* x, float* y);
-    void (*avgpool_bwd)(const ConvShape* s, const float* dy, float* dx);  // dx (+)= dy / (kh*kw)
+    void (*avgpool_bwd)(const ConvShape* s, const float* dy, float* dx);  // dx (+)= dy / (kh*kw), same rule
 
     // y[c][p] += b[c] for a [C][P] matrix; db[c] += sum_p dy[c][p].
     void (*bias_add)(int C, ptrdiff_t P, const float* b, float* y);

@@ -44,7 +44,7 @@ void pool2d_backward(PoolKind kind, const ConvShape& s, int nblk, const float* x
     const size_t xb = size_t(s.ic) * s.ih * s.iw * s.lanes, yb = size_t(s.ic) * s.oh * s.ow * s.lanes;
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int) {
         float* dxb = dx + blk * xb;
-        std::memset(dxb, 0, xb * sizeof(float));
+        if (!pool_windows_tile(&s)) std::memset(dxb, 0, xb * sizeof(float));  // else the kernel writes all of dx
         if (kind == PoolKind::Max) k.maxpool_bwd(&s, x + blk * xb, y + blk * yb, dy + blk * yb, dxb, relu);
         else k.avgpool_bwd(&s, dy + blk * yb, dxb);
     });
@@ -59,26 +59,30 @@ void linear_forward(int nblk, int L, int in, int out, const float* x, const floa
     });
 }
 
-// dW = dy . x^T reduces over the whole batch: the blocks are first gathered into [out][B] and [in][B]
-// (B = nblk*L, each lane row copied whole), then split by rows of dW so no partial sums are needed.
+// dW = dy . x^T reduces over the whole batch: the blocks are first gathered into dyT [out][B] (each lane row
+// copied whole) and xBI [B][in] (x transposed), so dW is a plain gemm_nn with K = B, vectorised along `in` with
+// no horizontal sums; it is split by rows of dW, so no partial sums are needed.
 void linear_backward(int nblk, int L, int in, int out, const float* x, const float* w, const float* dy, float* dx,
                      float* dw, float* db) {
     const KernelTable& k = kernels();
     ThreadPool& pool = ThreadPool::instance();
     const ptrdiff_t B = ptrdiff_t(nblk) * L;
     float* dyT = scratch(0, 0, size_t(out) * B);
-    float* xT = scratch(0, 1, size_t(in) * B);
+    float* xBI = scratch(0, 1, size_t(in) * B);
     pool.parallel_for(nblk, [&](int blk, int) {
         const float* xb = x + size_t(blk) * in * L;
         const float* dyb = dy + size_t(blk) * out * L;
         for (int o = 0; o < out; ++o) std::memcpy(dyT + o * B + blk * L, dyb + size_t(o) * L, L * sizeof(float));
-        for (int i = 0; i < in; ++i) std::memcpy(xT + i * B + blk * L, xb + size_t(i) * L, L * sizeof(float));
+        for (int l = 0; l < L; ++l) {
+            float* row = xBI + (size_t(blk) * L + l) * in;
+            for (int i = 0; i < in; ++i) row[i] = xb[size_t(i) * L + l];
+        }
         if (dx) k.gemm_nn(in, L, out, w, 1, in, dyb, L, dx + size_t(blk) * in * L, L, 0);
     });
     const int rows_per_task = 16, tasks = (out + rows_per_task - 1) / rows_per_task;
     pool.parallel_for(tasks, [&](int task, int) {
         const int o0 = task * rows_per_task, rows = out - o0 < rows_per_task ? out - o0 : rows_per_task;
-        k.gemm_nt(rows, in, int(B), dyT + o0 * B, B, xT, B, dw + size_t(o0) * in, in, 1);
+        k.gemm_nn(rows, in, int(B), dyT + o0 * B, B, 1, xBI, in, dw + size_t(o0) * in, in, 1);
         if (db) k.bias_grad(rows, B, dyT + o0 * B, db + o0);
     });
 }

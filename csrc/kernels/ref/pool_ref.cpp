@@ -25,16 +25,20 @@ void maxpool_fwd(const ConvShape* s, const float* x, float* y, int relu) {
 // The gradient goes to the first window position (row-major) whose value equals the max; with the fused ReLU,
 // only where the output is positive.
 void maxpool_bwd(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx, int relu) {
+    const bool tile = pool_windows_tile(s);
     for (int c = 0; c < s->ic; ++c)
         for (int oy = 0; oy < s->oh; ++oy)
             for (int ox = 0; ox < s->ow; ++ox)
                 for (int l = 0; l < s->lanes; ++l) {
                     const ptrdiff_t o = at(s, c, oy, ox, s->oh, s->ow) + l;
                     bool done = relu && !(y[o] > 0.0f);
-                    for (int ky = 0; ky < s->kh && !done; ++ky)
-                        for (int kx = 0; kx < s->kw && !done; ++kx) {
+                    for (int ky = 0; ky < s->kh; ++ky)
+                        for (int kx = 0; kx < s->kw; ++kx) {
                             const ptrdiff_t i = at(s, c, oy * s->sh + ky, ox * s->sw + kx, s->ih, s->iw) + l;
-                            if (x[i] == y[o]) { dx[i] += dy[o]; done = true; }
+                            const bool hit = !done && x[i] == y[o];
+                            if (tile) dx[i] = hit ? dy[o] : 0.0f;
+                            else if (hit) dx[i] += dy[o];
+                            done = done || hit;
                         }
                 }
 }
@@ -55,14 +59,17 @@ void avgpool_fwd(const ConvShape* s, const float* x, float* y) {
 
 void avgpool_bwd(const ConvShape* s, const float* dy, float* dx) {
     const float inv = 1.0f / float(s->kh * s->kw);
+    const bool tile = pool_windows_tile(s);
     for (int c = 0; c < s->ic; ++c)
         for (int oy = 0; oy < s->oh; ++oy)
             for (int ox = 0; ox < s->ow; ++ox)
                 for (int l = 0; l < s->lanes; ++l) {
                     const float g = dy[at(s, c, oy, ox, s->oh, s->ow) + l] * inv;
                     for (int ky = 0; ky < s->kh; ++ky)
-                        for (int kx = 0; kx < s->kw; ++kx)
-                            dx[at(s, c, oy * s->sh + ky, ox * s->sw + kx, s->ih, s->iw) + l] += g;
+                        for (int kx = 0; kx < s->kw; ++kx) {
+                            float& d = dx[at(s, c, oy * s->sh + ky, ox * s->sw + kx, s->ih, s->iw) + l];
+                            d = tile ? g : d + g;
+                        }
                 }
 }
 

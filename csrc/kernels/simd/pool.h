@@ -41,6 +41,7 @@ void maxpool_fwd(const ConvShape* s, const float* x, float* y, int relu) {
 template <class V>
 void maxpool_bwd(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx, int relu) {
     const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
+    const bool tile = pool_windows_tile(s);
     pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int n) {
         const typename V::T yv = load_lanes<V>(y + o, n), g = load_lanes<V>(dy + o, n), z = V::zero();
         typename V::M taken = relu ? V::mandnot(V::gt(yv, z), V::eq(z, z)) : V::mnone();  // y <= 0: no gradient
@@ -48,7 +49,8 @@ void maxpool_bwd(const ConvShape* s, const float* x, const float* y, const float
             for (int kx = 0; kx < s->kw; ++kx) {
                 const ptrdiff_t at = i + ky * rowstep + kx * colstep;
                 const typename V::M hit = V::mandnot(taken, V::eq(load_lanes<V>(x + at, n), yv));
-                store_lanes<V>(dx + at, V::add(load_lanes<V>(dx + at, n), V::select(hit, g, z)), n);
+                const typename V::T share = V::select(hit, g, z);
+                store_lanes<V>(dx + at, tile ? share : V::add(load_lanes<V>(dx + at, n), share), n);
                 taken = V::mor(taken, hit);
             }
     });
@@ -69,13 +71,14 @@ void avgpool_fwd(const ConvShape* s, const float* x, float* y) {
 template <class V>
 void avgpool_bwd(const ConvShape* s, const float* dy, float* dx) {
     const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
+    const bool tile = pool_windows_tile(s);
     const typename V::T inv = V::set1(1.0f / float(s->kh * s->kw));
     pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int n) {
         const typename V::T g = V::mul(load_lanes<V>(dy + o, n), inv);
         for (int ky = 0; ky < s->kh; ++ky)
             for (int kx = 0; kx < s->kw; ++kx) {
                 float* p = dx + i + ky * rowstep + kx * colstep;
-                store_lanes<V>(p, V::add(load_lanes<V>(p, n), g), n);
+                store_lanes<V>(p, tile ? g : V::add(load_lanes<V>(p, n), g), n);
             }
     });
 }
