@@ -45,7 +45,8 @@ struct KernelTable {
                     const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc, int accumulate);
 
     // Shape-specialised direct convolution, forward, one block: stride 1, lanes == 16, input already
-    // zero-padded to [ic][oh+kh-1][ow+kw-1][16]; w is [oc][ic][kh][kw]; y[oc][oh][ow][16] = bias + conv.
+    // zero-padded to [ic][oh+kh-1][ow+kw-1][16] (s->ph rows of zeros above the s->ih image rows, which a kernel may
+    // skip); w is [oc][ic][kh][kw]; y[oc][oh][ow][16] = bias + conv.
     // Null where the ISA has none (the ops layer then uses im2col + gemm_nn).
     void (*conv_direct_fwd)(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y);
     // Its weight gradient, one block: dw[oc][ic][kh][kw] = sum over pixels and lanes of dy * xpad (overwritten);

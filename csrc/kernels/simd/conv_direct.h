@@ -1,4 +1,5 @@
-// Direct convolution with the 16 samples of a block in the vector lanes (stride 1, pre-padded input):
+// Direct convolution with the 16 samples of a block in the vector lanes (stride 1, pre-padded input; s->ih and s->ph
+// say which rows of it are the zero border, which are skipped):
 // every weight is one broadcast scalar, no im2col buffer is written, rows of any width waste no lane.
 #pragma once
 #include <stddef.h>
@@ -27,8 +28,11 @@ void conv_direct_tile(const ConvShape* s, const float* xpad, const float* w, con
         for (int p = 0; p < PXB; ++p)
             for (int v = 0; v < LV; ++v) acc[o][p][v] = b;
     }
+    // Rows of xpad inside the zero border contribute nothing: only ky with ph <= oy + ky < ph + ih.
+    const int ky_lo = s->ph - oy > 0 ? s->ph - oy : 0;
+    const int ky_hi = s->ph + s->ih - oy < s->kh ? s->ph + s->ih - oy : s->kh;
     for (int c = 0; c < s->ic; ++c)
-        for (int ky = 0; ky < s->kh; ++ky) {
+        for (int ky = ky_lo; ky < ky_hi; ++ky) {
             const float* row = xpad + ((c * ph + oy + ky) * pw + ox0) * L;
             const float* wrow = w + o0 * wstride + (c * s->kh + ky) * s->kw;
             for (int kx = 0; kx < s->kw; ++kx) {
