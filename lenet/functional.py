@@ -22,6 +22,8 @@ def as_tensor(x) -> Tensor:
 
 
 def _pair(v, name: str) -> tuple[int, int]:
+    if type(v) is tuple and len(v) == 2 and type(v[0]) is int and type(v[1]) is int:  # the layers' own, pre-checked
+        return v
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         return int(v), int(v)
     if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, (int, np.integer)) for i in v):

@@ -153,11 +153,15 @@ def make_result(data: np.ndarray, parents: tuple, backward, op: str, batch: int 
 
 def _from_lanes(data: np.ndarray, batch: int) -> np.ndarray:
     nblk, lanes = data.shape[0], data.shape[-1]
+    if lanes == 1:  # one sample per block: plain NCHW with a trailing axis
+        return data.reshape(data.shape[:-1])[:batch].copy()
     return np.moveaxis(data, -1, 1).reshape((nblk * lanes,) + data.shape[1:-1])[:batch].copy()
 
 
 def _to_lanes(arr: np.ndarray, lanes: int) -> np.ndarray:
     batch = arr.shape[0]
+    if lanes == 1:
+        return np.ascontiguousarray(arr, dtype=np.float32).reshape(arr.shape + (1,))
     nblk = -(-batch // lanes)
     padded = np.zeros((nblk * lanes,) + arr.shape[1:], dtype=np.float32)
     padded[:batch] = arr

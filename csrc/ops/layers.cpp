@@ -54,7 +54,11 @@ void linear_forward(int nblk, int L, int in, int out, const float* x, const floa
     const KernelTable& k = kernels();
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int) {
         float* yb = y + size_t(blk) * out * L;
-        k.gemm_nn(out, L, in, w, in, 1, x + size_t(blk) * in * L, L, yb, L, 0);
+        const float* xb = x + size_t(blk) * in * L;
+        if (L == 1)  // one sample (batch-1 inference): dot products along `in` fill the vectors, one lane would not
+            k.gemm_nt(out, 1, in, w, in, xb, in, yb, 1, 0);
+        else
+            k.gemm_nn(out, L, in, w, in, 1, xb, L, yb, L, 0);
         if (b) k.bias_add(out, L, b, yb);
     });
 }
