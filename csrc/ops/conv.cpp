@@ -91,6 +91,14 @@ void pad_block(const ConvShape& s, const float* x, float* xpad) {
                         size_t(s.iw) * L * sizeof(float));
 }
 
+// The block x as the direct kernels read it: itself without padding, else a zero-bordered copy in scratch slot.
+const float* padded(const ConvShape& s, const float* x, int thread, int slot) {
+    if (!s.ph && !s.pw) return x;
+    float* xpad = scratch(thread, slot, block_floats(s.ic, s.ih + 2 * s.ph, s.iw + 2 * s.pw, s.lanes));
+    pad_block(s, x, xpad);
+    return xpad;
+}
+
 }  // namespace
 
 void conv2d_forward(const ConvShape& s, int nblk, const float* x, const float* w, const float* b, float* y,
@@ -104,13 +112,7 @@ void conv2d_forward(const ConvShape& s, int nblk, const float* x, const float* w
         const float* xb_ = x + blk * xb;
         float* yb_ = y + blk * yb;
         if (direct) {
-            const float* xin = xb_;
-            if (s.ph || s.pw) {
-                float* xpad = scratch(thread, 0, block_floats(s.ic, s.ih + 2 * s.ph, s.iw + 2 * s.pw, s.lanes));
-                pad_block(s, xb_, xpad);
-                xin = xpad;
-            }
-            k.conv_direct_fwd(&s, xin, w, b, yb_);
+            k.conv_direct_fwd(&s, padded(s, xb_, thread, 0), w, b, yb_);
             return;
         }
         float* col = scratch(thread, 0, size_t(K) * PL);
@@ -156,13 +158,7 @@ void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* 
         float* part = partials + partial * size_t(blk);
         const float* dyb = dy + blk * yb;
         if (direct) {
-            const float* xin = x + blk * xb;
-            if (s.ph || s.pw) {
-                float* xpad = scratch(thread, 0, block_floats(s.ic, s.ih + 2 * s.ph, s.iw + 2 * s.pw, s.lanes));
-                pad_block(s, xin, xpad);
-                xin = xpad;
-            }
-            k.conv_direct_dw(&s, xin, dyb, part);
+            k.conv_direct_dw(&s, padded(s, x + blk * xb, thread, 0), dyb, part);
         } else {
             float* col = scratch(thread, 0, size_t(K) * PL);
             im2col(s, x + blk * xb, col);
@@ -173,9 +169,7 @@ void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* 
         if (!dx) return;
         float* dxb = dx + blk * xb;
         if (dx_direct) {
-            float* dypad = scratch(thread, 1, block_floats(s.oc, s.oh + 2 * sdx.ph, s.ow + 2 * sdx.pw, s.lanes));
-            pad_block(sdx, dyb, dypad);
-            k.conv_direct_fwd(&sdx, dypad, wt, nullptr, dxb);
+            k.conv_direct_fwd(&sdx, padded(sdx, dyb, thread, 1), wt, nullptr, dxb);
         } else {
             float* dcol = scratch(thread, 1, size_t(K) * PL);
             k.gemm_nn(K, int(PL), s.oc, w, 1, K, dyb, PL, dcol, PL, 0);
