@@ -149,7 +149,7 @@ def test_cli_runs_and_writes_json(tmp_path):
     out = tmp_path / "out.json"
     # MNIST from $LENET_MNIST_DIR when set, else the synthetic set (--no-download: no network in tests)
     extra = [] if os.environ.get("LENET_MNIST_DIR") else ["--no-download"]
-    p = _bench(tmp_path, "--limit", "2000", "--epochs", "1", "--json", str(out), *extra)
+    p = _bench(tmp_path, "--limit", "2000", "--epochs", "1", "--schedule", "constant", "--json", str(out), *extra)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "Traceback" not in p.stderr
     isa = lenet.kernels()["isa"]

@@ -149,7 +149,7 @@ struct ScratchBlock {
     ~ScratchBlock() { std::free(ptr); }
 };
 struct ThreadScratch {
-    ScratchBlock slots[4];
+    ScratchBlock slots[8];
 };
 std::vector<std::unique_ptr<ThreadScratch>>& scratch_table() {
     static std::vector<std::unique_ptr<ThreadScratch>> table(ThreadPool::kMaxThreads);

@@ -65,7 +65,7 @@ private:
 };
 
 // Per-thread scratch memory, 64-byte aligned, grown on demand and reused across calls (no allocation on the
-// hot path once warm). Slot s of thread t is independent of every other slot.
+// hot path once warm). Slot s (0..7) of thread t is independent of every other slot.
 float* scratch(int thread, int slot, size_t floats);
 
 }  // namespace lenet

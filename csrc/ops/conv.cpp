@@ -7,6 +7,7 @@
 
 #include "../core/dispatch.h"
 #include "../core/threadpool.h"
+#include "conv_block.h"
 #include "ops.h"
 
 namespace lenet::ops {
@@ -25,9 +26,12 @@ bool conv_uses_direct(const ConvShape& s, ConvAlgo algo) {
     return algo == ConvAlgo::Direct || kernels().vector_floats > 1;  // the reference serves Auto with im2col
 }
 
-namespace {
+namespace block {
 
-size_t block_floats(int c, int h, int w, int L) { return size_t(c) * h * w * L; }
+size_t floats(int c, int h, int w, int L) { return size_t(c) * h * w * L; }
+
+namespace {
+size_t block_floats(int c, int h, int w, int L) { return floats(c, h, w, L); }
 
 // col[(c*kh+ky)*kw+kx][oy][ox][L] = x[c][oy*sh-ph+ky][ox*sw-pw+kx][L] (zero outside the image).
 void im2col(const ConvShape& s, const float* x, float* col) {
@@ -101,34 +105,13 @@ const float* padded(const ConvShape& s, const float* x, int thread, int slot) {
 
 }  // namespace
 
-void conv2d_forward(const ConvShape& s, int nblk, const float* x, const float* w, const float* b, float* y,
-                    ConvAlgo algo) {
-    const KernelTable& k = kernels();
-    const size_t xb = block_floats(s.ic, s.ih, s.iw, s.lanes), yb = block_floats(s.oc, s.oh, s.ow, s.lanes);
-    const int K = s.ic * s.kh * s.kw;
-    const ptrdiff_t PL = ptrdiff_t(s.oh) * s.ow * s.lanes;
-    const bool direct = conv_uses_direct(s, algo);
-    ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
-        const float* xb_ = x + blk * xb;
-        float* yb_ = y + blk * yb;
-        if (direct) {
-            k.conv_direct_fwd(&s, padded(s, xb_, thread, 0), w, b, yb_);
-            return;
-        }
-        float* col = scratch(thread, 0, size_t(K) * PL);
-        im2col(s, xb_, col);
-        k.gemm_nn(s.oc, int(PL), K, w, K, 1, col, PL, yb_, PL, 0);
-        if (b) k.bias_add(s.oc, PL, b, yb_);
-    });
-}
-
 // The input gradient of a stride-1 convolution is itself a stride-1 convolution: dY zero-padded by (k-1-p),
-// with the weights transposed (in <-> out channels) and flipped. When the direct kernel serves that shape it
-// replaces the dX GEMM and col2im. wt [ic][oc][kh][kw] receives the transposed, flipped weights.
-static ConvShape conv_dx_shape(const ConvShape& s) {
+// with the weights transposed (in <-> out channels) and flipped.
+ConvShape dx_shape(const ConvShape& s) {
     return ConvShape{s.oc, s.oh, s.ow, s.ic, s.ih, s.iw, s.kh, s.kw, 1, 1, s.kh - 1 - s.ph, s.kw - 1 - s.pw, s.lanes};
 }
-static void flip_transpose(const ConvShape& s, const float* w, float* wt) {
+
+void flip_transpose(const ConvShape& s, const float* w, float* wt) {
     for (int o = 0; o < s.oc; ++o)
         for (int c = 0; c < s.ic; ++c)
             for (int ky = 0; ky < s.kh; ++ky)
@@ -137,45 +120,78 @@ static void flip_transpose(const ConvShape& s, const float* w, float* wt) {
                         w[((size_t(o) * s.ic + c) * s.kh + ky) * s.kw + kx];
 }
 
+void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,
+                  const float* b, float* y, int thread) {
+    if (direct) {
+        k.conv_direct_fwd(&s, padded(s, x, thread, 0), w, b, y);
+        return;
+    }
+    const int K = s.ic * s.kh * s.kw;
+    const ptrdiff_t PL = ptrdiff_t(s.oh) * s.ow * s.lanes;
+    float* col = scratch(thread, 0, size_t(K) * PL);
+    im2col(s, x, col);
+    k.gemm_nn(s.oc, int(PL), K, w, K, 1, col, PL, y, PL, 0);
+    if (b) k.bias_add(s.oc, PL, b, y);
+}
+
+void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,
+                   const float* wt, const float* dy, float* dw, float* db, float* dx, int thread) {
+    const int K = s.ic * s.kh * s.kw;
+    const ptrdiff_t PL = ptrdiff_t(s.oh) * s.ow * s.lanes;
+    if (direct) {
+        k.conv_direct_dw(&s, padded(s, x, thread, 0), dy, dw);
+    } else {
+        float* col = scratch(thread, 0, size_t(K) * PL);
+        im2col(s, x, col);
+        k.gemm_nt(s.oc, K, int(PL), dy, PL, col, PL, dw, K, 0);
+    }
+    if (db) {
+        for (int o = 0; o < s.oc; ++o) db[o] = 0.0f;
+        k.bias_grad(s.oc, PL, dy, db);
+    }
+    if (!dx) return;
+    if (direct) {
+        const ConvShape sdx = dx_shape(s);
+        k.conv_direct_fwd(&sdx, padded(sdx, dy, thread, 1), wt, nullptr, dx);
+    } else {
+        float* dcol = scratch(thread, 1, size_t(K) * PL);
+        k.gemm_nn(K, int(PL), s.oc, w, 1, K, dy, PL, dcol, PL, 0);
+        std::memset(dx, 0, block_floats(s.ic, s.ih, s.iw, s.lanes) * sizeof(float));
+        col2im(s, dcol, dx);
+    }
+}
+
+}  // namespace block
+
+void conv2d_forward(const ConvShape& s, int nblk, const float* x, const float* w, const float* b, float* y,
+                    ConvAlgo algo) {
+    const KernelTable& k = kernels();
+    const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh, s.ow, s.lanes);
+    const bool direct = conv_uses_direct(s, algo);
+    ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
+        block::conv_forward(k, s, direct, x + blk * xb, w, b, y + blk * yb, thread);
+    });
+}
+
 void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* w, const float* dy, float* dx,
                      float* dw, float* db, ConvAlgo algo) {
     const KernelTable& k = kernels();
-    const size_t xb = block_floats(s.ic, s.ih, s.iw, s.lanes), yb = block_floats(s.oc, s.oh, s.ow, s.lanes);
+    const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh, s.ow, s.lanes);
     const int K = s.ic * s.kh * s.kw;
-    const ptrdiff_t PL = ptrdiff_t(s.oh) * s.ow * s.lanes;
-    const bool direct = conv_uses_direct(s, algo), dx_direct = dx && direct;
-    const ConvShape sdx = conv_dx_shape(s);
+    const bool direct = conv_uses_direct(s, algo);
     float* wt = nullptr;
-    if (dx_direct) {
-        wt = scratch(0, 2, size_t(s.oc) * K);
-        flip_transpose(s, w, wt);
+    if (dx && direct) {
+        wt = scratch(0, 4, size_t(s.oc) * K);
+        block::flip_transpose(s, w, wt);
     }
     // One partial gradient [dw (oc*K) | db (oc)] per block, summed in block order below: the result does not
     // depend on which thread ran which block.
     const size_t partial = size_t(s.oc) * K + s.oc;
-    float* partials = scratch(0, 3, partial * size_t(nblk));
+    float* partials = scratch(0, 5, partial * size_t(nblk));
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
         float* part = partials + partial * size_t(blk);
-        const float* dyb = dy + blk * yb;
-        if (direct) {
-            k.conv_direct_dw(&s, padded(s, x + blk * xb, thread, 0), dyb, part);
-        } else {
-            float* col = scratch(thread, 0, size_t(K) * PL);
-            im2col(s, x + blk * xb, col);
-            k.gemm_nt(s.oc, K, int(PL), dyb, PL, col, PL, part, K, 0);
-        }
-        std::memset(part + size_t(s.oc) * K, 0, size_t(s.oc) * sizeof(float));
-        k.bias_grad(s.oc, PL, dyb, part + size_t(s.oc) * K);
-        if (!dx) return;
-        float* dxb = dx + blk * xb;
-        if (dx_direct) {
-            k.conv_direct_fwd(&sdx, padded(sdx, dyb, thread, 1), wt, nullptr, dxb);
-        } else {
-            float* dcol = scratch(thread, 1, size_t(K) * PL);
-            k.gemm_nn(K, int(PL), s.oc, w, 1, K, dyb, PL, dcol, PL, 0);
-            std::memset(dxb, 0, xb * sizeof(float));
-            col2im(s, dcol, dxb);
-        }
+        block::conv_backward(k, s, direct, x + blk * xb, w, wt, dy + blk * yb, part, part + size_t(s.oc) * K,
+                             dx ? dx + blk * xb : nullptr, thread);
     });
     for (int blk = 0; blk < nblk; ++blk) {
         const float* part = partials + partial * size_t(blk);
