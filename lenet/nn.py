@@ -184,13 +184,20 @@ class Sequential(Module):
         return f"{type(self).__name__}(\n{inner}\n)"
 
 
+def fused_pool(layers, i):
+    """The MaxPool2d of layers[i:i+2] when that pair is a ReLU and a max-pool (either order), else None:
+    such a pair runs as one fused kernel (max pooling and ReLU commute)."""
+    pair = layers[i : i + 2]
+    pool = next((m for m in pair if type(m) is MaxPool2d), None)
+    return pool if len(pair) == 2 and pool is not None and any(type(m) is ReLU for m in pair) else None
+
+
 def _fuse(layers):
     """The calls that run `layers`: [ReLU, MaxPool2d] and [MaxPool2d, ReLU] pairs become one fused call."""
     plan, i = [], 0
     while i < len(layers):
-        pair = layers[i : i + 2]
-        pool = next((m for m in pair if type(m) is MaxPool2d), None)
-        if len(pair) == 2 and pool is not None and any(type(m) is ReLU for m in pair):
+        pool = fused_pool(layers, i)
+        if pool is not None:
             plan.append(lambda x, p=pool: F.max_pool2d(x, p.kernel_size, p.stride, relu=True))
             i += 2
         else:

@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from . import functional as F
+from .capture import LANES, CapturedStep
 from .data import to_float
 from .tensor import no_grad
 
@@ -17,17 +18,20 @@ class Trainer:
 
     lr_schedule: None keeps the optimiser's learning rate; "cosine" decays it from its initial value to 0 over
     the steps of `fit` (lr_t = lr * (1 + cos(pi * t / T)) / 2), which lands on better final weights.
+    captured: run each step's forward, loss and backward as one C++ call (lenet.capture; a Sequential model of
+    the supported layers), the same computation without per-op Python.
     `log` receives one line per epoch (default: print to stdout); pass None to stay quiet.
     """
 
     def __init__(self, model, optimizer, *, batch_size: int = 64, seed: int = 0, lr_schedule: str | None = None,
-                 log=print):
+                 captured: bool = False, log=print):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if lr_schedule not in (None, "cosine"):
             raise ValueError(f"lr_schedule must be None or 'cosine', got {lr_schedule!r}")
         self.model, self.optimizer, self.batch_size = model, optimizer, batch_size
         self.lr_schedule, self.base_lr, self.total_steps = lr_schedule, optimizer.lr, None
+        self.captured = CapturedStep(model) if captured else None
         self.rng = np.random.default_rng(seed)
         self.log = log or (lambda *a, **k: None)
         self.history: list[dict] = []
@@ -41,13 +45,19 @@ class Trainer:
         progress = _Progress(n) if sys.stderr.isatty() else None
         for i in range(0, n, bs):
             idx = order[i : i + bs]
-            x = F.image_batch(images, idx) if images.dtype == np.uint8 else _inputs(images[idx])
-            loss = F.cross_entropy(self.model(x), labels[idx])
-            self.optimizer.zero_grad()
-            loss.backward()
+            if self.captured is not None:  # forward, loss and backward in one call; it overwrites the gradients
+                x = F.image_batch(images, idx, LANES) if images.dtype == np.uint8 else \
+                    F.to_lanes(_inputs(images[idx]), LANES)
+                loss = self.captured(x.data, labels[idx])
+            else:
+                x = F.image_batch(images, idx) if images.dtype == np.uint8 else _inputs(images[idx])
+                loss_t = F.cross_entropy(self.model(x), labels[idx])
+                self.optimizer.zero_grad()
+                loss_t.backward()
+                loss = float(loss_t.data)
             self._schedule()
             self.optimizer.step()
-            total_loss += float(loss.data) * len(idx)
+            total_loss += loss * len(idx)
             if progress:
                 progress.update(i + len(idx), total_loss / (i + len(idx)))
         seconds = time.perf_counter() - start

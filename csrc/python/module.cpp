@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <new>
+#include <memory>
+#include <tuple>
 #include <unordered_map>
 #include <string>
 #include <vector>
@@ -19,6 +21,7 @@
 #include "../core/dispatch.h"
 #include "../core/threadpool.h"
 #include "../ops/ops.h"
+#include "../ops/train_step.h"
 
 namespace py = pybind11;
 using namespace lenet;
@@ -464,6 +467,110 @@ py::array_t<float> gemm_nt(py::handle a_, py::handle b_) {
     return c;
 }
 
+// The captured training step: layers described by dicts (see lenet/capture.py), validated against the shape that
+// flows through them; the arrays are kept alive by the object.
+class PyTrainStep {
+public:
+    PyTrainStep(py::list layers, std::tuple<int, int, int> input_shape, int classes) {
+        auto [c, h, w] = input_shape;
+        positive(c, "channels");
+        positive(h, "height");
+        positive(w, "width");
+        positive(classes, "classes");
+        input_floats_ = size_t(c) * h * w * ops::TrainStep::kLanes;
+        classes_ = classes;
+        bool flat = false;
+        int features = 0;
+        std::vector<ops::LayerSpec> specs;
+        for (py::handle item : layers) {
+            py::dict d = py::reinterpret_borrow<py::dict>(item);
+            const std::string kind = py::str(d["kind"]);
+            ops::LayerSpec l;
+            const std::string where = "layer " + std::to_string(specs.size()) + " (" + kind + ")";
+            auto array = [&](const char* key, const Shape& shape, bool writable) -> py::array_t<float> {
+                auto a = checked<float>(d[key], (where + " " + key).c_str(), shape, writable);
+                keep_.append(a);
+                return a;
+            };
+            if (kind == "conv2d" || kind == "maxpool" || kind == "avgpool") {
+                if (flat) throw py::value_error(where + " needs a (C, H, W) input, got flat features");
+                Act4 shape_only{py::array_t<float>(), 1, c, h, w, ops::TrainStep::kLanes};
+                const auto stride = d["stride"].cast<std::pair<int, int>>();
+                if (kind == "conv2d") {
+                    const auto pad = d["padding"].cast<std::pair<int, int>>();
+                    auto wt = array("weight", {kAny, c, kAny, kAny}, false);
+                    l.kind = ops::LayerKind::Conv2d;
+                    l.s = conv_shape(shape_only, int(wt.shape(0)), int(wt.shape(2)), int(wt.shape(3)), stride.first,
+                                     stride.second, pad.first, pad.second);
+                    l.w = wt.data();
+                    l.dw = array("grad_weight", {l.s.oc, c, l.s.kh, l.s.kw}, true).mutable_data();
+                    if (!d["bias"].is_none()) {
+                        l.b = array("bias", {l.s.oc}, false).data();
+                        l.db = array("grad_bias", {l.s.oc}, true).mutable_data();
+                    }
+                    c = l.s.oc;
+                } else {
+                    const auto kernel = d["kernel"].cast<std::pair<int, int>>();
+                    l.kind = kind == "maxpool" ? ops::LayerKind::MaxPool : ops::LayerKind::AvgPool;
+                    l.s = conv_shape(shape_only, c, kernel.first, kernel.second, stride.first, stride.second, 0, 0);
+                    l.relu = d["relu"].cast<bool>();
+                }
+                h = l.s.oh;
+                w = l.s.ow;
+            } else if (kind == "relu" || kind == "tanh") {
+                l.kind = kind == "relu" ? ops::LayerKind::Relu : ops::LayerKind::Tanh;
+            } else if (kind == "flatten") {
+                l.kind = ops::LayerKind::Flatten;
+                if (!flat) features = c * h * w;
+                flat = true;
+            } else if (kind == "linear") {
+                if (!flat) throw py::value_error(where + " needs flat features: add a Flatten before it");
+                auto wt = array("weight", {kAny, features}, false);
+                l.kind = ops::LayerKind::Linear;
+                l.s.ic = features;
+                l.s.oc = int(wt.shape(0));
+                l.s.lanes = ops::TrainStep::kLanes;
+                l.w = wt.data();
+                l.dw = array("grad_weight", {l.s.oc, features}, true).mutable_data();
+                if (!d["bias"].is_none()) {
+                    l.b = array("bias", {l.s.oc}, false).data();
+                    l.db = array("grad_bias", {l.s.oc}, true).mutable_data();
+                }
+                features = l.s.oc;
+            } else {
+                throw py::value_error(where + ": unsupported layer kind");
+            }
+            specs.push_back(l);
+        }
+        if (!flat || features != classes)
+            throw py::value_error("the model must end in a Linear layer with " + std::to_string(classes) + " outputs");
+        step_ = std::make_unique<ops::TrainStep>(std::move(specs), input_floats_, classes);
+    }
+
+    double run(py::handle x_, py::handle labels_, float scale) {
+        auto x = checked<float>(x_, "x", nullptr);
+        const ptrdiff_t L = ops::TrainStep::kLanes;
+        if (x.ndim() < 2 || x.shape(x.ndim() - 1) != L || size_t(x.size()) % input_floats_ != 0 ||
+            size_t(x.size()) / input_floats_ != size_t(x.shape(0)))
+            throw py::value_error("x must be a batch in the lanes layout (nblk, C, H, W, 16) matching the input shape");
+        const int nblk = int(x.shape(0));
+        auto labels = checked<int32_t>(labels_, "labels", {ptrdiff_t(nblk) * L});
+        const int32_t* lp = labels.data();
+        for (ptrdiff_t i = 0; i < labels.size(); ++i)
+            if (lp[i] < -1 || lp[i] >= classes_)
+                throw py::value_error("labels[" + std::to_string(i) + "] = " + std::to_string(lp[i]) +
+                                      " is outside [0, " + std::to_string(classes_) + ") (-1 marks padding)");
+        KernelCall call;
+        return step_->run(nblk, x.data(), lp, scale);
+    }
+
+private:
+    py::list keep_;
+    size_t input_floats_ = 0;
+    int classes_ = 0;
+    std::unique_ptr<ops::TrainStep> step_;
+};
+
 py::dict kernel_info() {
     const KernelTable& k = kernels();
     const std::string isa = k.isa;
@@ -517,6 +624,10 @@ PYBIND11_MODULE(_core, m) {
     m.def("pack_images", &pack_images, py::arg("images"), py::arg("indices"), py::arg("lanes"));
     m.def("gemm_nn", &gemm_nn, py::arg("a"), py::arg("b"), py::arg("trans_a") = false);
     m.def("gemm_nt", &gemm_nt, py::arg("a"), py::arg("b"));
+    py::class_<PyTrainStep>(m, "TrainStep")
+        .def(py::init<py::list, std::tuple<int, int, int>, int>(), py::arg("layers"), py::arg("input_shape"),
+             py::arg("classes"))
+        .def("run", &PyTrainStep::run, py::arg("x"), py::arg("labels"), py::arg("scale"));
     m.def("kernel_info", &kernel_info);
     m.def("kernel_seconds", [] { return double(g_kernel_ns.load()) * 1e-9; },
           "Wall seconds spent inside op calls (GIL released) since import.");

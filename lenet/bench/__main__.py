@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", type=_peer_list, default=[], metavar="LIST",
                    help=f"comma-separated frameworks to run the same training in: {', '.join(PEERS)}")
     p.add_argument("--json", metavar="FILE", default=None, help="write every figure to FILE (JSON)")
+    p.add_argument("--step", choices=("captured", "autograd"), default="captured",
+                   help="captured (default): each training step's forward, loss and backward as one C++ call "
+                        "(lenet.capture); autograd: one Python call per op")
     p.add_argument("--latency", action="store_true",
                    help="also measure batch-1 inference latency from Python on 1 thread (lenet, and the peers: "
                         "PyTorch eager, the TensorFlow Lite interpreter fp32 and int8)")
@@ -221,6 +224,7 @@ def run_lenet(args, x_train, y_train, x_test, y_test, flops, peak) -> list:
     else:
         opt = lenet.optim.Adam(model.parameters(), lr=args.lr)
     trainer = lenet.Trainer(model, opt, batch_size=args.batch, seed=args.seed, log=None,
+                            captured=args.step == "captured",
                             lr_schedule=None if args.schedule == "constant" else args.schedule)
     n = len(x_train)
     trainer.plan_schedule(args.epochs, n)
@@ -393,7 +397,8 @@ def _run(args) -> int:
              f"{n_test:,} test images; accuracy figures are not MNIST figures")
     opt_desc = (f"SGD lr {args.lr:g} momentum {args.momentum:g}" if args.optimizer == "sgd"
                 else f"Adam lr {args.lr:g}") + f", {args.schedule} schedule"
-    _say(f"  training        : {args.epochs} epoch(s), batch {args.batch}, {opt_desc}, seed {args.seed}")
+    _say(f"  training        : {args.epochs} epoch(s), batch {args.batch}, {opt_desc}, seed {args.seed}, "
+         f"{args.step} step")
     _say(f"  FLOPs/sample    : forward {flops.forward:,} + backward {flops.backward:,} = {flops.step:,} per "
          f"training step (multiply-add = 2; conv and linear only)")
     peak = _core.fma_peak_gflops(0.3)
@@ -518,7 +523,7 @@ def _run(args) -> int:
             "started": started,
             "command": [sys.executable, "-m", "lenet.bench"] + args.argv,
             "config": {"model": args.model, "epochs": args.epochs, "batch": args.batch,
-                       "optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule,
+                       "optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule, "step": args.step,
                        "momentum": args.momentum if args.optimizer == "sgd" else None,
                        "threads": args.threads, "seed": args.seed, "isa": kernels["isa"],
                        "isa_forced": args.isa, "limit": args.limit, "compare": args.compare},

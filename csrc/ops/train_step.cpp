@@ -1,0 +1,157 @@
+#include "train_step.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include "../core/dispatch.h"
+#include "../core/threadpool.h"
+#include "conv_block.h"
+#include "ops.h"
+
+namespace lenet::ops {
+
+namespace {
+
+size_t weight_floats(const LayerSpec& l) {
+    if (l.kind == LayerKind::Conv2d) return size_t(l.s.oc) * l.s.ic * l.s.kh * l.s.kw;
+    if (l.kind == LayerKind::Linear) return size_t(l.s.oc) * l.s.ic;
+    return 0;
+}
+size_t bias_floats(const LayerSpec& l) { return l.b ? size_t(l.s.oc) : 0; }
+
+}  // namespace
+
+TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int classes)
+    : layers_(std::move(layers)), input_floats_(input_floats), classes_(classes) {
+    const int L = kLanes;
+    if (layers_.empty() || layers_.size() > size_t(kMaxLayers)) throw std::invalid_argument("1 to 64 layers");
+    size_t in = input_floats;
+    for (const LayerSpec& l : layers_) {
+        size_t out = 0;
+        switch (l.kind) {
+            case LayerKind::Conv2d: out = block::floats(l.s.oc, l.s.oh, l.s.ow, L); break;
+            case LayerKind::MaxPool:
+            case LayerKind::AvgPool: out = block::floats(l.s.ic, l.s.oh, l.s.ow, L); break;
+            case LayerKind::Linear: out = size_t(l.s.oc) * L; break;
+            case LayerKind::Relu:
+            case LayerKind::Tanh:
+            case LayerKind::Flatten: out = in; break;
+        }
+        out_floats_.push_back(out);
+        act_offset_.push_back(act_floats_);
+        act_floats_ += l.kind == LayerKind::Flatten ? 0 : out;  // flatten aliases its input
+        param_offset_.push_back(param_floats_);
+        param_floats_ += weight_floats(l) + bias_floats(l);
+        max_floats_ = std::max(max_floats_, std::max(in, out));
+        direct_.push_back(l.kind == LayerKind::Conv2d && conv_uses_direct(l.s, ConvAlgo::Auto));
+        wt_.emplace_back(direct_.back() ? weight_floats(l) : 0);
+        in = out;
+    }
+    if (in != size_t(classes) * L) throw std::invalid_argument("the last layer must produce the class logits");
+}
+
+double TrainStep::run(int nblk, const float* x, const int32_t* label, float scale) {
+    const KernelTable& k = kernels();
+    const int L = kLanes, n = int(layers_.size());
+    for (int i = 0; i < n; ++i)
+        if (direct_[size_t(i)] && i > 0) block::flip_transpose(layers_[size_t(i)].s, layers_[size_t(i)].w, wt_[size_t(i)].data());
+    partials_.resize(param_floats_ * size_t(nblk));
+    block_loss_.assign(size_t(nblk), 0.0);
+
+    ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
+        float* acts = scratch(thread, 2, act_floats_);
+        float* grad_a = scratch(thread, 3, max_floats_);
+        float* grad_b = scratch(thread, 4, max_floats_);
+        float* part = partials_.data() + param_floats_ * size_t(blk);
+        const float* in[kMaxLayers + 1];  // in[i]: the input of layer i; in[n]: the logits
+        in[0] = x + input_floats_ * size_t(blk);
+        // ---- forward
+        for (int i = 0; i < n; ++i) {
+            const LayerSpec& l = layers_[size_t(i)];
+            float* out = acts + act_offset_[size_t(i)];
+            switch (l.kind) {
+                case LayerKind::Conv2d: block::conv_forward(k, l.s, direct_[size_t(i)], in[size_t(i)], l.w, l.b, out, thread); break;
+                case LayerKind::MaxPool: k.maxpool_fwd(&l.s, in[size_t(i)], out, l.relu); break;
+                case LayerKind::AvgPool: k.avgpool_fwd(&l.s, in[size_t(i)], out); break;
+                case LayerKind::Relu: k.relu_fwd(ptrdiff_t(out_floats_[size_t(i)]), in[size_t(i)], out); break;
+                case LayerKind::Tanh: k.tanh_fwd(ptrdiff_t(out_floats_[size_t(i)]), in[size_t(i)], out); break;
+                case LayerKind::Flatten: out = const_cast<float*>(in[size_t(i)]); break;
+                case LayerKind::Linear:
+                    k.gemm_nn(l.s.oc, L, l.s.ic, l.w, l.s.ic, 1, in[size_t(i)], L, out, L, 0);
+                    if (l.b) k.bias_add(l.s.oc, L, l.b, out);
+                    break;
+            }
+            in[size_t(i) + 1] = out;
+        }
+        // ---- loss: dlogits into grad_a
+        float loss[kLanes];
+        k.softmax_xent(classes_, L, in[size_t(n)], label + size_t(blk) * L, scale, loss, grad_a);
+        double sum = 0;
+        for (int l = 0; l < L; ++l) sum += loss[l];
+        block_loss_[size_t(blk)] = sum;
+        // ---- backward: dy in grad_a, dx into grad_b, then swap
+        for (int i = n - 1; i >= 0; --i) {
+            const LayerSpec& l = layers_[size_t(i)];
+            const float* x_in = in[size_t(i)];
+            const float* y = in[size_t(i) + 1];
+            float* dw = part + param_offset_[size_t(i)];
+            float* db = l.b ? dw + weight_floats(l) : nullptr;
+            float* dx = i > 0 ? grad_b : nullptr;
+            const ptrdiff_t cnt = ptrdiff_t(out_floats_[size_t(i)]);
+            switch (l.kind) {
+                case LayerKind::Conv2d:
+                    block::conv_backward(k, l.s, direct_[size_t(i)], x_in, l.w, wt_[size_t(i)].data(), grad_a, dw, db, dx, thread);
+                    break;
+                case LayerKind::MaxPool:
+                case LayerKind::AvgPool:
+                    if (!dx) break;
+                    if (!pool_windows_tile(&l.s)) std::memset(dx, 0, block::floats(l.s.ic, l.s.ih, l.s.iw, L) * sizeof(float));
+                    if (l.kind == LayerKind::MaxPool) k.maxpool_bwd(&l.s, x_in, y, grad_a, dx, l.relu);
+                    else k.avgpool_bwd(&l.s, grad_a, dx);
+                    break;
+                case LayerKind::Relu: if (dx) k.relu_bwd(cnt, y, grad_a, dx); break;
+                case LayerKind::Tanh: if (dx) k.tanh_bwd(cnt, y, grad_a, dx); break;
+                case LayerKind::Flatten: dx = grad_a; break;  // same memory, new shape
+                case LayerKind::Linear: {
+                    // dW = dy [out][16] . x^T: x transposed to [16][in] (grad_b is free until dX is written)
+                    float* xT = scratch(thread, 5, size_t(L) * l.s.ic);
+                    for (int c = 0; c < l.s.ic; ++c)
+                        for (int s = 0; s < L; ++s) xT[size_t(s) * l.s.ic + c] = x_in[size_t(c) * L + s];
+                    k.gemm_nn(l.s.oc, l.s.ic, L, grad_a, L, 1, xT, l.s.ic, dw, l.s.ic, 0);
+                    if (db) {
+                        std::memset(db, 0, size_t(l.s.oc) * sizeof(float));
+                        k.bias_grad(l.s.oc, L, grad_a, db);
+                    }
+                    if (dx) k.gemm_nn(l.s.ic, L, l.s.oc, l.w, 1, l.s.ic, grad_a, L, dx, L, 0);
+                    break;
+                }
+            }
+            if (dx && dx != grad_a) std::swap(grad_a, grad_b);
+        }
+    });
+
+    // Sum the per-block gradients in block order, split over threads by parameter range.
+    const size_t P = param_floats_;
+    const int chunks = int((P + 4095) / 4096);
+    float* sums = scratch(0, 6, P);
+    ThreadPool::instance().parallel_for(chunks, [&](int c, int) {
+        const size_t b0 = size_t(c) * 4096, b1 = std::min(P, b0 + 4096);
+        std::memcpy(sums + b0, partials_.data() + b0, (b1 - b0) * sizeof(float));
+        for (int blk = 1; blk < nblk; ++blk) {
+            const float* p = partials_.data() + P * size_t(blk);
+            for (size_t j = b0; j < b1; ++j) sums[j] += p[j];
+        }
+    });
+    for (int i = 0; i < n; ++i) {
+        const LayerSpec& l = layers_[size_t(i)];
+        const size_t wf = weight_floats(l), bf = bias_floats(l);
+        if (wf) std::memcpy(l.dw, sums + param_offset_[size_t(i)], wf * sizeof(float));
+        if (bf) std::memcpy(l.db, sums + param_offset_[size_t(i)] + wf, bf * sizeof(float));
+    }
+    double total = 0;
+    for (double v : block_loss_) total += v;
+    return total;
+}
+
+}  // namespace lenet::ops

@@ -1,0 +1,51 @@
+// A captured training step: the layers of a Sequential model, recorded once from Python, run forward, loss and
+// backward block by block in one call. Each thread takes whole blocks of 16 samples through every layer and
+// back while the block's activations stay in its cache; weight gradients are kept per block and summed in block
+// order (results do not depend on the thread count). One pool wake-up per step instead of one per op.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include <vector>
+
+#include "../kernels/kernels.h"
+
+namespace lenet::ops {
+
+enum class LayerKind { Conv2d, Linear, MaxPool, AvgPool, Relu, Tanh, Flatten };
+
+struct LayerSpec {
+    LayerKind kind;
+    ConvShape s{};          // conv and pooling: the shape of one block (lanes 16); linear: s.ic = in, s.oc = out
+    bool relu = false;      // max pooling fused with a ReLU
+    const float* w = nullptr;
+    const float* b = nullptr;
+    float* dw = nullptr;    // gradients, overwritten by run()
+    float* db = nullptr;
+};
+
+class TrainStep {
+public:
+    static constexpr int kLanes = 16;
+    static constexpr int kMaxLayers = 64;
+    // layers[i] reads the output of layers[i-1] (the first, the input block); the last produces `classes` logits.
+    TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int classes);
+
+    // x [nblk][input][16], label [nblk*16] (-1 marks a padding lane). Overwrites every dw/db with the gradient of
+    // scale * (sum of the per-sample losses); returns that sum (not scaled).
+    double run(int nblk, const float* x, const int32_t* label, float scale);
+
+private:
+    std::vector<LayerSpec> layers_;
+    std::vector<size_t> out_floats_;     // per layer: floats of one block's output
+    std::vector<size_t> act_offset_;     // per layer: where its output lives in a thread's activation arena
+    std::vector<size_t> param_offset_;   // per layer: where its [dw | db] lives in a block's partial gradient
+    std::vector<bool> direct_;
+    std::vector<std::vector<float>> wt_; // per conv layer: flipped weights for dX
+    size_t act_floats_ = 0, max_floats_ = 0, param_floats_ = 0, input_floats_;
+    int classes_;
+    std::vector<float> partials_;        // [nblk][param_floats_]
+    std::vector<double> block_loss_;
+};
+
+}  // namespace lenet::ops

@@ -1,0 +1,79 @@
+"""The captured training step computes what the autograd graph computes."""
+import numpy as np
+import pytest
+
+import lenet
+import lenet.functional as F
+from lenet import nn, optim
+from lenet.capture import CapturedStep
+
+
+def autograd_grads(model, x, y):
+    model.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return float(loss.data), [p.grad.copy() for p in model.parameters()]
+
+
+MODELS = {
+    "lenet5": lambda: lenet.LeNet5(),
+    "coreml": lambda: lenet.CoreMLNet(),
+    "tanh_avgpool_strided": lambda: nn.Sequential(
+        nn.Conv2d(1, 5, 3, stride=2, padding=1), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(5, 7, 3, padding=1),
+        nn.MaxPool2d(3, 2), nn.ReLU(), nn.Flatten(), nn.Linear(7 * 3 * 3, 10)),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("batch", [1, 16, 37])
+def test_captured_gradients_match_autograd(isa, rng, name, batch):
+    lenet.seed(3)
+    model = MODELS[name]()
+    images = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    idx, y = rng.permutation(60)[:batch], rng.integers(0, 10, batch)
+    loss, want = autograd_grads(model, F.image_batch(images, idx, 16), y)
+    step = CapturedStep(model)
+    got_loss = step(F.image_batch(images, idx, 16).data, y)
+    assert got_loss == pytest.approx(loss, rel=1e-5)
+    for p, w in zip(model.parameters(), want):
+        np.testing.assert_allclose(p.grad, w, rtol=1e-4, atol=1e-6 * max(1.0, float(np.abs(w).max())))
+
+
+def test_captured_training_matches_autograd_training(mnist_or_random):
+    images, labels = mnist_or_random
+    results = []
+    for captured in (False, True):
+        lenet.seed(0)
+        model = lenet.LeNet5()
+        trainer = lenet.Trainer(model, optim.SGD(model.parameters(), 0.05, momentum=0.9), batch_size=64,
+                                captured=captured, log=None)
+        trainer.fit(images, labels, 1)
+        results.append(trainer.evaluate(images[:2000], labels[:2000])["accuracy"])
+    assert abs(results[0] - results[1]) < 0.01, results
+
+
+@pytest.fixture
+def mnist_or_random(rng):
+    images = rng.integers(0, 256, (3000, 28, 28), dtype=np.uint8)
+    return images, (images[:, 10:18, 10:18].mean(axis=(1, 2)) // 26).astype(np.int64).clip(0, 9)
+
+
+def test_capture_errors(rng):
+    with pytest.raises(TypeError, match="only a Sequential"):
+        CapturedStep(nn.Linear(3, 4))
+    with pytest.raises(TypeError, match="cannot capture layer"):
+        CapturedStep(nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(784, 10))))
+    with pytest.raises(ValueError, match="must end in a Linear layer with 10 outputs"):
+        CapturedStep(nn.Sequential(nn.Flatten(), nn.Linear(784, 7)))
+    with pytest.raises(ValueError, match="needs flat features"):
+        CapturedStep(nn.Sequential(nn.Linear(784, 10)))
+    model = lenet.LeNet5()
+    step = CapturedStep(model)
+    x = F.image_batch(rng.integers(0, 256, (4, 28, 28), dtype=np.uint8), [0, 1, 2, 3], 16).data
+    with pytest.raises(ValueError, match="outside"):
+        step(x, np.array([0, 1, 2, 10]))
+    with pytest.raises(ValueError, match="lanes layout"):
+        step(np.zeros((1, 1, 28, 28, 8), np.float32), np.array([0]))
+    model.parameters()[0].data = model.parameters()[0].data.copy()
+    with pytest.raises(RuntimeError, match="replaced after capture"):
+        step(x, np.array([0, 1, 2, 3]))
