@@ -42,7 +42,9 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
         act_offset_.push_back(act_floats_);
         act_floats_ += l.kind == LayerKind::Flatten ? 0 : out;  // flatten aliases its input
         param_offset_.push_back(param_floats_);
-        param_floats_ += weight_floats(l) + bias_floats(l);
+        batch_offset_.push_back(batch_floats_per_sample_);
+        if (l.kind == LayerKind::Conv2d) param_floats_ += weight_floats(l) + bias_floats(l);
+        if (l.kind == LayerKind::Linear) batch_floats_per_sample_ += size_t(l.s.ic) + l.s.oc;
         max_floats_ = std::max(max_floats_, std::max(in, out));
         direct_.push_back(l.kind == LayerKind::Conv2d && conv_uses_direct(l.s, ConvAlgo::Auto));
         wt_.emplace_back(direct_.back() ? weight_floats(l) : 0);
@@ -57,6 +59,8 @@ double TrainStep::run(int nblk, const float* x, const int32_t* label, float scal
     for (int i = 0; i < n; ++i)
         if (direct_[size_t(i)] && i > 0) block::flip_transpose(layers_[size_t(i)].s, layers_[size_t(i)].w, wt_[size_t(i)].data());
     partials_.resize(param_floats_ * size_t(nblk));
+    const size_t B = size_t(nblk) * L;
+    batch_.resize(batch_floats_per_sample_ * B);
     block_loss_.assign(size_t(nblk), 0.0);
 
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
@@ -114,15 +118,15 @@ double TrainStep::run(int nblk, const float* x, const int32_t* label, float scal
                 case LayerKind::Tanh: if (dx) k.tanh_bwd(cnt, y, grad_a, dx); break;
                 case LayerKind::Flatten: dx = grad_a; break;  // same memory, new shape
                 case LayerKind::Linear: {
-                    // dW = dy [out][16] . x^T: x transposed to [16][in] (grad_b is free until dX is written)
-                    float* xT = scratch(thread, 5, size_t(L) * l.s.ic);
-                    for (int c = 0; c < l.s.ic; ++c)
-                        for (int s = 0; s < L; ++s) xT[size_t(s) * l.s.ic + c] = x_in[size_t(c) * L + s];
-                    k.gemm_nn(l.s.oc, l.s.ic, L, grad_a, L, 1, xT, l.s.ic, dw, l.s.ic, 0);
-                    if (db) {
-                        std::memset(db, 0, size_t(l.s.oc) * sizeof(float));
-                        k.bias_grad(l.s.oc, L, grad_a, db);
+                    // Gather this block's x^T rows [16][in] and dy columns [out][16] for the batch-wide dW below.
+                    float* xT = batch_.data() + batch_offset_[size_t(i)] * B;
+                    float* dyT = xT + size_t(l.s.ic) * B;
+                    for (int s = 0; s < L; ++s) {
+                        float* row = xT + (size_t(blk) * L + s) * l.s.ic;
+                        for (int c = 0; c < l.s.ic; ++c) row[c] = x_in[size_t(c) * L + s];
                     }
+                    for (int o = 0; o < l.s.oc; ++o)
+                        std::memcpy(dyT + size_t(o) * B + size_t(blk) * L, grad_a + size_t(o) * L, L * sizeof(float));
                     if (dx) k.gemm_nn(l.s.ic, L, l.s.oc, l.w, 1, l.s.ic, grad_a, L, dx, L, 0);
                     break;
                 }
@@ -131,22 +135,42 @@ double TrainStep::run(int nblk, const float* x, const int32_t* label, float scal
         }
     });
 
-    // Sum the per-block gradients in block order, split over threads by parameter range.
-    const size_t P = param_floats_;
-    const int chunks = int((P + 4095) / 4096);
-    float* sums = scratch(0, 6, P);
-    ThreadPool::instance().parallel_for(chunks, [&](int c, int) {
-        const size_t b0 = size_t(c) * 4096, b1 = std::min(P, b0 + 4096);
-        std::memcpy(sums + b0, partials_.data() + b0, (b1 - b0) * sizeof(float));
-        for (int blk = 1; blk < nblk; ++blk) {
-            const float* p = partials_.data() + P * size_t(blk);
-            for (size_t j = b0; j < b1; ++j) sums[j] += p[j];
+    // Then, in one parallel pass: the convolution gradients summed over blocks in block order (split by
+    // parameter range), and each dense layer's dW = dy [out][B] . x^T [B][in] as one GEMM (split by rows).
+    std::vector<Task>& tasks = tasks_;  // layer -1: a range of the conv partials; else rows of a dense dW
+    tasks.clear();
+    constexpr size_t kChunk = 4096, kRows = 16;
+    for (size_t b = 0; b < param_floats_; b += kChunk) tasks.push_back({-1, b, std::min(param_floats_, b + kChunk)});
+    for (int i = 0; i < n; ++i)
+        if (layers_[size_t(i)].kind == LayerKind::Linear)
+            for (size_t r = 0; r < size_t(layers_[size_t(i)].s.oc); r += kRows)
+                tasks.push_back({i, r, std::min(size_t(layers_[size_t(i)].s.oc), r + kRows)});
+    float* sums = scratch(0, 6, param_floats_);
+    ThreadPool::instance().parallel_for(int(tasks.size()), [&](int t, int) {
+        const Task task = tasks[size_t(t)];
+        if (task.layer < 0) {
+            std::memcpy(sums + task.begin, partials_.data() + task.begin, (task.end - task.begin) * sizeof(float));
+            for (int blk = 1; blk < nblk; ++blk) {
+                const float* p = partials_.data() + param_floats_ * size_t(blk);
+                for (size_t j = task.begin; j < task.end; ++j) sums[j] += p[j];
+            }
+            return;
+        }
+        const LayerSpec& l = layers_[size_t(task.layer)];
+        const float* xT = batch_.data() + batch_offset_[size_t(task.layer)] * B;
+        const float* dyT = xT + size_t(l.s.ic) * B + task.begin * B;
+        const int rows = int(task.end - task.begin);
+        k.gemm_nn(rows, l.s.ic, int(B), dyT, ptrdiff_t(B), 1, xT, l.s.ic, l.dw + task.begin * l.s.ic, l.s.ic, 0);
+        if (l.db) {
+            std::memset(l.db + task.begin, 0, size_t(rows) * sizeof(float));
+            k.bias_grad(rows, ptrdiff_t(B), dyT, l.db + task.begin);
         }
     });
     for (int i = 0; i < n; ++i) {
         const LayerSpec& l = layers_[size_t(i)];
+        if (l.kind != LayerKind::Conv2d) continue;
         const size_t wf = weight_floats(l), bf = bias_floats(l);
-        if (wf) std::memcpy(l.dw, sums + param_offset_[size_t(i)], wf * sizeof(float));
+        std::memcpy(l.dw, sums + param_offset_[size_t(i)], wf * sizeof(float));
         if (bf) std::memcpy(l.db, sums + param_offset_[size_t(i)] + wf, bf * sizeof(float));
     }
     double total = 0;

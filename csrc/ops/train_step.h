@@ -1,7 +1,9 @@
 // A captured training step: the layers of a Sequential model, recorded once from Python, run forward, loss and
 // backward block by block in one call. Each thread takes whole blocks of 16 samples through every layer and
-// back while the block's activations stay in its cache; weight gradients are kept per block and summed in block
-// order (results do not depend on the thread count). One pool wake-up per step instead of one per op.
+// back while the block's activations stay in its cache. Convolution weight gradients are kept per block and summed
+// in block order; a dense layer's input and output gradient are gathered for the whole batch and its weight
+// gradient is one GEMM over the batch afterwards (results do not depend on the thread count either way). Two pool
+// wake-ups per step instead of one per op.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -39,13 +41,21 @@ private:
     std::vector<LayerSpec> layers_;
     std::vector<size_t> out_floats_;     // per layer: floats of one block's output
     std::vector<size_t> act_offset_;     // per layer: where its output lives in a thread's activation arena
-    std::vector<size_t> param_offset_;   // per layer: where its [dw | db] lives in a block's partial gradient
+    std::vector<size_t> param_offset_;   // per conv layer: where its [dw | db] lives in a block's partial gradient
+    std::vector<size_t> batch_offset_;   // per dense layer: where its x^T [B][in] and dy [out][B] live in batch_
     std::vector<bool> direct_;
     std::vector<std::vector<float>> wt_; // per conv layer: flipped weights for dX
     size_t act_floats_ = 0, max_floats_ = 0, param_floats_ = 0, input_floats_;
     int classes_;
     std::vector<float> partials_;        // [nblk][param_floats_]
+    std::vector<float> batch_;           // dense layers' whole-batch x^T and dy
+    size_t batch_floats_per_sample_ = 0;
     std::vector<double> block_loss_;
+    struct Task {
+        int layer;
+        size_t begin, end;
+    };
+    std::vector<Task> tasks_;
 };
 
 }  // namespace lenet::ops
