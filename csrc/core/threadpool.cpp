@@ -73,8 +73,15 @@ void ThreadPool::set_threads(int n) {
     for (int i = 1; i < n; ++i) workers_.emplace_back(&ThreadPool::worker, this, i, start);
 }
 
+void ThreadPool::run_range(Range& r, int thread) {
+    for (int t; (t = r.next.fetch_add(1, std::memory_order_relaxed)) < r.end;) invoke_(ctx_, t, thread);
+}
+
+// Own range first, then the others' leftovers, starting with the next thread's.
 void ThreadPool::claim_tasks(int thread) {
-    for (int t; (t = next_task_.fetch_add(1, std::memory_order_relaxed)) < ntasks_;) invoke_(ctx_, t, thread);
+    const int parts = job_threads_;
+    if (thread < parts) run_range(ranges_[thread], thread);
+    for (int i = 1; i <= parts; ++i) run_range(ranges_[(thread + i) % parts], thread);
 }
 
 void ThreadPool::worker(int index, uint64_t seen) {
@@ -113,8 +120,11 @@ void ThreadPool::run(int ntasks, Invoke invoke, void* ctx) {
     if (ntasks <= 0) return;
     invoke_ = invoke;
     ctx_ = ctx;
-    ntasks_ = ntasks;
-    next_task_.store(0, std::memory_order_relaxed);
+    job_threads_ = ntasks < nthreads_ ? ntasks : nthreads_;
+    for (int t = 0; t < job_threads_; ++t) {
+        ranges_[t].next.store(int(int64_t(ntasks) * t / job_threads_), std::memory_order_relaxed);
+        ranges_[t].end = int(int64_t(ntasks) * (t + 1) / job_threads_);
+    }
     if (nthreads_ == 1 || ntasks == 1) {
         claim_tasks(0);
         return;

@@ -1,7 +1,9 @@
 // One persistent pool of worker threads (spin, then sleep) shared by every op; no per-op thread creation.
 //
-// Tasks are claimed dynamically from a shared counter, and the caller works too: when the machine is busy and a
-// worker is not scheduled, the caller simply runs every task itself instead of waiting for it. A worker joins a
+// Each thread owns a contiguous range of the tasks and claims from it first; a thread whose range is done steals
+// from the others' ranges. The caller works too: when the machine is busy and a worker is not scheduled, the
+// caller runs that worker's tasks itself instead of waiting for it, and when every thread is on time the split
+// is the even static one (which matters for a few coarse tasks, such as the 4 blocks of a batch of 64). A worker joins a
 // job only while the job is open; the caller closes it once every task is claimed and no joined worker is still
 // running, so a late worker never touches a finished job.
 //
@@ -52,8 +54,13 @@ private:
     // The current job, published by a release increment of generation_.
     Invoke invoke_ = nullptr;
     void* ctx_ = nullptr;
-    int ntasks_ = 0;
-    std::atomic<int> next_task_{0};
+    int job_threads_ = 1;  // how many ranges the current job is split into
+    struct alignas(64) Range {
+        std::atomic<int> next{0};
+        int end = 0;
+    };
+    Range ranges_[kMaxThreads];  // the current job's per-thread ranges
+    void run_range(Range& r, int thread);
     std::atomic<uint64_t> job_state_{kClosed};
     std::atomic<uint64_t> generation_{0};
     std::atomic<int> sleeping_{0};
