@@ -10,25 +10,29 @@ Two layouts:
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numpy as np
 
-_grad_enabled = True
+class _GradMode(threading.local):
+    enabled = True  # per thread, as in PyTorch: no_grad() in one thread does not affect another
+
+
+_grad_mode = _GradMode()
 
 
 @contextlib.contextmanager
 def no_grad():
-    """Run ops without recording the graph (evaluation, inference)."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    """Run ops without recording the graph (evaluation, inference), in this thread."""
+    previous, _grad_mode.enabled = _grad_mode.enabled, False
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _grad_mode.enabled = previous
 
 
 def is_grad_enabled() -> bool:
-    return _grad_enabled
+    return _grad_mode.enabled
 
 
 class Tensor:
@@ -145,7 +149,7 @@ def make_result(data: np.ndarray, parents: tuple, backward, op: str, batch: int 
     """The output of an op; records the graph when grad is enabled and any parent requires grad."""
     out = Tensor.__new__(Tensor)
     out.data, out.grad, out.batch, out.op = data, None, batch, op
-    out.requires_grad = _grad_enabled and any(p.requires_grad for p in parents)
+    out.requires_grad = _grad_mode.enabled and any(p.requires_grad for p in parents)
     out._parents = parents if out.requires_grad else ()
     out._backward = backward if out.requires_grad else None
     return out

@@ -159,3 +159,39 @@ def test_layers_repr_and_sequential():
     text = repr(model)
     assert "Conv2d(1, 6, kernel_size=(5, 5)" in text and "Linear(84, 10)" in text
     assert len(model) == 12 and isinstance(model[0], nn.Conv2d)
+
+
+def test_ops_from_several_python_threads_run_safely(rng):
+    """Kernels release the GIL; ops called from several Python threads take turns on the engine."""
+    import threading
+
+    lenet.seed(0)
+    model = lenet.LeNet5()
+    x = rng.random((40, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 40)
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    want = [p.grad.copy() for p in model.parameters()]
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(5):
+                with lenet.no_grad():
+                    results.append(model(x).numpy())
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(5):  # training ops on this thread meanwhile
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 20
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+    for p, w in zip(model.parameters(), want):
+        np.testing.assert_array_equal(p.grad, w)

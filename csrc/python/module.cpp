@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <new>
 #include <memory>
+#include <mutex>
 #include <tuple>
 #include <unordered_map>
 #include <string>
@@ -104,11 +105,18 @@ private:
     size_t cached_ = 0;
 };
 
-// Wraps one op call: releases the GIL and adds the call's wall time to a process-wide counter, so the
-// benchmark can tell time inside kernels from time in Python, bindings and allocation.
+// Wraps one op call: releases the GIL, then takes the engine lock (the thread pool and thread 0's scratch serve one
+// op at a time, so ops called from several Python threads run one after the other instead of racing), and adds the
+// call's wall time to a process-wide counter, so the benchmark can tell time inside kernels from time in Python,
+// bindings and allocation.
 std::atomic<int64_t> g_kernel_ns{0};
+std::mutex g_engine;
+struct EngineLock {
+    py::gil_scoped_release nogil;  // released first: a thread waiting for the engine must not hold the GIL
+    std::lock_guard<std::mutex> lock{g_engine};
+};
 struct KernelCall {
-    py::gil_scoped_release nogil;
+    EngineLock engine;
     std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
     ~KernelCall() {
         g_kernel_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
@@ -633,13 +641,14 @@ PYBIND11_MODULE(_core, m) {
           "Wall seconds spent inside op calls (GIL released) since import.");
     m.def("fma_peak_gflops", [](double seconds) {
         if (!(seconds > 0 && seconds < 60)) throw py::value_error("seconds must be in (0, 60)");
-        py::gil_scoped_release nogil;
+        EngineLock engine;
         return ops::fma_peak_gflops(seconds);
     }, py::arg("seconds") = 0.2,
           "Measured peak of the active instruction set on all threads: a loop of independent FMAs.");
     m.def("available_isas", &available_isas);
     m.def("set_isa", [](const std::string& name) {
         try {
+            EngineLock engine;
             set_isa(name);
         } catch (const std::invalid_argument& e) {
             throw py::value_error(e.what());
@@ -649,7 +658,7 @@ PYBIND11_MODULE(_core, m) {
         if (n < 1 || n > ThreadPool::kMaxThreads)
             throw py::value_error("threads must be in [1, " + std::to_string(ThreadPool::kMaxThreads) + "], got " +
                                   std::to_string(n));
-        py::gil_scoped_release nogil;
+        EngineLock engine;
         ThreadPool::instance().set_threads(n);
     });
     m.def("get_num_threads", [] { return ThreadPool::instance().threads(); });
