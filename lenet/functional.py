@@ -90,6 +90,14 @@ def flatten(x) -> Tensor:
     return make_result(data, (x,), lambda g: accumulate(x, g.reshape(shape)), "flatten", batch=x.batch)
 
 
+def _param_grads(weight: Tensor, bias: Tensor | None):
+    """Where a layer's kernel accumulates its weight and bias gradients: the parameters' own .grad buffers
+    (scratch zeros for a parameter that does not require grad; None when there is no bias)."""
+    dw = grad_buffer(weight) if weight.requires_grad else np.zeros_like(weight.data)
+    db = None if bias is None else (grad_buffer(bias) if bias.requires_grad else np.zeros_like(bias.data))
+    return dw, db
+
+
 # ---- convolution and pooling -------------------------------------------------------------------------------------
 def conv2d(x, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, algo: str = "auto") -> Tensor:
     """x (batch, C, H, W), weight (OC, C, KH, KW), bias (OC,) -> (batch, OC, OH, OW)."""
@@ -99,8 +107,7 @@ def conv2d(x, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, a
     y = _core.conv2d_forward(x.data, weight.data, b, stride, padding, algo)
 
     def backward(g):
-        dw = grad_buffer(weight) if weight.requires_grad else np.zeros_like(weight.data)
-        db = None if bias is None else (grad_buffer(bias) if bias.requires_grad else np.zeros_like(bias.data))
+        dw, db = _param_grads(weight, bias)
         dx = _core.conv2d_backward(x.data, weight.data, g, dw, db, stride, padding, x.requires_grad)
         if dx is not None:
             accumulate(x, dx)
@@ -139,8 +146,7 @@ def linear(x, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     y = _core.linear_forward(x.data, weight.data, b)
 
     def backward(g):
-        dw = grad_buffer(weight) if weight.requires_grad else np.zeros_like(weight.data)
-        db = None if bias is None else (grad_buffer(bias) if bias.requires_grad else np.zeros_like(bias.data))
+        dw, db = _param_grads(weight, bias)
         dx = _core.linear_backward(x.data, weight.data, g, dw, db, x.requires_grad)
         if dx is not None:
             accumulate(x, dx)

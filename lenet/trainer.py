@@ -46,12 +46,9 @@ class Trainer:
         for i in range(0, n, bs):
             idx = order[i : i + bs]
             if self.captured is not None:  # forward, loss and backward in one call; it overwrites the gradients
-                x = F.image_batch(images, idx, LANES) if images.dtype == np.uint8 else \
-                    F.to_lanes(_inputs(images[idx]), LANES)
-                loss = self.captured(x.data, labels[idx])
+                loss = self.captured(_batch(images, idx, LANES).data, labels[idx])
             else:
-                x = F.image_batch(images, idx) if images.dtype == np.uint8 else _inputs(images[idx])
-                loss_t = F.cross_entropy(self.model(x), labels[idx])
+                loss_t = F.cross_entropy(self.model(_batch(images, idx)), labels[idx])
                 self.optimizer.zero_grad()
                 loss_t.backward()
                 loss = float(loss_t.data)
@@ -101,6 +98,13 @@ class Trainer:
             self.history.append(record)
             self.log(line)
         return self.history
+
+
+def _batch(images: np.ndarray, idx, lanes: int | None = None):
+    """images[idx] as a lanes-layout Tensor: uint8 gathered, scaled and laid out in one C++ pass."""
+    if images.dtype == np.uint8:
+        return F.image_batch(images, idx, lanes)
+    return F.to_lanes(_inputs(images[idx]), lanes)
 
 
 def _inputs(images: np.ndarray) -> np.ndarray:

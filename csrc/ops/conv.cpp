@@ -7,7 +7,7 @@
 
 #include "../core/dispatch.h"
 #include "../core/threadpool.h"
-#include "conv_block.h"
+#include "block.h"
 #include "ops.h"
 
 namespace lenet::ops {

@@ -5,6 +5,7 @@
 
 #include "../core/dispatch.h"
 #include "../core/threadpool.h"
+#include "block.h"
 #include "ops.h"
 
 namespace lenet::ops {
@@ -63,6 +64,28 @@ void linear_forward(int nblk, int L, int in, int out, const float* x, const floa
     });
 }
 
+namespace block {
+
+void dense_backward(const KernelTable& k, int L, int in, int out, int blk, ptrdiff_t B, const float* x,
+                    const float* w, const float* dy, float* dx, float* xBI, float* dyT) {
+    for (int o = 0; o < out; ++o) std::memcpy(dyT + o * B + blk * L, dy + size_t(o) * L, L * sizeof(float));
+    for (int l = 0; l < L; ++l) {
+        float* row = xBI + (size_t(blk) * L + l) * in;
+        for (int i = 0; i < in; ++i) row[i] = x[size_t(i) * L + l];
+    }
+    if (dx) k.gemm_nn(in, L, out, w, 1, in, dy, L, dx, L, 0);
+}
+
+void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, const float* xBI, const float* dyT,
+                   float* dw, float* db, bool accumulate) {
+    k.gemm_nn(rows, in, int(B), dyT + o0 * B, B, 1, xBI, in, dw + size_t(o0) * in, in, accumulate);
+    if (!db) return;
+    if (!accumulate) std::memset(db + o0, 0, size_t(rows) * sizeof(float));
+    k.bias_grad(rows, B, dyT + o0 * B, db + o0);
+}
+
+}  // namespace block
+
 // dW = dy . x^T reduces over the whole batch: the blocks are first gathered into dyT [out][B] (each lane row
 // copied whole) and xBI [B][in] (x transposed), so dW is a plain gemm_nn with K = B, vectorised along `in` with
 // no horizontal sums; it is split by rows of dW, so no partial sums are needed.
@@ -74,20 +97,13 @@ void linear_backward(int nblk, int L, int in, int out, const float* x, const flo
     float* dyT = scratch(0, 0, size_t(out) * B);
     float* xBI = scratch(0, 1, size_t(in) * B);
     pool.parallel_for(nblk, [&](int blk, int) {
-        const float* xb = x + size_t(blk) * in * L;
-        const float* dyb = dy + size_t(blk) * out * L;
-        for (int o = 0; o < out; ++o) std::memcpy(dyT + o * B + blk * L, dyb + size_t(o) * L, L * sizeof(float));
-        for (int l = 0; l < L; ++l) {
-            float* row = xBI + (size_t(blk) * L + l) * in;
-            for (int i = 0; i < in; ++i) row[i] = xb[size_t(i) * L + l];
-        }
-        if (dx) k.gemm_nn(in, L, out, w, 1, in, dyb, L, dx + size_t(blk) * in * L, L, 0);
+        block::dense_backward(k, L, in, out, blk, B, x + size_t(blk) * in * L, w, dy + size_t(blk) * out * L,
+                              dx ? dx + size_t(blk) * in * L : nullptr, xBI, dyT);
     });
     const int rows_per_task = 16, tasks = (out + rows_per_task - 1) / rows_per_task;
     pool.parallel_for(tasks, [&](int task, int) {
         const int o0 = task * rows_per_task, rows = out - o0 < rows_per_task ? out - o0 : rows_per_task;
-        k.gemm_nn(rows, in, int(B), dyT + o0 * B, B, 1, xBI, in, dw + size_t(o0) * in, in, 1);
-        if (db) k.bias_grad(rows, B, dyT + o0 * B, db + o0);
+        block::dense_dw_rows(k, in, B, o0, rows, xBI, dyT, dw, db, true);
     });
 }
 

@@ -6,7 +6,7 @@
 
 #include "../core/dispatch.h"
 #include "../core/threadpool.h"
-#include "conv_block.h"
+#include "block.h"
 #include "ops.h"
 
 namespace lenet::ops {
@@ -99,14 +99,16 @@ double TrainStep::run(int nblk, const float* x, const int32_t* label, float scal
             const LayerSpec& l = layers_[size_t(i)];
             const float* x_in = in[size_t(i)];
             const float* y = in[size_t(i) + 1];
-            float* dw = part + param_offset_[size_t(i)];
-            float* db = l.b ? dw + weight_floats(l) : nullptr;
             float* dx = i > 0 ? grad_b : nullptr;
             const ptrdiff_t cnt = ptrdiff_t(out_floats_[size_t(i)]);
             switch (l.kind) {
-                case LayerKind::Conv2d:
-                    block::conv_backward(k, l.s, direct_[size_t(i)], x_in, l.w, wt_[size_t(i)].data(), grad_a, dw, db, dx, thread);
+                case LayerKind::Conv2d: {
+                    float* dw = part + param_offset_[size_t(i)];  // this block's partial [dw | db]
+                    float* db = l.b ? dw + weight_floats(l) : nullptr;
+                    block::conv_backward(k, l.s, direct_[size_t(i)], x_in, l.w, wt_[size_t(i)].data(), grad_a, dw, db,
+                                         dx, thread);
                     break;
+                }
                 case LayerKind::MaxPool:
                 case LayerKind::AvgPool:
                     if (!dx) break;
@@ -117,17 +119,10 @@ double TrainStep::run(int nblk, const float* x, const int32_t* label, float scal
                 case LayerKind::Relu: if (dx) k.relu_bwd(cnt, y, grad_a, dx); break;
                 case LayerKind::Tanh: if (dx) k.tanh_bwd(cnt, y, grad_a, dx); break;
                 case LayerKind::Flatten: dx = grad_a; break;  // same memory, new shape
-                case LayerKind::Linear: {
-                    // Gather this block's x^T rows [16][in] and dy columns [out][16] for the batch-wide dW below.
+                case LayerKind::Linear: {  // gathers x^T and dy for the batch-wide dW below
                     float* xT = batch_.data() + batch_offset_[size_t(i)] * B;
-                    float* dyT = xT + size_t(l.s.ic) * B;
-                    for (int s = 0; s < L; ++s) {
-                        float* row = xT + (size_t(blk) * L + s) * l.s.ic;
-                        for (int c = 0; c < l.s.ic; ++c) row[c] = x_in[size_t(c) * L + s];
-                    }
-                    for (int o = 0; o < l.s.oc; ++o)
-                        std::memcpy(dyT + size_t(o) * B + size_t(blk) * L, grad_a + size_t(o) * L, L * sizeof(float));
-                    if (dx) k.gemm_nn(l.s.ic, L, l.s.oc, l.w, 1, l.s.ic, grad_a, L, dx, L, 0);
+                    block::dense_backward(k, L, l.s.ic, l.s.oc, blk, ptrdiff_t(B), x_in, l.w, grad_a, dx, xT,
+                                          xT + size_t(l.s.ic) * B);
                     break;
                 }
             }
@@ -158,13 +153,8 @@ double TrainStep::run(int nblk, const float* x, const int32_t* label, float scal
         }
         const LayerSpec& l = layers_[size_t(task.layer)];
         const float* xT = batch_.data() + batch_offset_[size_t(task.layer)] * B;
-        const float* dyT = xT + size_t(l.s.ic) * B + task.begin * B;
-        const int rows = int(task.end - task.begin);
-        k.gemm_nn(rows, l.s.ic, int(B), dyT, ptrdiff_t(B), 1, xT, l.s.ic, l.dw + task.begin * l.s.ic, l.s.ic, 0);
-        if (l.db) {
-            std::memset(l.db + task.begin, 0, size_t(rows) * sizeof(float));
-            k.bias_grad(rows, ptrdiff_t(B), dyT, l.db + task.begin);
-        }
+        block::dense_dw_rows(k, l.s.ic, ptrdiff_t(B), int(task.begin), int(task.end - task.begin), xT,
+                             xT + size_t(l.s.ic) * B, l.dw, l.db, false);
     });
     for (int i = 0; i < n; ++i) {
         const LayerSpec& l = layers_[size_t(i)];

@@ -1,5 +1,5 @@
-// One block of a convolution (16 or L samples), shared by the whole-batch ops (conv.cpp) and the captured
-// training step (train_step.cpp). Scratch slots 0 and 1 of `thread` are used.
+// One block (L samples) of a convolution or a dense layer, shared by the whole-batch ops (conv.cpp, layers.cpp)
+// and the captured training step (train_step.cpp). The convolution uses scratch slots 0 and 1 of `thread`.
 #pragma once
 #include <stddef.h>
 
@@ -18,5 +18,14 @@ void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const 
                    const float* wt, const float* dy, float* dw, float* db, float* dx, int thread);
 // wt [ic][oc][kh][kw] = w [oc][ic][kh-1-ky][kw-1-kx]: the weights of dX as a convolution of padded dY.
 void flip_transpose(const ConvShape& s, const float* w, float* wt);
+
+// Dense backward, one block: gathers x^T rows [L][in] and dy columns [out][L] into the whole-batch xBI [B][in] and
+// dyT [out][B] (B = nblk*L) at block `blk`, and writes dx [in][L] (may be null).
+void dense_backward(const KernelTable& k, int L, int in, int out, int blk, ptrdiff_t B, const float* x,
+                    const float* w, const float* dy, float* dx, float* xBI, float* dyT);
+// Rows [o0, o0+rows) of dW [out][in] = dyT . xBI, one gemm_nn over the batch with no horizontal sums, and of
+// db = the row sums of dyT (db may be null); added to dw/db when accumulate, else written.
+void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, const float* xBI, const float* dyT,
+                   float* dw, float* db, bool accumulate);
 
 }  // namespace lenet::ops::block
