@@ -7,6 +7,7 @@ from . import data, functional, nn, optim
 from .backend import available_isas, get_num_threads, kernels, set_isa, set_num_threads, use_isa
 from .models import CoreMLNet, LeNet5
 from .nn import seed
+from .onnx_export import export_onnx
 from .tensor import Tensor, no_grad
 from .trainer import Trainer
 
