@@ -59,12 +59,20 @@ def mnist_or_random(rng):
 
 
 def test_capture_errors(rng):
-    with pytest.raises(TypeError, match="only a Sequential"):
+    class Scale(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(TypeError, match="expected a lenet.nn.Sequential"):
         CapturedStep(nn.Linear(3, 4))
-    with pytest.raises(TypeError, match="cannot capture layer"):
-        CapturedStep(nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(784, 10))))
-    with pytest.raises(ValueError, match="must end in a Linear layer with 10 outputs"):
+    with pytest.raises(TypeError, match=r"Scale\) has no graph form"):
+        CapturedStep(nn.Sequential(nn.Flatten(), Scale(), nn.Linear(784, 10)))
+    with pytest.raises(ValueError, match="ends in 7 outputs, expected 10"):
         CapturedStep(nn.Sequential(nn.Flatten(), nn.Linear(784, 7)))
+    with pytest.raises(ValueError, match="must end in a linear layer"):
+        CapturedStep(nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.ReLU()))
+    with pytest.raises(ValueError, match=r"layer 1 \(linear\): in_features is 700"):
+        CapturedStep(nn.Sequential(nn.Flatten(), nn.Linear(700, 10)))
     with pytest.raises(ValueError, match="needs flat features"):
         CapturedStep(nn.Sequential(nn.Linear(784, 10)))
     model = lenet.LeNet5()

@@ -7,6 +7,7 @@
 #include "../core/dispatch.h"
 #include "../core/threadpool.h"
 #include "block.h"
+#include "forward.h"
 #include "ops.h"
 
 namespace lenet::ops {
@@ -23,89 +24,58 @@ size_t bias_floats(const LayerSpec& l) { return l.b ? size_t(l.s.oc) : 0; }
 }  // namespace
 
 TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int classes)
-    : layers_(std::move(layers)), input_floats_(input_floats), classes_(classes) {
-    const int L = kLanes;
-    if (layers_.empty() || layers_.size() > size_t(kMaxLayers)) throw std::invalid_argument("1 to 64 layers");
-    size_t in = input_floats;
-    for (const LayerSpec& l : layers_) {
-        size_t out = 0;
-        switch (l.kind) {
-            case LayerKind::Conv2d: out = block::floats(l.s.oc, l.s.oh, l.s.ow, L); break;
-            case LayerKind::MaxPool:
-            case LayerKind::AvgPool: out = block::floats(l.s.ic, l.s.oh, l.s.ow, L); break;
-            case LayerKind::Linear: out = size_t(l.s.oc) * L; break;
-            case LayerKind::Relu:
-            case LayerKind::Tanh:
-            case LayerKind::Flatten: out = in; break;
-        }
-        out_floats_.push_back(out);
-        act_offset_.push_back(act_floats_);
-        act_floats_ += l.kind == LayerKind::Flatten ? 0 : out;  // flatten aliases its input
+    : fwd_(std::make_unique<Forward>(std::move(layers), input_floats, classes)) {
+    if (fwd_->lanes() != kLanes) throw std::invalid_argument("the training step runs blocks of 16 lanes");
+    for (size_t i = 0; i < fwd_->layers().size(); ++i) {
+        const LayerSpec& l = fwd_->layers()[i];
         param_offset_.push_back(param_floats_);
         batch_offset_.push_back(batch_floats_per_sample_);
         if (l.kind == LayerKind::Conv2d) param_floats_ += weight_floats(l) + bias_floats(l);
         if (l.kind == LayerKind::Linear) batch_floats_per_sample_ += size_t(l.s.ic) + l.s.oc;
-        max_floats_ = std::max(max_floats_, std::max(in, out));
-        direct_.push_back(l.kind == LayerKind::Conv2d && conv_uses_direct(l.s, ConvAlgo::Auto));
-        wt_.emplace_back(direct_.back() ? weight_floats(l) : 0);
-        in = out;
+        wt_.emplace_back(fwd_->direct(i) ? weight_floats(l) : 0);
     }
-    if (in != size_t(classes) * L) throw std::invalid_argument("the last layer must produce the class logits");
 }
+
+TrainStep::~TrainStep() = default;
 
 double TrainStep::run(int nblk, const float* x, const int32_t* label, float scale) {
     const KernelTable& k = kernels();
-    const int L = kLanes, n = int(layers_.size());
+    const Forward& fwd = *fwd_;
+    const std::vector<LayerSpec>& layers = fwd.layers();
+    const int L = kLanes, n = int(layers.size());
     for (int i = 0; i < n; ++i)
-        if (direct_[size_t(i)] && i > 0) block::flip_transpose(layers_[size_t(i)].s, layers_[size_t(i)].w, wt_[size_t(i)].data());
+        if (fwd.direct(size_t(i)) && i > 0) block::flip_transpose(layers[size_t(i)].s, layers[size_t(i)].w, wt_[size_t(i)].data());
     partials_.resize(param_floats_ * size_t(nblk));
     const size_t B = size_t(nblk) * L;
     batch_.resize(batch_floats_per_sample_ * B);
     block_loss_.assign(size_t(nblk), 0.0);
 
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
-        float* acts = scratch(thread, 2, act_floats_);
-        float* grad_a = scratch(thread, 3, max_floats_);
-        float* grad_b = scratch(thread, 4, max_floats_);
+        float* acts = scratch(thread, 2, fwd.act_floats());
+        float* grad_a = scratch(thread, 3, fwd.max_floats());
+        float* grad_b = scratch(thread, 4, fwd.max_floats());
         float* part = partials_.data() + param_floats_ * size_t(blk);
         const float* in[kMaxLayers + 1];  // in[i]: the input of layer i; in[n]: the logits
-        in[0] = x + input_floats_ * size_t(blk);
-        // ---- forward
-        for (int i = 0; i < n; ++i) {
-            const LayerSpec& l = layers_[size_t(i)];
-            float* out = acts + act_offset_[size_t(i)];
-            switch (l.kind) {
-                case LayerKind::Conv2d: block::conv_forward(k, l.s, direct_[size_t(i)], in[size_t(i)], l.w, l.b, out, thread); break;
-                case LayerKind::MaxPool: k.maxpool_fwd(&l.s, in[size_t(i)], out, l.relu); break;
-                case LayerKind::AvgPool: k.avgpool_fwd(&l.s, in[size_t(i)], out); break;
-                case LayerKind::Relu: k.relu_fwd(ptrdiff_t(out_floats_[size_t(i)]), in[size_t(i)], out); break;
-                case LayerKind::Tanh: k.tanh_fwd(ptrdiff_t(out_floats_[size_t(i)]), in[size_t(i)], out); break;
-                case LayerKind::Flatten: out = const_cast<float*>(in[size_t(i)]); break;
-                case LayerKind::Linear:
-                    k.gemm_nn(l.s.oc, L, l.s.ic, l.w, l.s.ic, 1, in[size_t(i)], L, out, L, 0);
-                    if (l.b) k.bias_add(l.s.oc, L, l.b, out);
-                    break;
-            }
-            in[size_t(i) + 1] = out;
-        }
+        in[0] = x + fwd.input_floats() * size_t(blk);
+        fwd.run_block(k, in, acts, thread);
         // ---- loss: dlogits into grad_a
         float loss[kLanes];
-        k.softmax_xent(classes_, L, in[size_t(n)], label + size_t(blk) * L, scale, loss, grad_a);
+        k.softmax_xent(fwd.classes(), L, in[size_t(n)], label + size_t(blk) * L, scale, loss, grad_a);
         double sum = 0;
         for (int l = 0; l < L; ++l) sum += loss[l];
         block_loss_[size_t(blk)] = sum;
         // ---- backward: dy in grad_a, dx into grad_b, then swap
         for (int i = n - 1; i >= 0; --i) {
-            const LayerSpec& l = layers_[size_t(i)];
+            const LayerSpec& l = layers[size_t(i)];
             const float* x_in = in[size_t(i)];
             const float* y = in[size_t(i) + 1];
             float* dx = i > 0 ? grad_b : nullptr;
-            const ptrdiff_t cnt = ptrdiff_t(out_floats_[size_t(i)]);
+            const ptrdiff_t cnt = ptrdiff_t(fwd.out_floats(size_t(i)));
             switch (l.kind) {
                 case LayerKind::Conv2d: {
                     float* dw = part + param_offset_[size_t(i)];  // this block's partial [dw | db]
                     float* db = l.b ? dw + weight_floats(l) : nullptr;
-                    block::conv_backward(k, l.s, direct_[size_t(i)], x_in, l.w, wt_[size_t(i)].data(), grad_a, dw, db,
+                    block::conv_backward(k, l.s, fwd.direct(size_t(i)), x_in, l.w, wt_[size_t(i)].data(), grad_a, dw, db,
                                          dx, thread);
                     break;
                 }
@@ -137,9 +107,9 @@ double TrainStep::run(int nblk, const float* x, const int32_t* label, float scal
     constexpr size_t kChunk = 4096, kRows = 16;
     for (size_t b = 0; b < param_floats_; b += kChunk) tasks.push_back({-1, b, std::min(param_floats_, b + kChunk)});
     for (int i = 0; i < n; ++i)
-        if (layers_[size_t(i)].kind == LayerKind::Linear)
-            for (size_t r = 0; r < size_t(layers_[size_t(i)].s.oc); r += kRows)
-                tasks.push_back({i, r, std::min(size_t(layers_[size_t(i)].s.oc), r + kRows)});
+        if (layers[size_t(i)].kind == LayerKind::Linear)
+            for (size_t r = 0; r < size_t(layers[size_t(i)].s.oc); r += kRows)
+                tasks.push_back({i, r, std::min(size_t(layers[size_t(i)].s.oc), r + kRows)});
     float* sums = scratch(0, 6, param_floats_);
     ThreadPool::instance().parallel_for(int(tasks.size()), [&](int t, int) {
         const Task task = tasks[size_t(t)];
@@ -151,13 +121,13 @@ double TrainStep::run(int nblk, const float* x, const int32_t* label, float scal
             }
             return;
         }
-        const LayerSpec& l = layers_[size_t(task.layer)];
+        const LayerSpec& l = layers[size_t(task.layer)];
         const float* xT = batch_.data() + batch_offset_[size_t(task.layer)] * B;
         block::dense_dw_rows(k, l.s.ic, ptrdiff_t(B), int(task.begin), int(task.end - task.begin), xT,
                              xT + size_t(l.s.ic) * B, l.dw, l.db, false);
     });
     for (int i = 0; i < n; ++i) {
-        const LayerSpec& l = layers_[size_t(i)];
+        const LayerSpec& l = layers[size_t(i)];
         if (l.kind != LayerKind::Conv2d) continue;
         const size_t wf = weight_floats(l), bf = bias_floats(l);
         std::memcpy(l.dw, sums + param_offset_[size_t(i)], wf * sizeof(float));

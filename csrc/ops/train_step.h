@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <memory>
 #include <vector>
 
 #include "../kernels/kernels.h"
@@ -26,27 +27,26 @@ struct LayerSpec {
     float* db = nullptr;
 };
 
+class Forward;
+
 class TrainStep {
 public:
     static constexpr int kLanes = 16;
     static constexpr int kMaxLayers = 64;
     // layers[i] reads the output of layers[i-1] (the first, the input block); the last produces `classes` logits.
     TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int classes);
+    ~TrainStep();
 
     // x [nblk][input][16], label [nblk*16] (-1 marks a padding lane). Overwrites every dw/db with the gradient of
     // scale * (sum of the per-sample losses); returns that sum (not scaled).
     double run(int nblk, const float* x, const int32_t* label, float scale);
 
 private:
-    std::vector<LayerSpec> layers_;
-    std::vector<size_t> out_floats_;     // per layer: floats of one block's output
-    std::vector<size_t> act_offset_;     // per layer: where its output lives in a thread's activation arena
+    std::unique_ptr<Forward> fwd_;       // the layers and their forward pass, keeping every activation
     std::vector<size_t> param_offset_;   // per conv layer: where its [dw | db] lives in a block's partial gradient
     std::vector<size_t> batch_offset_;   // per dense layer: where its x^T [B][in] and dy [out][B] live in batch_
-    std::vector<bool> direct_;
     std::vector<std::vector<float>> wt_; // per conv layer: flipped weights for dX
-    size_t act_floats_ = 0, max_floats_ = 0, param_floats_ = 0, input_floats_;
-    int classes_;
+    size_t param_floats_ = 0;
     std::vector<float> partials_;        // [nblk][param_floats_]
     std::vector<float> batch_;           // dense layers' whole-batch x^T and dy
     size_t batch_floats_per_sample_ = 0;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
@@ -22,6 +23,10 @@
 #include "../core/dispatch.h"
 #include "../core/threadpool.h"
 #include "../ops/ops.h"
+#include "../model/graph.h"
+#include "../model/json.h"
+#include "../model/model_file.h"
+#include "../model/network.h"
 #include "../ops/train_step.h"
 
 namespace py = pybind11;
@@ -432,20 +437,10 @@ py::array_t<float> pack_images(py::handle images_, py::handle indices_, int lane
     auto out = empty({nblk, 1, h, w, lanes});
     float* o = out.mutable_data();
     const uint8_t* src = images.data();
-    float scale[256];  // v / 255 exactly as numpy's images / 255 rounds it
-    for (int v = 0; v < 256; ++v) scale[v] = float(v) / 255.0f;
     KernelCall call;
     for (ptrdiff_t b = 0; b < nblk; ++b)
-        for (int l = 0; l < lanes; ++l) {
-            const ptrdiff_t i = b * lanes + l;
-            float* dst = o + b * hw * lanes + l;
-            if (i >= batch) {
-                for (ptrdiff_t p = 0; p < hw; ++p) dst[p * lanes] = 0.0f;
-                continue;
-            }
-            const uint8_t* img = src + idx[i] * hw;
-            for (ptrdiff_t p = 0; p < hw; ++p) dst[p * lanes] = scale[img[p]];
-        }
+        model::pack_block(int(std::min<ptrdiff_t>(lanes, batch - b * lanes)), size_t(hw), lanes, src, idx + b * lanes,
+                          o + b * hw * lanes);
     return out;
 }
 
@@ -475,84 +470,46 @@ py::array_t<float> gemm_nt(py::handle a_, py::handle b_) {
     return c;
 }
 
-// The captured training step: layers described by dicts (see lenet/capture.py), validated against the shape that
-// flows through them; the arrays are kept alive by the object.
+// A graph (model/graph.h) from its JSON text, with its parameter arrays checked against the shapes it implies;
+// the arrays are kept alive in `keep`.
+struct GraphArrays {
+    model::Graph graph;
+    model::Analysis analysis;
+    std::vector<const float*> params;
+    std::vector<float*> grads;
+};
+GraphArrays graph_arrays(const std::string& graph_json, py::list params, py::object grads, py::list& keep) {
+    GraphArrays g;
+    g.graph = model::graph_from_json(json::parse(graph_json));
+    g.analysis = model::analyse(g.graph);
+    const auto& shapes = g.analysis.param_shapes;
+    auto take = [&](py::list arrays, const char* what, bool writable) {
+        if (arrays.size() != shapes.size())
+            throw py::value_error("the graph has " + std::to_string(shapes.size()) + " parameters, got " +
+                                  std::to_string(arrays.size()) + " " + what);
+        std::vector<float*> out;
+        for (size_t i = 0; i < shapes.size(); ++i) {
+            const std::string name = std::string(what) + "[" + std::to_string(i) + "]";
+            auto a = checked<float>(arrays[i], name.c_str(), Shape(shapes[i].begin(), shapes[i].end()), writable);
+            keep.append(a);
+            out.push_back(static_cast<float*>(a.request().ptr));
+        }
+        return out;
+    };
+    for (float* p : take(params, "parameters", false)) g.params.push_back(p);
+    if (!grads.is_none()) g.grads = take(grads.cast<py::list>(), "gradients", true);
+    return g;
+}
+
+// The captured training step over a graph and its parameter and gradient arrays (see lenet/capture.py).
 class PyTrainStep {
 public:
-    PyTrainStep(py::list layers, std::tuple<int, int, int> input_shape, int classes) {
-        auto [c, h, w] = input_shape;
-        positive(c, "channels");
-        positive(h, "height");
-        positive(w, "width");
-        positive(classes, "classes");
-        input_floats_ = size_t(c) * h * w * ops::TrainStep::kLanes;
-        classes_ = classes;
-        bool flat = false;
-        int features = 0;
-        std::vector<ops::LayerSpec> specs;
-        for (py::handle item : layers) {
-            py::dict d = py::reinterpret_borrow<py::dict>(item);
-            const std::string kind = py::str(d["kind"]);
-            ops::LayerSpec l;
-            const std::string where = "layer " + std::to_string(specs.size()) + " (" + kind + ")";
-            auto array = [&](const char* key, const Shape& shape, bool writable) -> py::array_t<float> {
-                auto a = checked<float>(d[key], (where + " " + key).c_str(), shape, writable);
-                keep_.append(a);
-                return a;
-            };
-            if (kind == "conv2d" || kind == "maxpool" || kind == "avgpool") {
-                if (flat) throw py::value_error(where + " needs a (C, H, W) input, got flat features");
-                Act4 shape_only{py::array_t<float>(), 1, c, h, w, ops::TrainStep::kLanes};
-                const auto stride = d["stride"].cast<std::pair<int, int>>();
-                if (kind == "conv2d") {
-                    const auto pad = d["padding"].cast<std::pair<int, int>>();
-                    auto wt = array("weight", {kAny, c, kAny, kAny}, false);
-                    l.kind = ops::LayerKind::Conv2d;
-                    l.s = conv_shape(shape_only, int(wt.shape(0)), int(wt.shape(2)), int(wt.shape(3)), stride.first,
-                                     stride.second, pad.first, pad.second);
-                    l.w = wt.data();
-                    l.dw = array("grad_weight", {l.s.oc, c, l.s.kh, l.s.kw}, true).mutable_data();
-                    if (!d["bias"].is_none()) {
-                        l.b = array("bias", {l.s.oc}, false).data();
-                        l.db = array("grad_bias", {l.s.oc}, true).mutable_data();
-                    }
-                    c = l.s.oc;
-                } else {
-                    const auto kernel = d["kernel"].cast<std::pair<int, int>>();
-                    l.kind = kind == "maxpool" ? ops::LayerKind::MaxPool : ops::LayerKind::AvgPool;
-                    l.s = conv_shape(shape_only, c, kernel.first, kernel.second, stride.first, stride.second, 0, 0);
-                    l.relu = d["relu"].cast<bool>();
-                }
-                h = l.s.oh;
-                w = l.s.ow;
-            } else if (kind == "relu" || kind == "tanh") {
-                l.kind = kind == "relu" ? ops::LayerKind::Relu : ops::LayerKind::Tanh;
-            } else if (kind == "flatten") {
-                l.kind = ops::LayerKind::Flatten;
-                if (!flat) features = c * h * w;
-                flat = true;
-            } else if (kind == "linear") {
-                if (!flat) throw py::value_error(where + " needs flat features: add a Flatten before it");
-                auto wt = array("weight", {kAny, features}, false);
-                l.kind = ops::LayerKind::Linear;
-                l.s.ic = features;
-                l.s.oc = int(wt.shape(0));
-                l.s.lanes = ops::TrainStep::kLanes;
-                l.w = wt.data();
-                l.dw = array("grad_weight", {l.s.oc, features}, true).mutable_data();
-                if (!d["bias"].is_none()) {
-                    l.b = array("bias", {l.s.oc}, false).data();
-                    l.db = array("grad_bias", {l.s.oc}, true).mutable_data();
-                }
-                features = l.s.oc;
-            } else {
-                throw py::value_error(where + ": unsupported layer kind");
-            }
-            specs.push_back(l);
-        }
-        if (!flat || features != classes)
-            throw py::value_error("the model must end in a Linear layer with " + std::to_string(classes) + " outputs");
-        step_ = std::make_unique<ops::TrainStep>(std::move(specs), input_floats_, classes);
+    PyTrainStep(const std::string& graph_json, py::list params, py::list grads) {
+        GraphArrays g = graph_arrays(graph_json, params, grads, keep_);
+        model::Plan p = model::plan(g.graph, ops::TrainStep::kLanes, g.params, g.grads);
+        input_floats_ = p.input_floats;
+        classes_ = p.classes;
+        step_ = std::make_unique<ops::TrainStep>(std::move(p.layers), p.input_floats, p.classes);
     }
 
     double run(py::handle x_, py::handle labels_, float scale) {
@@ -571,6 +528,7 @@ public:
         KernelCall call;
         return step_->run(nblk, x.data(), lp, scale);
     }
+    int classes() const { return classes_; }
 
 private:
     py::list keep_;
@@ -578,6 +536,87 @@ private:
     int classes_ = 0;
     std::unique_ptr<ops::TrainStep> step_;
 };
+
+// Inference in one call (model/network.h) over a graph and its parameter arrays, read live: updates to the
+// arrays in place (training, load_state_dict) are seen by the next call.
+class PyNetwork {
+public:
+    PyNetwork(const std::string& graph_json, py::list params) {
+        GraphArrays g = graph_arrays(graph_json, params, py::none(), keep_);
+        net_ = std::make_unique<model::Network>(g.graph, g.params);
+    }
+    // x (n, C*H*W) float32 or uint8 (pixels scaled by 1/255) -> logits (n, classes)
+    py::array_t<float> predict(py::handle x_) {
+        const ptrdiff_t F = ptrdiff_t(net_->sample_floats());
+        const bool u8 = py::isinstance<py::array_t<uint8_t>>(x_) &&
+                        py::reinterpret_borrow<py::array>(x_).dtype().is(py::dtype::of<uint8_t>());
+        py::array x = u8 ? py::array(checked<uint8_t>(x_, "images", {kAny, F})) : py::array(checked<float>(x_, "images", {kAny, F}));
+        const ptrdiff_t n = x.shape(0);
+        if (n < 1 || n > (1 << 30)) throw py::value_error("images must hold 1 to 2**30 samples");
+        auto out = empty({n, net_->classes()});
+        float* o = out.mutable_data();
+        const void* p = x.data();
+        KernelCall call;
+        if (u8) net_->predict(int(n), static_cast<const uint8_t*>(p), o);
+        else net_->predict(int(n), static_cast<const float*>(p), o);
+        return out;
+    }
+    int classes() const { return net_->classes(); }
+
+private:
+    py::list keep_;
+    std::unique_ptr<model::Network> net_;
+};
+
+// Model files (model/model_file.h): (header JSON text, [(name, array)]) in and out.
+const std::pair<const char*, py::dtype> kDtypes[] = {{"float32", py::dtype::of<float>()},
+                                                     {"int32", py::dtype::of<int32_t>()},
+                                                     {"int8", py::dtype::of<int8_t>()},
+                                                     {"uint8", py::dtype::of<uint8_t>()}};
+
+py::tuple read_model_file(const std::string& path) {
+    model::ModelFile f;
+    {
+        py::gil_scoped_release nogil;
+        f = model::read_model_file(path);
+    }
+    py::list tensors;
+    for (const model::Tensor& t : f.tensors) {
+        py::dtype dt = py::dtype::of<float>();
+        for (const auto& [name, d] : kDtypes)
+            if (t.dtype == name) dt = d;
+        py::array a(dt, std::vector<ptrdiff_t>(t.shape.begin(), t.shape.end()));
+        if (!t.data.empty()) std::memcpy(a.mutable_data(), t.data.data(), t.data.size());
+        tensors.append(py::make_tuple(t.name, a));
+    }
+    return py::make_tuple(f.header.dump(), tensors);
+}
+
+void write_model_file(const std::string& path, const std::string& header_json, py::list tensors) {
+    model::ModelFile f;
+    f.header = json::parse(header_json);
+    if (!f.header.is(json::Value::Type::Object)) throw py::value_error("the header must be a JSON object");
+    model::graph_from_json(f.header.at("graph", "header"));  // a file always holds a readable graph
+    for (py::handle item : tensors) {
+        auto pair = item.cast<std::pair<std::string, py::array>>();
+        model::Tensor t;
+        t.name = pair.first;
+        py::array a = pair.second;
+        for (const auto& [name, d] : kDtypes)
+            if (a.dtype().is(d)) t.dtype = name;
+        if (t.dtype.empty())
+            throw py::type_error("tensor \"" + t.name + "\" has dtype " + std::string(py::str(a.dtype())) +
+                                 "; a model file holds float32, int32, int8 or uint8");
+        if (!(a.flags() & py::array::c_style))
+            throw py::value_error("tensor \"" + t.name + "\" must be C-contiguous");
+        for (py::ssize_t i = 0; i < a.ndim(); ++i) t.shape.push_back(a.shape(i));
+        const auto* p = static_cast<const unsigned char*>(a.data());
+        t.data.assign(p, p + a.nbytes());
+        f.tensors.push_back(std::move(t));
+    }
+    py::gil_scoped_release nogil;
+    model::write_model_file(path, f);
+}
 
 py::dict kernel_info() {
     const KernelTable& k = kernels();
@@ -632,9 +671,21 @@ PYBIND11_MODULE(_core, m) {
     m.def("pack_images", &pack_images, py::arg("images"), py::arg("indices"), py::arg("lanes"));
     m.def("gemm_nn", &gemm_nn, py::arg("a"), py::arg("b"), py::arg("trans_a") = false);
     m.def("gemm_nt", &gemm_nt, py::arg("a"), py::arg("b"));
+    py::register_exception<model::ModelFileError>(m, "ModelFileError", PyExc_ValueError);
+    m.def("read_model_file", &read_model_file, py::arg("path"));
+    m.def("write_model_file", &write_model_file, py::arg("path"), py::arg("header"), py::arg("tensors"));
+    m.def("analyse_graph", [](const std::string& graph_json) {
+        const model::Analysis a = model::analyse(model::graph_from_json(json::parse(graph_json)));
+        return py::make_tuple(a.param_shapes, a.classes);
+    }, py::arg("graph"));
+    py::class_<PyNetwork>(m, "Network")
+        .def(py::init<const std::string&, py::list>(), py::arg("graph"), py::arg("params"))
+        .def_property_readonly("classes", &PyNetwork::classes)
+        .def("predict", &PyNetwork::predict, py::arg("images"));
     py::class_<PyTrainStep>(m, "TrainStep")
-        .def(py::init<py::list, std::tuple<int, int, int>, int>(), py::arg("layers"), py::arg("input_shape"),
-             py::arg("classes"))
+        .def(py::init<const std::string&, py::list, py::list>(), py::arg("graph"), py::arg("params"),
+             py::arg("grads"))
+        .def_property_readonly("classes", &PyTrainStep::classes)
         .def("run", &PyTrainStep::run, py::arg("x"), py::arg("labels"), py::arg("scale"));
     m.def("kernel_info", &kernel_info);
     m.def("kernel_seconds", [] { return double(g_kernel_ns.load()) * 1e-9; },

@@ -1,0 +1,61 @@
+#include "forward.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "block.h"
+#include "ops.h"
+
+namespace lenet::ops {
+
+Forward::Forward(std::vector<LayerSpec> layers, size_t input_floats, int classes)
+    : layers_(std::move(layers)), input_floats_(input_floats), classes_(classes) {
+    if (layers_.empty() || layers_.size() > size_t(TrainStep::kMaxLayers)) throw std::invalid_argument("1 to 64 layers");
+    lanes_ = layers_.front().s.lanes;
+    const int L = lanes_;
+    size_t in = input_floats;
+    max_floats_ = in;
+    for (const LayerSpec& l : layers_) {
+        if (l.s.lanes != L) throw std::invalid_argument("every layer must have the same lane count");
+        size_t out = 0;
+        switch (l.kind) {
+            case LayerKind::Conv2d: out = block::floats(l.s.oc, l.s.oh, l.s.ow, L); break;
+            case LayerKind::MaxPool:
+            case LayerKind::AvgPool: out = block::floats(l.s.ic, l.s.oh, l.s.ow, L); break;
+            case LayerKind::Linear: out = size_t(l.s.oc) * L; break;
+            case LayerKind::Relu:
+            case LayerKind::Tanh:
+            case LayerKind::Flatten: out = in; break;
+        }
+        out_floats_.push_back(out);
+        act_offset_.push_back(act_floats_);
+        act_floats_ += l.kind == LayerKind::Flatten ? 0 : out;  // flatten aliases its input
+        max_floats_ = std::max(max_floats_, out);
+        direct_.push_back(l.kind == LayerKind::Conv2d && conv_uses_direct(l.s, ConvAlgo::Auto));
+        in = out;
+    }
+    if (in != size_t(classes) * L) throw std::invalid_argument("the last layer must produce the class logits");
+}
+
+void Forward::run_block(const KernelTable& k, const float** in, float* acts, int thread) const {
+    const int L = lanes_;
+    for (size_t i = 0; i < layers_.size(); ++i) {
+        const LayerSpec& l = layers_[i];
+        float* out = acts + act_offset_[i];
+        switch (l.kind) {
+            case LayerKind::Conv2d: block::conv_forward(k, l.s, direct_[i], in[i], l.w, l.b, out, thread); break;
+            case LayerKind::MaxPool: k.maxpool_fwd(&l.s, in[i], out, l.relu); break;
+            case LayerKind::AvgPool: k.avgpool_fwd(&l.s, in[i], out); break;
+            case LayerKind::Relu: k.relu_fwd(ptrdiff_t(out_floats_[i]), in[i], out); break;
+            case LayerKind::Tanh: k.tanh_fwd(ptrdiff_t(out_floats_[i]), in[i], out); break;
+            case LayerKind::Flatten: out = const_cast<float*>(in[i]); break;
+            case LayerKind::Linear:
+                k.gemm_nn(l.s.oc, L, l.s.ic, l.w, l.s.ic, 1, in[i], L, out, L, 0);
+                if (l.b) k.bias_add(l.s.oc, L, l.b, out);
+                break;
+        }
+        in[i + 1] = out;
+    }
+}
+
+}  // namespace lenet::ops

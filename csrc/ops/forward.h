@@ -1,0 +1,41 @@
+// The forward pass of a planned layer list (model::plan) over blocks of `lanes` samples, shared by the captured
+// training step (lanes 16, keeping every activation for the backward pass) and inference (lanes 16 for batches,
+// lanes 1 for one sample at a time). Activations of one block live in one arena per thread; flatten aliases its
+// input, so a block's logits end at in[n].
+#pragma once
+#include <stddef.h>
+
+#include <vector>
+
+#include "train_step.h"
+
+namespace lenet::ops {
+
+class Forward {
+public:
+    // layers[i] reads the output of layers[i-1] (the first, a block of input_floats); every s.lanes is the same;
+    // the last produces `classes` logits per sample.
+    Forward(std::vector<LayerSpec> layers, size_t input_floats, int classes);
+
+    const std::vector<LayerSpec>& layers() const { return layers_; }
+    int lanes() const { return lanes_; }
+    int classes() const { return classes_; }
+    size_t input_floats() const { return input_floats_; }
+    size_t act_floats() const { return act_floats_; }   // one block's activations (a thread's arena)
+    size_t max_floats() const { return max_floats_; }   // the largest single activation of a block, input included
+    size_t out_floats(size_t i) const { return out_floats_[i]; }
+    bool direct(size_t i) const { return direct_[i]; }  // conv layer i runs the shape-specialised kernels
+
+    // in[0]: the block's input [input][lanes]; fills in[1..n] (in[n]: logits [classes][lanes]) inside `acts`.
+    void run_block(const KernelTable& k, const float** in, float* acts, int thread) const;
+
+private:
+    std::vector<LayerSpec> layers_;
+    std::vector<size_t> out_floats_;  // per layer: floats of one block's output
+    std::vector<size_t> act_offset_;  // per layer: where its output lives in the arena
+    std::vector<bool> direct_;
+    size_t input_floats_, act_floats_ = 0, max_floats_ = 0;
+    int classes_, lanes_;
+};
+
+}  // namespace lenet::ops
