@@ -7,11 +7,11 @@ features C, H, W, all as in ONNX), so the parameters go into the graph as they a
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 
 from . import nn
+from .fileio import write_atomic
 from .functional import _pair
 
 DEFAULT_OPSET = 13
@@ -165,7 +165,7 @@ def export_onnx(model, path, *, input_shape=(1, 28, 28), opset: int = DEFAULT_OP
                               opset_imports=[helper.make_opsetid("", int(opset))])
     proto.ir_version = min(proto.ir_version, _ir_version(onnx, int(opset)))
     onnx.checker.check_model(proto, full_check=True)
-    _write_atomic(os.fspath(path), proto.SerializeToString())
+    write_atomic(os.fspath(path), proto.SerializeToString())
     return proto
 
 
@@ -175,21 +175,3 @@ def _ir_version(onnx, opset: int) -> int:
         return onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", opset)])
     except Exception:  # an onnx without the table: keep make_model's own
         return onnx.IR_VERSION
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise

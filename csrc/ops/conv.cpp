@@ -33,8 +33,23 @@ size_t floats(int c, int h, int w, int L) { return size_t(c) * h * w * L; }
 namespace {
 size_t block_floats(int c, int h, int w, int L) { return floats(c, h, w, L); }
 
+// Copies and fills of a few floats (an image row of one sample is 10-30 floats): inline loops, since a libc call
+// per row would cost more than the row. gcc turns plain loops back into those calls unless told not to, hence the
+// attribute on the functions they are inlined into.
+#define LENET_NO_LIBC_LOOPS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+inline void copy(float* dst, const float* src, size_t n) {
+    if (n >= 64) std::memcpy(dst, src, n * sizeof(float));
+    else
+        for (size_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+inline void fill_zero(float* dst, size_t n) {
+    if (n >= 64) std::memset(dst, 0, n * sizeof(float));
+    else
+        for (size_t i = 0; i < n; ++i) dst[i] = 0.0f;
+}
+
 // col[(c*kh+ky)*kw+kx][oy][ox][L] = x[c][oy*sh-ph+ky][ox*sw-pw+kx][L] (zero outside the image).
-void im2col(const ConvShape& s, const float* x, float* col) {
+LENET_NO_LIBC_LOOPS void im2col(const ConvShape& s, const float* x, float* col) {
     const int L = s.lanes;
     const size_t row_floats = size_t(s.ow) * L;
     for (int c = 0; c < s.ic; ++c)
@@ -48,17 +63,16 @@ void im2col(const ConvShape& s, const float* x, float* col) {
                 for (int oy = 0; oy < s.oh; ++oy, dst += row_floats) {
                     const int iy = oy * s.sh - s.ph + ky;
                     if (iy < 0 || iy >= s.ih || lo >= hi) {
-                        std::memset(dst, 0, row_floats * sizeof(float));
+                        fill_zero(dst, row_floats);
                         continue;
                     }
-                    std::memset(dst, 0, size_t(lo) * L * sizeof(float));
-                    std::memset(dst + size_t(hi) * L, 0, size_t(s.ow - hi) * L * sizeof(float));
+                    fill_zero(dst, size_t(lo) * L);
+                    fill_zero(dst + size_t(hi) * L, size_t(s.ow - hi) * L);
                     const float* src = x + (size_t(c * s.ih + iy) * s.iw + (lo * s.sw - s.pw + kx)) * L;
                     if (s.sw == 1) {
-                        std::memcpy(dst + size_t(lo) * L, src, size_t(hi - lo) * L * sizeof(float));
+                        copy(dst + size_t(lo) * L, src, size_t(hi - lo) * L);
                     } else {
-                        for (int ox = lo; ox < hi; ++ox)
-                            std::memcpy(dst + size_t(ox) * L, src + size_t(ox - lo) * s.sw * L, L * sizeof(float));
+                        for (int ox = lo; ox < hi; ++ox) copy(dst + size_t(ox) * L, src + size_t(ox - lo) * s.sw * L, L);
                     }
                 }
             }

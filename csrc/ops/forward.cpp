@@ -49,8 +49,9 @@ void Forward::run_block(const KernelTable& k, const float** in, float* acts, int
             case LayerKind::Relu: k.relu_fwd(ptrdiff_t(out_floats_[i]), in[i], out); break;
             case LayerKind::Tanh: k.tanh_fwd(ptrdiff_t(out_floats_[i]), in[i], out); break;
             case LayerKind::Flatten: out = const_cast<float*>(in[i]); break;
-            case LayerKind::Linear:
-                k.gemm_nn(l.s.oc, L, l.s.ic, l.w, l.s.ic, 1, in[i], L, out, L, 0);
+            case LayerKind::Linear:  // one sample: y = W x as dot products along W's rows
+                if (L == 1) k.gemm_nt(l.s.oc, 1, l.s.ic, l.w, l.s.ic, in[i], l.s.ic, out, 1, 0);
+                else k.gemm_nn(l.s.oc, L, l.s.ic, l.w, l.s.ic, 1, in[i], L, out, L, 0);
                 if (l.b) k.bias_add(l.s.oc, L, l.b, out);
                 break;
         }

@@ -24,8 +24,9 @@ import os
 import platform
 import resource
 import statistics
-import tempfile
 import time
+
+from ..fileio import write_atomic
 
 __all__ = ["Peer", "PEERS", "PEER_ALIASES", "peer_script", "peer_available", "peer_version", "epoch_time",
            "cpu_model", "usable_cores", "loadavg", "machine_info", "write_json_atomic", "CpuMeter"]
@@ -124,21 +125,8 @@ def machine_info() -> dict:
 
 
 def write_json_atomic(path: str, obj) -> None:
-    """Write `obj` as JSON to `path` atomically: a temporary file in the same folder, then os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, allow_nan=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    """Write `obj` as JSON to `path` atomically (lenet.fileio.write_atomic)."""
+    write_atomic(path, json.dumps(obj, indent=2, allow_nan=True) + "\n", binary=False)
 
 
 def _proc_stat():

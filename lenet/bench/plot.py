@@ -3,8 +3,7 @@ epoch), drawn from the benchmark's JSON document as one PNG. matplotlib is an op
 matplotlib`, or `pip install "lenet[plot]"`)."""
 from __future__ import annotations
 
-import os
-import tempfile
+from ..fileio import write_atomic
 
 
 def plot(doc: dict, path: str) -> None:
@@ -49,14 +48,7 @@ def plot(doc: dict, path: str) -> None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
     finally:
         plt.close(fig)

@@ -3,6 +3,7 @@
 #include <stddef.h>
 
 #include "../kernels.h"
+#include "../ref/ref.h"
 
 namespace lenet::simd {
 namespace {
@@ -20,6 +21,9 @@ void pool_for_each(const ConvShape* s, F&& f) {
             }
 }
 
+// Fewer lanes than half a vector (one sample at a time): the plain loops beat masked vectors.
+template <class V> bool few_lanes(const ConvShape* s) { return s->lanes * 2 < V::W; }
+
 template <class V> typename V::T load_lanes(const float* p, int n) { return n == V::W ? V::load(p) : V::load_n(p, n); }
 template <class V> void store_lanes(float* p, typename V::T v, int n) {
     if (n == V::W) V::store(p, v);
@@ -28,6 +32,7 @@ template <class V> void store_lanes(float* p, typename V::T v, int n) {
 
 template <class V>
 void maxpool_fwd(const ConvShape* s, const float* x, float* y, int relu) {
+    if (few_lanes<V>(s)) return ref::maxpool_fwd(s, x, y, relu);
     const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
     pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int n) {
         typename V::T best = load_lanes<V>(x + i, n);
@@ -40,6 +45,7 @@ void maxpool_fwd(const ConvShape* s, const float* x, float* y, int relu) {
 // dx += dy at the first window position equal to the max (same tie rule as the reference).
 template <class V>
 void maxpool_bwd(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx, int relu) {
+    if (few_lanes<V>(s)) return ref::maxpool_bwd(s, x, y, dy, dx, relu);
     const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
     const bool tile = pool_windows_tile(s);
     pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int n) {
@@ -58,6 +64,7 @@ void maxpool_bwd(const ConvShape* s, const float* x, const float* y, const float
 
 template <class V>
 void avgpool_fwd(const ConvShape* s, const float* x, float* y) {
+    if (few_lanes<V>(s)) return ref::avgpool_fwd(s, x, y);
     const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
     const typename V::T inv = V::set1(1.0f / float(s->kh * s->kw));
     pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int n) {
@@ -70,6 +77,7 @@ void avgpool_fwd(const ConvShape* s, const float* x, float* y) {
 
 template <class V>
 void avgpool_bwd(const ConvShape* s, const float* dy, float* dx) {
+    if (few_lanes<V>(s)) return ref::avgpool_bwd(s, dy, dx);
     const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
     const bool tile = pool_windows_tile(s);
     const typename V::T inv = V::set1(1.0f / float(s->kh * s->kw));
