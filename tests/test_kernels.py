@@ -261,7 +261,7 @@ def test_simd_maxpool_and_relu_bitwise_equal_to_reference(rng):
 @pytest.mark.parametrize("lanes", [1, 5, 16])
 def test_pack_images_gathers_scales_and_pads(rng, lanes):
     images = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8)
-    idx = rng.permutation(50)[:19]
+    idx = rng.permutation(50)[:19].astype(np.int64)  # the int64 _core takes (intp is 32-bit on armv7)
     packed = _core.pack_images(images, idx, lanes)
     assert packed.shape == (-(-19 // lanes), 1, 28, 28, lanes)
     np.testing.assert_array_equal(_from_lanes(packed, 19), lenet.data.to_float(images[idx]))
