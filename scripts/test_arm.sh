@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Tests the ARM wheels in dist/ (scripts/build_arm_wheels.sh) on this x86-64 machine under qemu user-mode
+# emulation, as boards would run them: aarch64 as a Cortex-A72, armv7 as a Cortex-A7 (NEON, VFPv4).
+# Usage: LENET_MNIST_DIR=DIR scripts/test_arm.sh [aarch64] [armv7]   (default: both)
+#
+# Each wheel is pip-installed into build/arm/install-<target>/ and pytest runs from that folder, so `import lenet`
+# is the installed package, never the source tree. With numpy and pytest for the target (build/arm/cache/), the
+# target's Debian CPython runs:
+#   tests/test_kernels.py, tests/test_vector_tails.py   every kernel of the NEON and reference tables against
+#                                                       numpy, on shapes that hit every tail of a 4-float vector
+#   tests/test_gradients.py                             every op's gradient against finite differences
+#   tests/test_short_training.py                        LeNet-5 on 3000 MNIST images, one epoch: accuracy bound
+# The whole test files run: emulation is slow (SIMD 80-270x) but these take about 2 minutes per target.
+# A skipped test fails the run (e.g. MNIST not found), and so does a wheel that does not select NEON.
+set -euo pipefail
+. "$(dirname "$0")/arm_env.sh"
+targets=("$@")
+((${#targets[@]})) || targets=("${ARM_TARGETS[@]}")
+
+if [ -z "${LENET_MNIST_DIR:-}" ] || [ ! -d "$LENET_MNIST_DIR" ]; then
+  echo "test_arm.sh: set LENET_MNIST_DIR to the folder of the four MNIST IDX files" >&2
+  exit 1
+fi
+export LENET_MNIST_DIR=$(cd "$LENET_MNIST_DIR" && pwd)
+tests=(test_kernels.py test_vector_tails.py test_gradients.py test_short_training.py)
+arm_apt_install
+
+for t in "${targets[@]}"; do
+  arm_prepare_target "$t"
+  wheel=$(ls "$ARM_ROOT"/dist/lenet-*-cp311-cp311-"$plat".whl 2>/dev/null) || {
+    echo "test_arm.sh: no $plat wheel in dist/: run scripts/build_arm_wheels.sh $t first" >&2
+    exit 1
+  }
+  echo "== $t: $(basename "$wheel") under $qemu (QEMU_CPU=$qemu_cpu)"
+  start=$SECONDS
+  install=$ARM_DIR/install-$t
+  rm -rf "$install"
+  python3 -m pip install --quiet --target "$install" --platform "$plat" --python-version 3.11 \
+    --implementation cp --abi cp311 --only-binary=:all: --no-deps "$wheel"
+  export PYTHONPATH=$install:$site
+  (cd "$install" && arm_python "$t" - "$install" <<'EOF'
+import sys, lenet
+assert lenet.__file__.startswith(sys.argv[1] + "/"), ("not the installed package", lenet.__file__)
+k = lenet.kernels()
+assert k["isa"] == "neon", ("NEON not selected", k)
+print(f"   {k['isa']} on {', '.join(k['cpu_features'])}: {k['ops']['linear_forward']}, {k['ops']['sgd']}")
+EOF
+  )
+  log=$ARM_DIR/pytest-$t.log
+  (cd "$install" && arm_python "$t" -m pytest "${tests[@]/#/$ARM_ROOT/tests/}" -q -p no:cacheprovider) \
+    2>&1 | tee "$log" | grep -v '^\.*  *\[ *[0-9]*%\]$' || true
+  summary=$(tail -n 1 "$log" | tr -d '=' | sed 's/^ *//')
+  if ! [[ $summary =~ ^[0-9]+\ passed(,\ [0-9]+\ warnings?)?\ in ]]; then
+    echo "test_arm.sh: $t: tests failed or were skipped: $summary (log: $log)" >&2
+    exit 1
+  fi
+  echo "   $t: $(grep -o '[0-9]* passed' <<<"$summary") in $((SECONDS - start)) s"
+done
