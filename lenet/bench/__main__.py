@@ -257,16 +257,16 @@ def run_lenet(args, x_train, y_train, x_test, y_test, flops, peak) -> list:
 
 
 def measure_latency(model, image) -> dict:
-    """Batch-1 inference (one uint8 image in, logits out as numpy) from Python on 1 thread, with the peers'
-    protocol (peer_common.time_latency)."""
+    """Batch-1 inference (one image as float32 in [0, 1] in, logits out as numpy) from Python on 1 thread through
+    the inference API (lenet.Model.logits: one engine call), with the peers' protocol (peer_common.time_latency)."""
     from .peer_common import time_latency
 
     threads = lenet.get_num_threads()
     lenet.set_num_threads(1)
     x = ldata.to_float(image)
+    predictor = lenet.Model(model)
     try:
-        with lenet.no_grad():
-            return time_latency(lambda: model(x).numpy())
+        return time_latency(lambda: predictor.logits(x))
     finally:
         lenet.set_num_threads(threads)
 
