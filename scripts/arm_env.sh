@@ -13,13 +13,14 @@ ARM_SYSROOT_DEBS=(libc6 libgcc-s1 libstdc++6 python3.11-minimal libpython3.11-mi
                   libpython3.11-dev libexpat1 zlib1g libffi8 libssl3 libbz2-1.0 liblzma5 libuuid1)
 
 # Sets, for target $1: deb_arch triplet qemu qemu_cpu plat (wheel platform tag) pip_plat (for its PyPI wheels),
-# toolchain sysroot site.
+# qemu_cpu_no_neon (a CPU of the target without NEON, if it can have none), toolchain sysroot site.
 arm_target() {
+  qemu_cpu_no_neon=
   case $1 in
     aarch64) deb_arch=arm64 triplet=aarch64-linux-gnu qemu=qemu-aarch64 qemu_cpu=cortex-a72 plat=linux_aarch64
              pip_plat=manylinux_2_28_aarch64 ;;  # numpy: manylinux2014 offers only an old one
     armv7) deb_arch=armhf triplet=arm-linux-gnueabihf qemu=qemu-arm qemu_cpu=cortex-a7 plat=linux_armv7l
-           pip_plat=linux_armv7l ;;
+           pip_plat=linux_armv7l qemu_cpu_no_neon=cortex-r5f ;;  # VFPv3-D16, the armhf baseline
     *) echo "unknown ARM target '$1' (aarch64 or armv7)" >&2; return 1 ;;
   esac
   toolchain=$ARM_ROOT/cmake/toolchains/$triplet.cmake
@@ -27,11 +28,11 @@ arm_target() {
   site=$ARM_CACHE/site-$1  # numpy (aarch64) and pytest for the target
 }
 
-# Runs the target's python3.11 under qemu: arm_python TARGET ARGS...
+# Runs the target's python3.11 under qemu: arm_python TARGET ARGS... (ARM_QEMU_CPU=... overrides the CPU)
 arm_python() {
   arm_target "$1" || return
   shift
-  QEMU_CPU=$qemu_cpu "$qemu" -L "$sysroot" "$sysroot/usr/bin/python3.11" "$@"
+  QEMU_CPU=${ARM_QEMU_CPU:-$qemu_cpu} "$qemu" -L "$sysroot" "$sysroot/usr/bin/python3.11" "$@"
 }
 
 arm_apt_install() {  # the cross compilers and qemu-user, when missing

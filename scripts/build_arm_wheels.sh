@@ -35,13 +35,17 @@ for t in "${targets[@]}"; do
     'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"), sysconfig.get_platform())')
   echo "== wheel for $t ($host_platform, $ext_suffix)"
   rm -f "$ARM_ROOT"/dist/lenet-*-"$plat".whl
+  src=$(cd "${LENET_SRC:-$ARM_ROOT}" && pwd)
+  build=$ARM_DIR/build-$t
+  # A build tree configured for another source folder cannot be reused.
+  grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$src" "$build/CMakeCache.txt" 2>/dev/null || rm -rf "$build"
   start=$SECONDS
   PATH=$venv/bin:$PATH _PYTHON_HOST_PLATFORM=$host_platform SETUPTOOLS_EXT_SUFFIX=$ext_suffix \
-    "$venv/bin/python" -m pip wheel --quiet --no-build-isolation --no-deps -w "$ARM_ROOT/dist" "${LENET_SRC:-$ARM_ROOT}" \
+    "$venv/bin/python" -m pip wheel --quiet --no-build-isolation --no-deps -w "$ARM_ROOT/dist" "$src" \
     -C cmake.toolchain-file="$toolchain" \
     -C cmake.define.PYBIND11_USE_CROSSCOMPILING=ON \
     -C cmake.define.Python_INCLUDE_DIR="$sysroot/usr/include/python3.11" \
-    -C build-dir="$ARM_DIR/build-$t"
+    -C build-dir="$build"
   wheel=$(ls "$ARM_ROOT"/dist/lenet-*-cp311-cp311-"$plat".whl)
   # The tag in the file name and in the WHEEL metadata, and the extension inside, must all be the target's.
   "$venv/bin/python" - "$wheel" "$plat" "$ext_suffix" <<'EOF'

@@ -11,7 +11,8 @@
 #   tests/test_gradients.py                             every op's gradient against finite differences
 #   tests/test_short_training.py                        LeNet-5 on 3000 MNIST images, one epoch: accuracy bound
 # The whole test files run: emulation is slow (SIMD 80-270x) but these take about 2 minutes per target.
-# A skipped test fails the run (e.g. MNIST not found), and so does a wheel that does not select NEON.
+# A skipped test fails the run (e.g. MNIST not found), and so does a wheel that does not select NEON. The armv7
+# wheel also runs on a CPU without NEON (a Cortex-R5F: VFPv3-D16, the armhf baseline): the reference kernels.
 set -euo pipefail
 . "$(dirname "$0")/arm_env.sh"
 targets=("$@")
@@ -53,6 +54,22 @@ EOF
   if ! [[ $summary =~ ^[0-9]+\ passed(,\ [0-9]+\ warnings?)?\ in ]]; then
     echo "test_arm.sh: $t: tests failed or were skipped: $summary (log: $log)" >&2
     exit 1
+  fi
+  if [ -n "$qemu_cpu_no_neon" ]; then  # the same wheel on a CPU without NEON: the reference kernels, and they work
+    (cd "$install" && ARM_QEMU_CPU=$qemu_cpu_no_neon arm_python "$t" - <<'EOF'
+import numpy as np, lenet
+import lenet.functional as F
+k = lenet.kernels()
+assert k["available"] == ["reference"] and k["isa"] == "reference", k
+lenet.seed(0)
+model = lenet.LeNet5()
+x = np.random.default_rng(0).random((17, 1, 28, 28), dtype=np.float32)
+loss = F.cross_entropy(model(x), np.arange(17) % 10)
+loss.backward()
+assert np.isfinite(float(loss.data)) and all(np.isfinite(p.grad).all() for p in model.parameters())
+print(f"   without NEON ({k['cpu_features'] or 'no SIMD'}): {k['isa']} kernels, LeNet-5 forward and backward run")
+EOF
+    )
   fi
   echo "   $t: $(grep -o '[0-9]* passed' <<<"$summary") in $((SECONDS - start)) s"
 done
