@@ -11,6 +11,9 @@ Public API
     them into the cache folder when they are missing there.
 ``load_mnist_or_synthetic(root=None, *, download=True, **kw)``
     ``load_mnist``, falling back (with a warning on stderr) to ``synthetic_digits``.
+``load_fashion_mnist(root=None, *, verify=True)``
+    Fashion-MNIST (checked the same way) from a folder, ``$LENET_FASHION_MNIST_DIR`` or where
+    Debian's ``dataset-fashion-mnist`` installs it; ``FASHION_CLASSES`` names its labels.
 ``synthetic_digits(n_train=6000, n_test=1000, seed=0)``
     A procedurally drawn, clearly labelled ``source="synthetic"`` digit set.
 ``to_float(images)`` and ``batches(images, labels, batch_size, ...)``
@@ -66,6 +69,10 @@ __all__ = [
     "MIRRORS",
     "ENV_MNIST_DIR",
     "ENV_CACHE_DIR",
+    "load_fashion_mnist",
+    "FASHION_MD5",
+    "FASHION_CLASSES",
+    "ENV_FASHION_DIR",
 ]
 
 # --------------------------------------------------------------------------------------
@@ -170,7 +177,7 @@ class MNIST:
 
     @property
     def is_synthetic(self) -> bool:
-        return self.source != "mnist"
+        return self.source == "synthetic"
 
     def __repr__(self) -> str:
         return (
@@ -352,16 +359,16 @@ def _find_file(folder: str, name: str) -> Optional[str]:
     return None
 
 
-def _load_checked(path: str, name: str, verify: bool) -> np.ndarray:
-    """Read one MNIST file, check its MD5 (if verify) and its shape/dtype."""
+def _load_checked(path: str, name: str, verify: bool, sums=MD5, what: str = "MNIST") -> np.ndarray:
+    """Read one MNIST (or Fashion-MNIST: sums, what) file, check its MD5 (if verify) and its shape/dtype."""
     header, data, dtype, shape = _read_idx_parts(path)
     if verify:
         md5 = hashlib.md5(header)
         md5.update(data)
         got = md5.hexdigest()
-        if got != MD5[name]:
+        if got != sums[name]:
             _raise(path, f"checksum mismatch: MD5 of the uncompressed content is {got}, expected "
-                         f"{MD5[name]} for {name}; the file is corrupt or not the original MNIST "
+                         f"{sums[name]} for {name}; the file is corrupt or not the original {what} "
                          "file (delete it, or pass verify=False to skip the check)", ChecksumError)
     arr = _to_array(path, data, dtype, shape)
     is_images = "images" in name
@@ -546,6 +553,62 @@ def load_mnist_or_synthetic(root=None, *, download: bool = True, **kw) -> MNIST:
               "using the built-in SYNTHETIC digit set: accuracy figures are not MNIST figures",
               file=sys.stderr, flush=True)
         return synthetic_digits(60000, 10000)
+
+
+# --------------------------------------------------------------------------------------
+# Fashion-MNIST
+# --------------------------------------------------------------------------------------
+
+#: Environment variable naming a folder that holds the four Fashion-MNIST files.
+ENV_FASHION_DIR = "LENET_FASHION_MNIST_DIR"
+#: Where Debian's package dataset-fashion-mnist installs them (``apt-get install dataset-fashion-mnist``).
+FASHION_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+#: MD5 of the *uncompressed* Fashion-MNIST files (the same names as MNIST's). Debian re-compresses the
+#: upstream .gz files, so the sums published upstream (of the .gz files) do not apply; the content does.
+FASHION_MD5 = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+#: The ten Fashion-MNIST classes, by label.
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+
+
+def load_fashion_mnist(root=None, *, verify: bool = True) -> MNIST:
+    """Load Fashion-MNIST (28x28 uint8 images of clothes, labels 0-9 naming ``FASHION_CLASSES``) as an
+    :class:`MNIST` with ``source="fashion-mnist"``.
+
+    Folder: ``root``, else ``$LENET_FASHION_MNIST_DIR``, else ``/usr/share/datasets/fashion-mnist`` (Debian's
+    ``dataset-fashion-mnist`` package). Each file raw or ``.gz``; with ``verify`` the MD5 of its uncompressed
+    content must be ``FASHION_MD5``'s. Nothing is downloaded: missing files raise :class:`MNISTNotFound`.
+    """
+    if root is not None:
+        folder, origin = os.fspath(root), "the root argument"
+    elif os.environ.get(ENV_FASHION_DIR):
+        folder, origin = os.environ[ENV_FASHION_DIR], f"${ENV_FASHION_DIR}"
+    else:
+        folder, origin = FASHION_DEBIAN_DIR, "the default folder of Debian's dataset-fashion-mnist"
+    arrays, missing = {}, []
+    for key, name in FILES.items():
+        path = _find_file(folder, name)
+        if path is None:
+            missing.append(name)
+        else:
+            arrays[key] = _load_checked(path, name, verify, FASHION_MD5, "Fashion-MNIST")
+    if missing:
+        reason = "that folder does not exist" if not os.path.isdir(folder) else "files are missing"
+        raise MNISTNotFound(
+            f"Fashion-MNIST not found: looked in {folder} (from {origin}); missing {', '.join(missing)} (each raw "
+            f"or .gz); {reason}. Install it with `apt-get install dataset-fashion-mnist` (Debian, into "
+            f"{FASHION_DEBIAN_DIR}) or set {ENV_FASHION_DIR} to a folder holding the four files.",
+            folder=folder, missing=missing, reason=reason)
+    for split in ("train", "test"):
+        n_img, n_lab = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
+        if n_img != n_lab:
+            raise IDXError(f"{folder}: {split} set has {n_img} images but {n_lab} labels")
+    return MNIST(source="fashion-mnist", path=os.path.abspath(folder), **arrays)
 
 
 # --------------------------------------------------------------------------------------

@@ -35,10 +35,11 @@ class Module:
         return self.forward(*args)
 
     def named_parameters(self, prefix: str = ""):
+        """(dotted name, Tensor) of every parameter, frozen ones included (see trainable_parameters)."""
         for name, value in vars(self).items():
             if name.startswith("_"):  # private state (e.g. Sequential's plan) holds no parameters of its own
                 continue
-            if isinstance(value, Tensor) and value.requires_grad:
+            if isinstance(value, Tensor):
                 yield prefix + name, value
             elif isinstance(value, Module):
                 yield from value.named_parameters(prefix + name + ".")
@@ -49,6 +50,25 @@ class Module:
 
     def parameters(self) -> list[Tensor]:
         return [p for _, p in self.named_parameters()]
+
+    def trainable_parameters(self) -> list[Tensor]:
+        """The parameters that are not frozen: what to give an optimiser after freezing layers."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def requires_grad_(self, requires_grad: bool = True):
+        """Freeze (False) or unfreeze (True) every parameter of this module and its sub-modules. A frozen
+        parameter gets no gradient on the autograd path and an optimiser refuses it; the captured step still
+        computes its gradient (unused). Returns self."""
+        for p in self.parameters():
+            p.requires_grad = bool(requires_grad)
+        return self
+
+    def freeze(self):
+        """requires_grad_(False): keep this module's parameters as they are while the rest trains."""
+        return self.requires_grad_(False)
+
+    def unfreeze(self):
+        return self.requires_grad_(True)
 
     def zero_grad(self) -> None:
         for p in self.parameters():
@@ -175,6 +195,14 @@ class Sequential(Module):
 
     def __getitem__(self, i):
         return self.layers[i]
+
+    def __setitem__(self, i, layer: Module):
+        """Replace a layer (e.g. the last one, for other classes when fine-tuning); the plan is rebuilt. A
+        captured step or optimiser made before holds the old layer's parameters: make them again."""
+        if not isinstance(layer, Module):
+            raise TypeError(f"a Sequential holds Modules, got {type(layer).__name__}")
+        self.layers[i] = layer
+        self._plan = _fuse(self.layers)
 
     def __len__(self):
         return len(self.layers)

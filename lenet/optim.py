@@ -15,6 +15,9 @@ class Optimizer:
             raise ValueError("the optimiser got no parameters")
         if any(not isinstance(p, Tensor) for p in params):
             raise TypeError("parameters must be lenet Tensors")
+        if any(not p.requires_grad for p in params):
+            raise ValueError("some parameters are frozen (requires_grad=False); give the optimiser "
+                             "model.trainable_parameters()")
         unique = list({id(p): p for p in params}.values())
         if not lr > 0:
             raise ValueError(f"learning rate must be positive, got {lr}")

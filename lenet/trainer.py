@@ -39,6 +39,9 @@ class Trainer:
     def train_epoch(self, images, labels) -> dict:
         """One pass over the data in a fresh random order; returns the mean loss, seconds and samples/s."""
         images, labels = _check_data(images, labels)
+        if any(not p.requires_grad for p in self.optimizer.params):
+            raise RuntimeError("a parameter of the optimiser was frozen after it was made: make the optimiser "
+                               "(and the Trainer) again from model.trainable_parameters()")
         n, bs = len(images), self.batch_size
         order = self.rng.permutation(n)
         total_loss, start = 0.0, time.perf_counter()
@@ -71,6 +74,22 @@ class Trainer:
         if self.lr_schedule == "cosine" and self.total_steps:
             t = min(self.optimizer.steps, self.total_steps)
             self.optimizer.lr = self.base_lr * 0.5 * (1.0 + math.cos(math.pi * t / self.total_steps))
+
+    def state_dict(self) -> dict:
+        """What continuing this training exactly needs besides the model's weights: the shuffle generator's
+        state, the schedule (base lr, total steps) and the optimiser's state (its steps, lr and buffers)."""
+        return {"batch_size": self.batch_size, "lr_schedule": self.lr_schedule, "base_lr": self.base_lr,
+                "total_steps": self.total_steps, "rng": self.rng.bit_generator.state,
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a state_dict() (of a Trainer with the same batch size and schedule)."""
+        for key in ("batch_size", "lr_schedule"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"trainer state has {key}={state[key]!r}, this trainer {getattr(self, key)!r}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.base_lr, self.total_steps = float(state["base_lr"]), state["total_steps"]
+        self.rng.bit_generator.state = state["rng"]
 
     def evaluate(self, images, labels, batch_size: int = 1000) -> dict:
         """Accuracy and mean loss over (images, labels), without recording a graph."""
