@@ -97,13 +97,13 @@ ModelFile read_model_file(const std::string& path) {
             x.dtype = t.at("dtype", what).as_string(what + " dtype");
             const size_t esize = dtype_size(x.dtype);
             if (!esize) throw std::invalid_argument(what + ": unknown dtype \"" + x.dtype + "\"");
-            size_t count = 1;
+            uint64_t count = 1;  // 64-bit on every target: a 32-bit size_t would overflow on a hostile shape
             for (const json::Value& d : t.at("shape", what).as_array(what + " shape")) {
                 const int v = d.as_int(what + " shape");
-                if (v < 0 || (v && count > (size_t(1) << 40) / size_t(v)))
+                if (v < 0 || (v && count > payload_len / uint64_t(v)))
                     throw std::invalid_argument(what + ": bad shape");
                 x.shape.push_back(v);
-                count *= size_t(v);
+                count *= uint64_t(v);
             }
             const double offset = t.at("offset", what).as_number(what + " offset");
             const double nbytes = t.at("nbytes", what).as_number(what + " nbytes");
