@@ -9,6 +9,7 @@ from .model_file import Model, ModelFileError, load, save
 from .models import CoreMLNet, LeNet5
 from .nn import seed
 from .onnx_export import export_onnx
+from .quantize import QuantizedModel, quantize
 from .tensor import Tensor, no_grad
 from .trainer import Trainer
 
@@ -17,5 +18,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "no_grad", "nn", "functional", "optim", "data", "LeNet5", "CoreMLNet", "Trainer", "kernels",
     "available_isas", "set_isa", "use_isa", "set_num_threads", "get_num_threads", "seed", "export_onnx",
-    "Model", "ModelFileError", "load", "save",
+    "Model", "ModelFileError", "load", "save", "quantize", "QuantizedModel",
 ]

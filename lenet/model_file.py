@@ -95,13 +95,16 @@ class Model:
                     saved=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         if accuracy is not None:
             meta["accuracy"] = float(accuracy)
-        names = [f"param.{i}" for i in range(len(graph.parameters(self.module)))]
-        tensors = [(n, np.ascontiguousarray(p.data)) for n, p in zip(names, graph.parameters(self.module))]
+        tensors = self._file_tensors()
         for name, value in (extra_tensors or {}).items():
             tensors.append((name, np.ascontiguousarray(value)))
         header = json.dumps({"graph": self.graph, "metadata": meta})
         _core.write_model_file(os.fspath(path), header, tensors)
         self.metadata = meta
+
+    def _file_tensors(self) -> list:
+        """(name, array) of every parameter, as the file stores them."""
+        return [(f"param.{i}", np.ascontiguousarray(p.data)) for i, p in enumerate(graph.parameters(self.module))]
 
     def __repr__(self):
         acc = self.metadata.get("accuracy")
@@ -128,6 +131,9 @@ def load(path) -> Model:
     """The Model saved in `path`. Raises ModelFileError (a ValueError) naming what is wrong with the file."""
     header, tensors = read(path)
     meta = header.get("metadata", {})
+    if "quantization" in meta:  # an int8 file (lenet.quantize)
+        from .quantize import load_quantized
+        return load_quantized(header, tensors, os.fspath(path))
     try:
         module = graph.build(header["graph"])
     except (ValueError, KeyError, TypeError) as e:

@@ -39,7 +39,11 @@ static CpuFeatures detect() {
             if (avx512vl) f.names.push_back("avx512vl");
             if (vnni) f.names.push_back("avx512_vnni");
             f.avx512f = avx512f && f.avx2_fma;
+            f.avx512_vnni = f.avx512f && avx512bw && avx512vl && vnni;
         }
+        __cpuid_count(7, 1, a, b, c, d);
+        f.avx_vnni = f.avx2_fma && (a & (1u << 4));
+        if (f.avx_vnni) f.names.push_back("avx_vnni");
     }
     return f;
 }
@@ -49,7 +53,8 @@ static CpuFeatures detect() {
     f.neon = true;
     f.names.push_back("asimd");
     const unsigned long hw = getauxval(AT_HWCAP);
-    if (hw & (1ul << 20)) f.names.push_back("asimddp");  // HWCAP_ASIMDDP
+    f.asimd_dot = hw & (1ul << 20);  // HWCAP_ASIMDDP
+    if (f.asimd_dot) f.names.push_back("asimddp");
     return f;
 }
 #elif defined(__arm__)

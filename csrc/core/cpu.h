@@ -9,6 +9,9 @@ struct CpuFeatures {
     bool avx2_fma = false;   // AVX2 and FMA3, with OS support for YMM state
     bool avx512f = false;    // AVX-512 Foundation, with OS support for ZMM/opmask state
     bool neon = false;       // Advanced SIMD (always on aarch64; HWCAP on armv7)
+    bool avx512_vnni = false;  // AVX512_VNNI with AVX-512 F, BW and VL (int8 dot products, vpdpbusd on zmm)
+    bool avx_vnni = false;     // AVX-VNNI: vpdpbusd on ymm, VEX-encoded
+    bool asimd_dot = false;    // AArch64 dot-product extension (sdot/udot; HWCAP_ASIMDDP)
     std::vector<std::string> names;  // every feature found, for reporting
 };
 

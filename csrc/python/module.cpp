@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <cstdint>
 #include <cstdlib>
@@ -27,10 +28,14 @@
 #include "../model/json.h"
 #include "../model/model_file.h"
 #include "../model/network.h"
+#include "../model/qnetwork.h"
+#include "../kernels/int8/int8_dispatch.h"
 #include "../ops/train_step.h"
 
 namespace py = pybind11;
 using namespace lenet;
+
+void bind_int8_kernels(py::module_& m);  // int8_kernels.cpp: the int8 microkernels, for tests
 
 namespace {
 
@@ -188,10 +193,11 @@ ops::ConvAlgo conv_algo(const std::string& name) {
     throw py::value_error("algo must be 'auto', 'im2col' or 'direct', got '" + name + "'");
 }
 
-ops::ConvAlgo checked_algo(const std::string& name, const ConvShape& s) {
+ops::ConvAlgo checked_algo(const std::string& name, const ConvShape& s, bool backward) {
     const ops::ConvAlgo algo = conv_algo(name);
-    if (algo == ops::ConvAlgo::Direct && !ops::conv_direct_possible(s))
-        throw py::value_error("algo='direct' needs 16 lanes, stride 1 and a table with direct kernels");
+    if (algo == ops::ConvAlgo::Direct && !ops::conv_direct_possible(s, backward))
+        throw py::value_error(std::string("algo='direct' needs stride 1, a table with direct kernels and 16 lanes") +
+                              (backward ? "" : " (or 1)"));
     return algo;
 }
 
@@ -227,7 +233,7 @@ py::array_t<float> conv2d_forward(py::handle x_, py::handle w_, py::object b_, s
     positive(s.oc, "output channels");
     py::array_t<float> bk;
     const float* b = opt_bias(b_, s.oc, "bias", bk);
-    const ops::ConvAlgo algo = checked_algo(algo_name, s);
+    const ops::ConvAlgo algo = checked_algo(algo_name, s, /*backward=*/false);
     auto y = empty({x.nblk, s.oc, s.oh, s.ow, s.lanes});
     float* yp = y.mutable_data();
     {
@@ -244,7 +250,7 @@ py::object conv2d_backward(py::handle x_, py::handle w_, py::handle dy_, py::han
     auto w = checked<float>(w_, "weight", {kAny, x.c, kAny, kAny});
     ConvShape s = conv_shape(x, int(w.shape(0)), int(w.shape(2)), int(w.shape(3)), stride.first, stride.second,
                              padding.first, padding.second);
-    const ops::ConvAlgo algo = checked_algo(algo_name, s);
+    const ops::ConvAlgo algo = checked_algo(algo_name, s, /*backward=*/true);
     auto dy = checked<float>(dy_, "grad_output", {x.nblk, s.oc, s.oh, s.ow, s.lanes});
     auto dw = checked<float>(dw_, "grad_weight", {s.oc, s.ic, s.kh, s.kw}, true);
     py::array_t<float> dbk;
@@ -537,6 +543,30 @@ private:
     std::unique_ptr<ops::TrainStep> step_;
 };
 
+// x (n, C*H*W) float32 or uint8 (pixels scaled by 1/255) -> logits (n, classes), for Network and QNetwork.
+template <class Net>
+py::array_t<float> predict_images(const Net& net, size_t sample_size, py::handle x_) {
+    const ptrdiff_t F = ptrdiff_t(sample_size);
+    const bool u8 = py::isinstance<py::array_t<uint8_t>>(x_) &&
+                    py::reinterpret_borrow<py::array>(x_).dtype().is(py::dtype::of<uint8_t>());
+    py::array x = u8 ? py::array(checked<uint8_t>(x_, "images", {kAny, F})) : py::array(checked<float>(x_, "images", {kAny, F}));
+    const ptrdiff_t n = x.shape(0);
+    if (n < 1 || n > (1 << 30)) throw py::value_error("images must hold 1 to 2**30 samples");
+    if (!u8) {
+        const float* v = static_cast<const float*>(x.data());
+        bool finite = true;
+        for (ptrdiff_t i = 0; i < n * F; ++i) finite &= std::isfinite(v[i]);
+        if (!finite) throw py::value_error("images contain NaN or infinity");
+    }
+    auto out = empty({n, net.classes()});
+    float* o = out.mutable_data();
+    const void* p = x.data();
+    KernelCall call;
+    if (u8) net.predict(int(n), static_cast<const uint8_t*>(p), o);
+    else net.predict(int(n), static_cast<const float*>(p), o);
+    return out;
+}
+
 // Inference in one call (model/network.h) over a graph and its parameter arrays, read live: updates to the
 // arrays in place (training, load_state_dict) are seen by the next call.
 class PyNetwork {
@@ -545,22 +575,7 @@ public:
         GraphArrays g = graph_arrays(graph_json, params, py::none(), keep_);
         net_ = std::make_unique<model::Network>(g.graph, g.params);
     }
-    // x (n, C*H*W) float32 or uint8 (pixels scaled by 1/255) -> logits (n, classes)
-    py::array_t<float> predict(py::handle x_) {
-        const ptrdiff_t F = ptrdiff_t(net_->sample_floats());
-        const bool u8 = py::isinstance<py::array_t<uint8_t>>(x_) &&
-                        py::reinterpret_borrow<py::array>(x_).dtype().is(py::dtype::of<uint8_t>());
-        py::array x = u8 ? py::array(checked<uint8_t>(x_, "images", {kAny, F})) : py::array(checked<float>(x_, "images", {kAny, F}));
-        const ptrdiff_t n = x.shape(0);
-        if (n < 1 || n > (1 << 30)) throw py::value_error("images must hold 1 to 2**30 samples");
-        auto out = empty({n, net_->classes()});
-        float* o = out.mutable_data();
-        const void* p = x.data();
-        KernelCall call;
-        if (u8) net_->predict(int(n), static_cast<const uint8_t*>(p), o);
-        else net_->predict(int(n), static_cast<const float*>(p), o);
-        return out;
-    }
+    py::array_t<float> predict(py::handle x_) { return predict_images(*net_, net_->sample_floats(), x_); }
     int classes() const { return net_->classes(); }
 
 private:
@@ -592,7 +607,7 @@ py::tuple read_model_file(const std::string& path) {
     return py::make_tuple(f.header.dump(), tensors);
 }
 
-void write_model_file(const std::string& path, const std::string& header_json, py::list tensors) {
+model::ModelFile model_file_from(const std::string& header_json, py::list tensors) {
     model::ModelFile f;
     f.header = json::parse(header_json);
     if (!f.header.is(json::Value::Type::Object)) throw py::value_error("the header must be a JSON object");
@@ -614,16 +629,33 @@ void write_model_file(const std::string& path, const std::string& header_json, p
         t.data.assign(p, p + a.nbytes());
         f.tensors.push_back(std::move(t));
     }
+    return f;
+}
+
+void write_model_file(const std::string& path, const std::string& header_json, py::list tensors) {
+    model::ModelFile f = model_file_from(header_json, tensors);
     py::gil_scoped_release nogil;
     model::write_model_file(path, f);
 }
+
+// int8 inference (model/qnetwork.h) over the content of a quantized model file; holds its own copy of the tensors.
+class PyQNetwork {
+public:
+    PyQNetwork(const std::string& header_json, py::list tensors)
+        : net_(model::make_qnetwork(model_file_from(header_json, tensors))) {}
+    py::array_t<float> predict(py::handle x_) { return predict_images(*net_, net_->sample_size(), x_); }
+    int classes() const { return net_->classes(); }
+
+private:
+    std::unique_ptr<model::QNetwork> net_;
+};
 
 py::dict kernel_info() {
     const KernelTable& k = kernels();
     const std::string isa = k.isa;
     py::dict ops;
     const std::string direct = k.conv_direct_fwd && k.vector_floats > 1
-                                   ? std::string(k.conv_direct_name) + " where lanes == 16 and stride 1, else "
+                                   ? std::string(k.conv_direct_name) + " where lanes == 16 (or 1) and stride 1, else "
                                    : std::string();
     ops["conv2d_forward"] = direct + "im2col + " + k.gemm_nn_name;
     ops["conv2d_backward"] = (direct.empty() ? "" : k.conv_direct_dw_name + std::string(" (dW) where lanes == 16 and stride 1, else ")) +
@@ -641,6 +673,9 @@ py::dict kernel_info() {
     info["cpu_features"] = cpu_features().names;
     info["threads"] = ThreadPool::instance().threads();
     info["ops"] = ops;
+    const Int8Table& q = int8_kernels();
+    info["int8"] = py::dict(py::arg("isa") = q.isa, py::arg("available") = int8_isas(),
+                            py::arg("conv") = q.conv_name, py::arg("dense") = q.dense_name);
     return info;
 }
 
@@ -682,6 +717,11 @@ PYBIND11_MODULE(_core, m) {
         .def(py::init<const std::string&, py::list>(), py::arg("graph"), py::arg("params"))
         .def_property_readonly("classes", &PyNetwork::classes)
         .def("predict", &PyNetwork::predict, py::arg("images"));
+    py::class_<PyQNetwork>(m, "QNetwork")
+        .def(py::init<const std::string&, py::list>(), py::arg("header"), py::arg("tensors"))
+        .def_property_readonly("classes", &PyQNetwork::classes)
+        .def("predict", &PyQNetwork::predict, py::arg("images"));
+    bind_int8_kernels(m);
     py::class_<PyTrainStep>(m, "TrainStep")
         .def(py::init<const std::string&, py::list, py::list>(), py::arg("graph"), py::arg("params"),
              py::arg("grads"))

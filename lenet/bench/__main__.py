@@ -256,9 +256,10 @@ def run_lenet(args, x_train, y_train, x_test, y_test, flops, peak) -> list:
     return records, model
 
 
-def measure_latency(model, image) -> dict:
+def measure_latency(model, image, calibration=None) -> dict:
     """Batch-1 inference (one image as float32 in [0, 1] in, logits out as numpy) from Python on 1 thread through
-    the inference API (lenet.Model.logits: one engine call), with the peers' protocol (peer_common.time_latency)."""
+    the inference API (lenet.Model.logits: one engine call), with the peers' protocol (peer_common.time_latency).
+    With calibration images, also the int8 model (lenet.quantize) under "int8"."""
     from .peer_common import time_latency
 
     threads = lenet.get_num_threads()
@@ -266,7 +267,11 @@ def measure_latency(model, image) -> dict:
     x = ldata.to_float(image)
     predictor = lenet.Model(model)
     try:
-        return time_latency(lambda: predictor.logits(x))
+        result = time_latency(lambda: predictor.logits(x))
+        if calibration is not None:
+            quantized = lenet.quantize(predictor, calibration)
+            result["int8"] = time_latency(lambda: quantized.logits(x))
+        return result
     finally:
         lenet.set_num_threads(threads)
 
@@ -436,10 +441,11 @@ def _run(args) -> int:
         _say(f"WARNING: other processes used up to {timed_cpu['others_cores']:.2f} cores during the epochs timed "
              f"({how}): lenet's time is inflated; re-run on a quiet machine.")
 
-    latency = measure_latency(model, x_test[:1]) if args.latency else None
+    latency = measure_latency(model, x_test[:1], x_train) if args.latency else None
     if latency:
         _say(f"lenet batch-1 inference from Python, 1 thread: {latency['median_us']:.1f} us (median of "
-             f"{latency['batches']} batches of {latency['calls'] // latency['batches']} calls)")
+             f"{latency['batches']} batches of {latency['calls'] // latency['batches']} calls); int8 "
+             f"(lenet.quantize): {latency['int8']['median_us']:.1f} us")
 
     rows = [{"framework": "lenet", "version": lenet.__version__, "status": "ok", "epoch_seconds": t_lenet,
              "epoch_time_rule": how, "samples_per_s": n_train / t_lenet,
@@ -501,7 +507,9 @@ def _run(args) -> int:
         if latency:
             _say("")
             _say("batch-1 inference latency, 1 thread (median, microseconds)")
-            lat_rows = [["lenet", "fp32, Python", f"{latency['median_us']:.1f}", "1.00x"]]
+            lat_rows = [["lenet", "fp32, Python", f"{latency['median_us']:.1f}", "1.00x"],
+                        ["lenet", "int8, Python", f"{latency['int8']['median_us']:.1f}",
+                         _ratio(latency["median_us"] / latency["int8"]["median_us"])]]
             for name in args.compare:
                 for variant, us in ((peers[name].get("result") or {}).get("infer_latency_us") or {}).items():
                     if "1thread" in variant or variant.startswith("tflite") or name == "tensorflow":
