@@ -41,6 +41,9 @@ class Model:
         if len(self.classes) != n_classes:
             raise ValueError(f"{len(self.classes)} class names for a model with {n_classes} outputs")
         self.metadata = dict(metadata or {})
+        # The graph is fixed here: one image is (H, W) for one-channel models, else (C, H, W).
+        self._one_shape = self.input_shape[1:] if self.input_shape[0] == 1 else self.input_shape
+        self._params = graph.parameters(module)
         self._net, self._arrays = None, None
 
     # ---- inference
@@ -61,28 +64,25 @@ class Model:
         return int(out) if np.ndim(out) == 0 else out
 
     def _network(self):
-        params = graph.parameters(self.module)
-        if self._net is None or any(p.data is not a for p, a in zip(params, self._arrays)):
-            self._arrays = [p.data for p in params]  # (re)built when a parameter array was replaced
+        if self._net is None or any(p.data is not a for p, a in zip(self._params, self._arrays)):
+            self._arrays = [p.data for p in self._params]  # (re)built when a parameter array was replaced
             self._net = _core.Network(json.dumps(self.graph), self._arrays)
         return self._net
 
     def _batch(self, images):
-        x = np.asarray(images)
-        shape = self.input_shape
-        if x.dtype != np.uint8:
+        """(images as a C-contiguous (N, C*H*W) float32 or uint8 array, whether it was one image)."""
+        x = images if type(images) is np.ndarray else np.asarray(images)
+        if x.dtype != np.uint8 and x.dtype != np.float32:
             if not (np.issubdtype(x.dtype, np.floating) or x.dtype == np.bool_):
                 raise TypeError(f"images must be uint8 pixels (0-255) or floats in [0, 1], got dtype {x.dtype}")
-            x = x.astype(np.float32, copy=False)
-            if not np.isfinite(x).all():
-                raise ValueError("images contain NaN or infinity")
-        one = shape[1:] if shape[0] == 1 else shape  # one image: (H, W) for one-channel models, else (C, H, W)
+            x = x.astype(np.float32)
+        shape, one = self.input_shape, self._one_shape
         if x.shape == one:
-            return np.ascontiguousarray(x.reshape(1, -1)), True
+            return np.ascontiguousarray(x).reshape(1, -1), True
         if x.shape[1:] == one or x.shape[1:] == shape:  # a batch: (N, H, W) or (N, C, H, W)
             if len(x) == 0:
                 raise ValueError("images is an empty batch")
-            return np.ascontiguousarray(x.reshape(len(x), -1)), False
+            return np.ascontiguousarray(x).reshape(len(x), -1), False
         raise ValueError(f"images have shape {x.shape}; this model takes one image {one} or a batch "
                          f"(N, {', '.join(map(str, one))})" + (f" or (N, {', '.join(map(str, shape))})" if one != shape else ""))
 

@@ -57,10 +57,10 @@ def test_bad_values():
         _core.softmax_xent(np.zeros((1, 10, 16), np.float32), np.array([0, 1, 2, 10] + [0] * 12, np.int32), 1.0)
     with pytest.raises(ValueError, match="algo must be"):
         _core.conv2d_forward(X, W, B, algo="fft")
-    with pytest.raises(ValueError, match="'direct' needs 16 lanes"):
+    with pytest.raises(ValueError, match="'direct' needs stride 1, a table with direct kernels and 16 lanes"):
         _core.conv2d_backward(np.zeros((1, 1, 8, 8, 4), np.float32), W, np.zeros((1, 2, 6, 6, 4), np.float32),
                               np.zeros_like(W), None, algo="direct")
-    with pytest.raises(ValueError, match="'direct' needs 16 lanes"):
+    with pytest.raises(ValueError, match="'direct' needs stride 1, a table with direct kernels and 16 lanes"):
         _core.conv2d_forward(np.zeros((1, 1, 8, 8, 4), np.float32), W, B, algo="direct")
     with pytest.raises(ValueError, match="fuses only with max pooling"):
         _core.pool2d_forward("avg", X, (2, 2), (2, 2), True)

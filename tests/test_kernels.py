@@ -79,6 +79,29 @@ def test_conv2d_direct_matches_numpy(isa, rng, case):
     check_conv_backward(rng, x, xl, w, b, stride, pad, 16, "direct")
 
 
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[6] == (1, 1)])
+def test_conv2d_direct_one_sample(isa, rng, case):
+    """The one-sample (lanes 1) direct forward, vectorised along the output row."""
+    x, xl, w, b, stride, pad = conv_case(rng, case, 1)
+    y = _core.conv2d_forward(xl, w, b, stride, pad, "direct")
+    close(_from_lanes(y, len(x)), ref.conv2d(x, w, b, stride, pad))
+    with pytest.raises(ValueError, match="16 lanes"):
+        _core.conv2d_backward(xl, w, y, np.zeros_like(w), None, stride, pad, True, "direct")
+
+
+@pytest.mark.parametrize("width", [1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 47, 63, 64, 65, 70])
+def test_conv2d_direct_one_sample_row_tails(isa, rng, width):
+    """Output rows of every length around 1-4 vectors of 4, 8 and 16 floats, and past one chunk of 4 vectors;
+    channel counts around the register tile (1 to 9 output channels)."""
+    for oc in (1, 3, 9):
+        x = rng.standard_normal((1, 2, 3, width + 2), dtype=np.float32)
+        w = rng.standard_normal((oc, 2, 3, 3), dtype=np.float32)
+        b = rng.standard_normal(oc, dtype=np.float32)
+        for pad in ((0, 0), (1, 2)):
+            y = _core.conv2d_forward(_to_lanes(x, 1), w, b, (1, 1), pad, "direct")
+            close(_from_lanes(y, 1), ref.conv2d(x, w, b, (1, 1), pad))
+
+
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("lanes", [1, 16, 17])
 def test_conv2d_backward(isa, rng, case, lanes):

@@ -44,9 +44,10 @@ struct KernelTable {
     void (*gemm_nt)(int M, int N, int K, const float* A, ptrdiff_t lda,
                     const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc, int accumulate);
 
-    // Shape-specialised direct convolution, forward, one block: stride 1, lanes == 16, input already
-    // zero-padded to [ic][oh+kh-1][ow+kw-1][16] (s->ph rows of zeros above the s->ih image rows, which a kernel may
-    // skip); w is [oc][ic][kh][kw]; y[oc][oh][ow][16] = bias + conv.
+    // Shape-specialised direct convolution, forward, one block: stride 1, lanes L == 16 (the samples in the
+    // vector lanes) or L == 1 (one sample, vectorised along the output row), input already zero-padded to
+    // [ic][oh+kh-1][ow+kw-1][L] (s->ph rows of zeros above the s->ih image rows, which a kernel may skip);
+    // w is [oc][ic][kh][kw]; y[oc][oh][ow][L] = bias + conv.
     // Null where the ISA has none (the ops layer then uses im2col + gemm_nn).
     void (*conv_direct_fwd)(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y);
     // Its weight gradient, one block: dw[oc][ic][kh][kw] = sum over pixels and lanes of dy * xpad (overwritten);

@@ -17,12 +17,13 @@ void conv_output_size(ConvShape& s) {
     s.ow = (s.iw + 2 * s.pw - s.kw) / s.sw + 1;
 }
 
-bool conv_direct_possible(const ConvShape& s) {
-    return kernels().conv_direct_fwd && kernels().conv_direct_dw && s.lanes == 16 && s.sh == 1 && s.sw == 1;
+bool conv_direct_possible(const ConvShape& s, bool backward) {
+    return kernels().conv_direct_fwd && kernels().conv_direct_dw && s.sh == 1 && s.sw == 1 &&
+           (s.lanes == 16 || (s.lanes == 1 && !backward));
 }
 
-bool conv_uses_direct(const ConvShape& s, ConvAlgo algo) {
-    if (algo == ConvAlgo::Im2col || !conv_direct_possible(s)) return false;
+bool conv_uses_direct(const ConvShape& s, ConvAlgo algo, bool backward) {
+    if (algo == ConvAlgo::Im2col || !conv_direct_possible(s, backward)) return false;
     return algo == ConvAlgo::Direct || kernels().vector_floats > 1;  // the reference serves Auto with im2col
 }
 
@@ -181,7 +182,7 @@ void conv2d_forward(const ConvShape& s, int nblk, const float* x, const float* w
                     ConvAlgo algo) {
     const KernelTable& k = kernels();
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh, s.ow, s.lanes);
-    const bool direct = conv_uses_direct(s, algo);
+    const bool direct = conv_uses_direct(s, algo, /*backward=*/false);
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
         block::conv_forward(k, s, direct, x + blk * xb, w, b, y + blk * yb, thread);
     });

@@ -31,7 +31,8 @@ Forward::Forward(std::vector<LayerSpec> layers, size_t input_floats, int classes
         act_offset_.push_back(act_floats_);
         act_floats_ += l.kind == LayerKind::Flatten ? 0 : out;  // flatten aliases its input
         max_floats_ = std::max(max_floats_, out);
-        direct_.push_back(l.kind == LayerKind::Conv2d && conv_uses_direct(l.s, ConvAlgo::Auto));
+        // (At 16 lanes the forward and backward choices agree; the training step's backward reads direct().)
+        direct_.push_back(l.kind == LayerKind::Conv2d && conv_uses_direct(l.s, ConvAlgo::Auto, /*backward=*/false));
         in = out;
     }
     if (in != size_t(classes) * L) throw std::invalid_argument("the last layer must produce the class logits");

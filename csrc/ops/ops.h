@@ -14,10 +14,11 @@ enum class ConvAlgo { Auto, Im2col, Direct };
 
 // Fills the output size of s from input size, window, stride and padding.
 void conv_output_size(ConvShape& s);
-// True when the shape-specialised direct kernels can serve this shape under the active table (16 lanes, stride 1).
-bool conv_direct_possible(const ConvShape& s);
+// True when the shape-specialised direct kernels can serve this shape under the active table: stride 1 and
+// 16 lanes, or for the forward pass alone also 1 lane (one sample, vectorised along the output row).
+bool conv_direct_possible(const ConvShape& s, bool backward = true);
 // True when algo picks them: Direct where possible, Auto where possible and the table is a SIMD one.
-bool conv_uses_direct(const ConvShape& s, ConvAlgo algo);
+bool conv_uses_direct(const ConvShape& s, ConvAlgo algo, bool backward = true);
 
 // x [nblk][ic][ih][iw][L], w [oc][ic][kh][kw], b [oc] (or null) -> y [nblk][oc][oh][ow][L]
 void conv2d_forward(const ConvShape& s, int nblk, const float* x, const float* w, const float* b, float* y,

@@ -68,9 +68,85 @@ void conv_direct_oc(int ocb, int pxb, const ConvShape* s, const float* xpad, con
     }
 }
 
-// xpad [ic][oh+kh-1][ow+kw-1][16], w [oc][ic][kh][kw] -> y [oc][oh][ow][16].
+// ---- one sample (lanes 1): vectorised along the output row -----------------------------------------------------
+// Register tile: OCB output channels x NV vectors of one output row (ow pixels; the last vector may be partial).
+// Every weight is one broadcast scalar; the input row is read at offset kx with unaligned loads.
+constexpr int kRowMaxVectors = 4;
+template <class V, int NV> constexpr int row_ocb() {
+    return V::acc_budget / NV > 8 ? 8 : (V::acc_budget / NV < 1 ? 1 : V::acc_budget / NV);
+}
+
+// FULL: the last vector is whole (a compile-time choice keeps the accumulators in registers).
+template <class V, int OCB, int NV, bool FULL>
+void conv_row_tile(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, int o0,
+                   int oy, int ox0, int n) {
+    const ptrdiff_t pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1, wstride = ptrdiff_t(s->ic) * s->kh * s->kw;
+    const int tail = FULL ? V::W : n - (NV - 1) * V::W;  // pixels in the last vector, 1..W
+    typename V::T acc[OCB][NV];
+    for (int o = 0; o < OCB; ++o) {
+        const typename V::T b = V::set1(bias ? bias[o0 + o] : 0.0f);
+        for (int v = 0; v < NV; ++v) acc[o][v] = b;
+    }
+    const int ky_lo = s->ph - oy > 0 ? s->ph - oy : 0;  // rows of the zero border contribute nothing
+    const int ky_hi = s->ph + s->ih - oy < s->kh ? s->ph + s->ih - oy : s->kh;
+    for (int c = 0; c < s->ic; ++c)
+        for (int ky = ky_lo; ky < ky_hi; ++ky) {
+            const float* row = xpad + (c * ph + oy + ky) * pw + ox0;
+            const float* wrow = w + o0 * wstride + (c * s->kh + ky) * s->kw;
+            for (int kx = 0; kx < s->kw; ++kx) {
+                typename V::T xv[NV];
+                for (int v = 0; v < NV - 1; ++v) xv[v] = V::load(row + kx + v * V::W);
+                xv[NV - 1] = FULL ? V::load(row + kx + (NV - 1) * V::W) : V::load_n(row + kx + (NV - 1) * V::W, tail);
+                for (int o = 0; o < OCB; ++o) {
+                    const typename V::T wv = V::set1(wrow[o * wstride + kx]);
+                    for (int v = 0; v < NV; ++v) acc[o][v] = V::fmadd(wv, xv[v], acc[o][v]);
+                }
+            }
+        }
+    for (int o = 0; o < OCB; ++o) {
+        float* out = y + (ptrdiff_t(o0 + o) * s->oh + oy) * s->ow + ox0;
+        for (int v = 0; v < NV - 1; ++v) V::store(out + v * V::W, acc[o][v]);
+        if (FULL) V::store(out + (NV - 1) * V::W, acc[o][NV - 1]);
+        else V::store_n(out + (NV - 1) * V::W, acc[o][NV - 1], tail);
+    }
+}
+
+template <class V, int OCB, int NV>
+void conv_row_oc(int ocb, const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, int o0,
+                 int oy, int ox0, int n) {
+    if constexpr (OCB > 0) {
+        if (ocb != OCB) return conv_row_oc<V, OCB - 1, NV>(ocb, s, xpad, w, bias, y, o0, oy, ox0, n);
+        if (n == NV * V::W) conv_row_tile<V, OCB, NV, true>(s, xpad, w, bias, y, o0, oy, ox0, n);
+        else conv_row_tile<V, OCB, NV, false>(s, xpad, w, bias, y, o0, oy, ox0, n);
+    }
+}
+
+template <class V, int NV>
+void conv_row_nv(int nv, const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, int ox0,
+                 int n) {
+    if constexpr (NV > 0) {
+        if (nv != NV) return conv_row_nv<V, NV - 1>(nv, s, xpad, w, bias, y, ox0, n);
+        constexpr int OCB = row_ocb<V, NV>();
+        for (int o0 = 0; o0 < s->oc; o0 += OCB)
+            for (int oy = 0; oy < s->oh; ++oy)
+                conv_row_oc<V, OCB, NV>(s->oc - o0 < OCB ? s->oc - o0 : OCB, s, xpad, w, bias, y, o0, oy, ox0, n);
+    }
+}
+
+// xpad [ic][oh+kh-1][ow+kw-1], w [oc][ic][kh][kw] -> y [oc][oh][ow], in chunks of up to 4 vectors of a row.
+template <class V>
+void conv_row_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y) {
+    constexpr int chunk = kRowMaxVectors * V::W;
+    for (int ox0 = 0; ox0 < s->ow; ox0 += chunk) {
+        const int n = s->ow - ox0 < chunk ? s->ow - ox0 : chunk;
+        conv_row_nv<V, kRowMaxVectors>((n + V::W - 1) / V::W, s, xpad, w, bias, y, ox0, n);
+    }
+}
+
+// xpad [ic][oh+kh-1][ow+kw-1][L], w [oc][ic][kh][kw] -> y [oc][oh][ow][L], L = 16 (or 1: conv_row_fwd).
 template <class V>
 void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y) {
+    if (s->lanes == 1) return conv_row_fwd<V>(s, xpad, w, bias, y);
     constexpr int OCB = direct_ocb<V>(), PXB = direct_pxb<V>();
     for (int o0 = 0; o0 < s->oc; o0 += OCB) {
         const int ocb = s->oc - o0 < OCB ? s->oc - o0 : OCB;
