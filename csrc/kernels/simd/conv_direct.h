@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "../kernels.h"
+#include "tile.h"
 
 namespace lenet::simd {
 namespace {
@@ -23,10 +24,10 @@ void conv_direct_tile(const ConvShape* s, const float* xpad, const float* w, con
     constexpr int LV = kDirectLanes / V::W, L = kDirectLanes;
     const ptrdiff_t pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1, wstride = ptrdiff_t(s->ic) * s->kh * s->kw;
     typename V::T acc[OCB][PXB][LV];
-    for (int o = 0; o < OCB; ++o) {
+    LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) {
         const typename V::T b = V::set1(bias ? bias[o0 + o] : 0.0f);
-        for (int p = 0; p < PXB; ++p)
-            for (int v = 0; v < LV; ++v) acc[o][p][v] = b;
+        LENET_TILE_LOOP for (int p = 0; p < PXB; ++p)
+            LENET_TILE_LOOP for (int v = 0; v < LV; ++v) acc[o][p][v] = b;
     }
     // Rows of xpad inside the zero border contribute nothing: only ky with ph <= oy + ky < ph + ih.
     const int ky_lo = s->ph - oy > 0 ? s->ph - oy : 0;
@@ -37,17 +38,17 @@ void conv_direct_tile(const ConvShape* s, const float* xpad, const float* w, con
             const float* wrow = w + o0 * wstride + (c * s->kh + ky) * s->kw;
             for (int kx = 0; kx < s->kw; ++kx) {
                 typename V::T wv[OCB];
-                for (int o = 0; o < OCB; ++o) wv[o] = V::set1(wrow[o * wstride + kx]);
-                for (int p = 0; p < PXB; ++p)
-                    for (int v = 0; v < LV; ++v) {
+                LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) wv[o] = V::set1(wrow[o * wstride + kx]);
+                LENET_TILE_LOOP for (int p = 0; p < PXB; ++p)
+                    LENET_TILE_LOOP for (int v = 0; v < LV; ++v) {
                         const typename V::T xv = V::load(row + (p + kx) * L + v * V::W);
-                        for (int o = 0; o < OCB; ++o) acc[o][p][v] = V::fmadd(wv[o], xv, acc[o][p][v]);
+                        LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) acc[o][p][v] = V::fmadd(wv[o], xv, acc[o][p][v]);
                     }
             }
         }
-    for (int o = 0; o < OCB; ++o)
-        for (int p = 0; p < PXB; ++p)
-            for (int v = 0; v < LV; ++v)
+    LENET_TILE_LOOP for (int o = 0; o < OCB; ++o)
+        LENET_TILE_LOOP for (int p = 0; p < PXB; ++p)
+            LENET_TILE_LOOP for (int v = 0; v < LV; ++v)
                 V::store(y + ((ptrdiff_t(o0 + o) * s->oh + oy) * s->ow + ox0 + p) * L + v * V::W, acc[o][p][v]);
 }
 
@@ -83,9 +84,9 @@ void conv_row_tile(const ConvShape* s, const float* xpad, const float* w, const 
     const ptrdiff_t pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1, wstride = ptrdiff_t(s->ic) * s->kh * s->kw;
     const int tail = FULL ? V::W : n - (NV - 1) * V::W;  // pixels in the last vector, 1..W
     typename V::T acc[OCB][NV];
-    for (int o = 0; o < OCB; ++o) {
+    LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) {
         const typename V::T b = V::set1(bias ? bias[o0 + o] : 0.0f);
-        for (int v = 0; v < NV; ++v) acc[o][v] = b;
+        LENET_TILE_LOOP for (int v = 0; v < NV; ++v) acc[o][v] = b;
     }
     const int ky_lo = s->ph - oy > 0 ? s->ph - oy : 0;  // rows of the zero border contribute nothing
     const int ky_hi = s->ph + s->ih - oy < s->kh ? s->ph + s->ih - oy : s->kh;
@@ -95,17 +96,17 @@ void conv_row_tile(const ConvShape* s, const float* xpad, const float* w, const 
             const float* wrow = w + o0 * wstride + (c * s->kh + ky) * s->kw;
             for (int kx = 0; kx < s->kw; ++kx) {
                 typename V::T xv[NV];
-                for (int v = 0; v < NV - 1; ++v) xv[v] = V::load(row + kx + v * V::W);
+                LENET_TILE_LOOP for (int v = 0; v < NV - 1; ++v) xv[v] = V::load(row + kx + v * V::W);
                 xv[NV - 1] = FULL ? V::load(row + kx + (NV - 1) * V::W) : V::load_n(row + kx + (NV - 1) * V::W, tail);
-                for (int o = 0; o < OCB; ++o) {
+                LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) {
                     const typename V::T wv = V::set1(wrow[o * wstride + kx]);
-                    for (int v = 0; v < NV; ++v) acc[o][v] = V::fmadd(wv, xv[v], acc[o][v]);
+                    LENET_TILE_LOOP for (int v = 0; v < NV; ++v) acc[o][v] = V::fmadd(wv, xv[v], acc[o][v]);
                 }
             }
         }
-    for (int o = 0; o < OCB; ++o) {
+    LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) {
         float* out = y + (ptrdiff_t(o0 + o) * s->oh + oy) * s->ow + ox0;
-        for (int v = 0; v < NV - 1; ++v) V::store(out + v * V::W, acc[o][v]);
+        LENET_TILE_LOOP for (int v = 0; v < NV - 1; ++v) V::store(out + v * V::W, acc[o][v]);
         if (FULL) V::store(out + (NV - 1) * V::W, acc[o][NV - 1]);
         else V::store_n(out + (NV - 1) * V::W, acc[o][NV - 1], tail);
     }
@@ -171,26 +172,26 @@ void conv_direct_dw_tile(const ConvShape* s, const float* xpad, const float* dy,
     constexpr int LV = kDirectLanes / V::W, L = kDirectLanes;
     const ptrdiff_t pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1, plane = ptrdiff_t(s->oh) * s->ow * L;
     typename V::T acc[OCB][KXB][LV];
-    for (int o = 0; o < OCB; ++o)
-        for (int k = 0; k < KXB; ++k)
-            for (int v = 0; v < LV; ++v) acc[o][k][v] = V::zero();
+    LENET_TILE_LOOP for (int o = 0; o < OCB; ++o)
+        LENET_TILE_LOOP for (int k = 0; k < KXB; ++k)
+            LENET_TILE_LOOP for (int v = 0; v < LV; ++v) acc[o][k][v] = V::zero();
     for (int oy = 0; oy < s->oh; ++oy) {
         const float* xrow = xpad + ((c * ph + oy + ky) * pw + kx0) * L;
         const float* dyrow = dy + (ptrdiff_t(o0) * s->oh + oy) * s->ow * L;
         for (int ox = 0; ox < s->ow; ++ox)
-            for (int v = 0; v < LV; ++v) {
+            LENET_TILE_LOOP for (int v = 0; v < LV; ++v) {
                 typename V::T g[OCB];
-                for (int o = 0; o < OCB; ++o) g[o] = V::load(dyrow + o * plane + ox * L + v * V::W);
-                for (int k = 0; k < KXB; ++k) {
+                LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) g[o] = V::load(dyrow + o * plane + ox * L + v * V::W);
+                LENET_TILE_LOOP for (int k = 0; k < KXB; ++k) {
                     const typename V::T xv = V::load(xrow + (ox + k) * L + v * V::W);
-                    for (int o = 0; o < OCB; ++o) acc[o][k][v] = V::fmadd(g[o], xv, acc[o][k][v]);
+                    LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) acc[o][k][v] = V::fmadd(g[o], xv, acc[o][k][v]);
                 }
             }
     }
-    for (int o = 0; o < OCB; ++o)
-        for (int k = 0; k < KXB; ++k) {
+    LENET_TILE_LOOP for (int o = 0; o < OCB; ++o)
+        LENET_TILE_LOOP for (int k = 0; k < KXB; ++k) {
             typename V::T sum = acc[o][k][0];
-            for (int v = 1; v < LV; ++v) sum = V::add(sum, acc[o][k][v]);
+            LENET_TILE_LOOP for (int v = 1; v < LV; ++v) sum = V::add(sum, acc[o][k][v]);
             dw[(((o0 + o) * s->ic + c) * s->kh + ky) * s->kw + kx0 + k] = V::hsum(sum);
         }
 }

@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tile.h"
+
 namespace lenet::simd {
 namespace {
 
@@ -146,14 +148,13 @@ template <class V>
 double fma_loop(int64_t iters, float* sink) {
     constexpr int N = V::acc_budget;
     typename V::T acc[N];
-    for (int j = 0; j < N; ++j) acc[j] = V::set1(float(j));
+    LENET_TILE_LOOP for (int j = 0; j < N; ++j) acc[j] = V::set1(float(j));
     const typename V::T a = V::set1(0.9999999f), b = V::set1(1e-7f);
     for (int64_t i = 0; i < iters; ++i) {
-#pragma GCC unroll 32
-        for (int j = 0; j < N; ++j) acc[j] = V::fmadd(acc[j], a, b);
+        LENET_TILE_LOOP for (int j = 0; j < N; ++j) acc[j] = V::fmadd(acc[j], a, b);
     }
     typename V::T sum = acc[0];
-    for (int j = 1; j < N; ++j) sum = V::add(sum, acc[j]);
+    LENET_TILE_LOOP for (int j = 1; j < N; ++j) sum = V::add(sum, acc[j]);
     *sink = V::hsum(sum);
     return double(iters) * N * V::W * 2;
 }

@@ -3,6 +3,8 @@
 #pragma once
 #include <stddef.h>
 
+#include "tile.h"
+
 namespace lenet::simd {
 namespace {
 
@@ -13,24 +15,24 @@ template <class V, int MR, int NV, bool TAIL>
 void gemm_nn_tile(int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, const float* B, ptrdiff_t ldb, float* C,
                   ptrdiff_t ldc, int accumulate, int last) {
     typename V::T acc[MR][NV];
-    for (int i = 0; i < MR; ++i)
-        for (int j = 0; j < NV; ++j) {
+    LENET_TILE_LOOP for (int i = 0; i < MR; ++i)
+        LENET_TILE_LOOP for (int j = 0; j < NV; ++j) {
             const float* c = C + i * ldc + j * V::W;
             acc[i][j] = !accumulate ? V::zero() : (TAIL && j == NV - 1) ? V::load_n(c, last) : V::load(c);
         }
     for (int k = 0; k < K; ++k) {
         typename V::T b[NV];
-        for (int j = 0; j < NV; ++j) {
+        LENET_TILE_LOOP for (int j = 0; j < NV; ++j) {
             const float* p = B + k * ldb + j * V::W;
             b[j] = (TAIL && j == NV - 1) ? V::load_n(p, last) : V::load(p);
         }
-        for (int i = 0; i < MR; ++i) {
+        LENET_TILE_LOOP for (int i = 0; i < MR; ++i) {
             const typename V::T a = V::set1(A[i * rsa + k * csa]);
-            for (int j = 0; j < NV; ++j) acc[i][j] = V::fmadd(a, b[j], acc[i][j]);
+            LENET_TILE_LOOP for (int j = 0; j < NV; ++j) acc[i][j] = V::fmadd(a, b[j], acc[i][j]);
         }
     }
-    for (int i = 0; i < MR; ++i)
-        for (int j = 0; j < NV; ++j) {
+    LENET_TILE_LOOP for (int i = 0; i < MR; ++i)
+        LENET_TILE_LOOP for (int j = 0; j < NV; ++j) {
             float* c = C + i * ldc + j * V::W;
             if (TAIL && j == NV - 1) V::store_n(c, acc[i][j], last);
             else V::store(c, acc[i][j]);
@@ -90,25 +92,25 @@ template <class V, int MR, int NR>
 void gemm_nt_tile(int K, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc,
                   int accumulate) {
     typename V::T acc[MR][NR];
-    for (int i = 0; i < MR; ++i)
-        for (int j = 0; j < NR; ++j) acc[i][j] = V::zero();
+    LENET_TILE_LOOP for (int i = 0; i < MR; ++i)
+        LENET_TILE_LOOP for (int j = 0; j < NR; ++j) acc[i][j] = V::zero();
     int k = 0;
     for (; k + V::W <= K; k += V::W) {
         typename V::T a[MR], b[NR];
-        for (int i = 0; i < MR; ++i) a[i] = V::load(A + i * lda + k);
-        for (int j = 0; j < NR; ++j) b[j] = V::load(B + j * ldb + k);
-        for (int i = 0; i < MR; ++i)
-            for (int j = 0; j < NR; ++j) acc[i][j] = V::fmadd(a[i], b[j], acc[i][j]);
+        LENET_TILE_LOOP for (int i = 0; i < MR; ++i) a[i] = V::load(A + i * lda + k);
+        LENET_TILE_LOOP for (int j = 0; j < NR; ++j) b[j] = V::load(B + j * ldb + k);
+        LENET_TILE_LOOP for (int i = 0; i < MR; ++i)
+            LENET_TILE_LOOP for (int j = 0; j < NR; ++j) acc[i][j] = V::fmadd(a[i], b[j], acc[i][j]);
     }
     if (k < K) {
         typename V::T a[MR], b[NR];
-        for (int i = 0; i < MR; ++i) a[i] = V::load_n(A + i * lda + k, K - k);
-        for (int j = 0; j < NR; ++j) b[j] = V::load_n(B + j * ldb + k, K - k);
-        for (int i = 0; i < MR; ++i)
-            for (int j = 0; j < NR; ++j) acc[i][j] = V::fmadd(a[i], b[j], acc[i][j]);
+        LENET_TILE_LOOP for (int i = 0; i < MR; ++i) a[i] = V::load_n(A + i * lda + k, K - k);
+        LENET_TILE_LOOP for (int j = 0; j < NR; ++j) b[j] = V::load_n(B + j * ldb + k, K - k);
+        LENET_TILE_LOOP for (int i = 0; i < MR; ++i)
+            LENET_TILE_LOOP for (int j = 0; j < NR; ++j) acc[i][j] = V::fmadd(a[i], b[j], acc[i][j]);
     }
-    for (int i = 0; i < MR; ++i)
-        for (int j = 0; j < NR; ++j) {
+    LENET_TILE_LOOP for (int i = 0; i < MR; ++i)
+        LENET_TILE_LOOP for (int j = 0; j < NR; ++j) {
             const float s = V::hsum(acc[i][j]);
             C[i * ldc + j] = accumulate ? C[i * ldc + j] + s : s;
         }
