@@ -135,9 +135,27 @@ void gemm_nt_rows(int mr, int nr, int K, const float* A, ptrdiff_t lda, const fl
     }
 }
 
+// N == 1 (a matrix-vector product: a dense layer on one sample): MR rows at a time against the one vector, enough
+// independent accumulators to cover the FMA latency.
+template <class V> constexpr int gemv_rows() { return V::acc_budget >= 24 ? 8 : V::acc_budget >= 12 ? 6 : 4; }
+template <class V, int MR>
+void gemv_rows_tile(int mr, int K, const float* A, ptrdiff_t lda, const float* B, float* C, ptrdiff_t ldc,
+                    int accumulate) {
+    if constexpr (MR > 0) {
+        if (mr == MR) gemm_nt_tile<V, MR, 1>(K, A, lda, B, 0, C, ldc, accumulate);
+        else gemv_rows_tile<V, MR - 1>(mr, K, A, lda, B, C, ldc, accumulate);
+    }
+}
+
 template <class V>
 void gemm_nt(int M, int N, int K, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb, float* C,
              ptrdiff_t ldc, int accumulate) {
+    if (N == 1) {
+        constexpr int G = gemv_rows<V>();
+        for (int m = 0; m < M; m += G)
+            gemv_rows_tile<V, G>(M - m < G ? M - m : G, K, A + m * lda, lda, B, C + m * ldc, ldc, accumulate);
+        return;
+    }
     constexpr int R = gemm_nt_r<V>();
     for (int m = 0; m < M; m += R) {
         const int mr = M - m < R ? M - m : R;

@@ -30,8 +30,35 @@ template <class V> void store_lanes(float* p, typename V::T v, int n) {
     else V::store_n(p, v, n);
 }
 
+// One sample (lanes 1), forward (the inference path): per output row, the max over the window's rows is taken
+// along the whole input row in vectors, then the max over the window's columns from that one row.
+template <class V>
+void maxpool_one_sample(const ConvShape* s, const float* x, float* y, int relu) {
+    constexpr int kMaxRow = 1024;
+    if (s->iw > kMaxRow) return ref::maxpool_fwd(s, x, y, relu);
+    float rows[kMaxRow];
+    for (int c = 0; c < s->ic; ++c)
+        for (int oy = 0; oy < s->oh; ++oy) {
+            const float* in = x + (ptrdiff_t(c) * s->ih + oy * s->sh) * s->iw;
+            for (int i = 0; i < s->iw; i += V::W) {
+                const int n = s->iw - i < V::W ? s->iw - i : V::W;
+                typename V::T m = load_lanes<V>(in + i, n);
+                for (int ky = 1; ky < s->kh; ++ky) m = V::max(m, load_lanes<V>(in + ky * s->iw + i, n));
+                store_lanes<V>(rows + i, m, n);
+            }
+            float* out = y + (ptrdiff_t(c) * s->oh + oy) * s->ow;
+            for (int ox = 0; ox < s->ow; ++ox) {
+                const float* win = rows + ox * s->sw;
+                float best = win[0];
+                for (int kx = 1; kx < s->kw; ++kx) best = win[kx] > best ? win[kx] : best;
+                out[ox] = relu && best < 0.0f ? 0.0f : best;
+            }
+        }
+}
+
 template <class V>
 void maxpool_fwd(const ConvShape* s, const float* x, float* y, int relu) {
+    if (s->lanes == 1) return maxpool_one_sample<V>(s, x, y, relu);
     if (few_lanes<V>(s)) return ref::maxpool_fwd(s, x, y, relu);
     const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
     pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int n) {
