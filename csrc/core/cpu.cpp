@@ -3,7 +3,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
-#if defined(__arm__) || defined(__aarch64__)
+#if (defined(__arm__) || defined(__aarch64__)) && defined(__linux__)  // Linux and Android: HWCAP
 #include <sys/auxv.h>
 #endif
 
@@ -52,12 +52,14 @@ static CpuFeatures detect() {
     CpuFeatures f;
     f.neon = true;
     f.names.push_back("asimd");
+#if defined(__linux__)
     const unsigned long hw = getauxval(AT_HWCAP);
     f.asimd_dot = hw & (1ul << 20);  // HWCAP_ASIMDDP
+#endif  // elsewhere (iOS, macOS) the dot-product extension is not looked for: the int8 kernels use the reference
     if (f.asimd_dot) f.names.push_back("asimddp");
     return f;
 }
-#elif defined(__arm__)
+#elif defined(__arm__) && defined(__linux__)
 static CpuFeatures detect() {
     CpuFeatures f;
     f.neon = getauxval(AT_HWCAP) & (1ul << 12);  // HWCAP_NEON
