@@ -16,10 +16,12 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(lenet.__file__)))
 
 
 def run(module, *args):
-    """`python -m module args` in a subprocess with the same lenet: (exit status, stdout, stderr)."""
+    """`python -m module args` in a subprocess with the same lenet: (exit status, stdout, stderr). It runs in the
+    package's folder, since `-m` puts the working directory first on sys.path (from a source checkout, that would
+    be the uninstalled package, without its compiled module)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")]))
     p = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, env=env,
-                       timeout=600)
+                       timeout=600, cwd=PACKAGE_ROOT)
     return p.returncode, p.stdout, p.stderr
 
 
