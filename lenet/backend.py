@@ -1,7 +1,7 @@
 """The compiled kernels: which instruction set serves each op, and how many threads run them.
 
 The instruction set is chosen once, at import, from what the CPU supports (or forced with the environment
-variable ``LENET_ISA=reference|avx2|avx512``); the thread count defaults to the cores this process may use
+variable ``LENET_ISA=reference|avx2|avx512|neon``); the thread count defaults to the cores this process may use
 (or ``LENET_NUM_THREADS``).
 """
 from __future__ import annotations

@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=("sgd", "adam"), default=None)
     p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (0.05 for sgd, 1e-3 for adam)")
     p.add_argument("--momentum", type=_momentum, default=None, help="SGD momentum (default 0.9)")
-    p.add_argument("--schedule", choices=("cosine", "none"), default=None,
-                   help="cosine: decay the learning rate to 0 over the run; none: keep it")
+    p.add_argument("--schedule", choices=("cosine", "constant"), default=None,
+                   help="cosine: decay the learning rate to 0 over the run; constant: keep it (as python -m lenet.bench)")
     p.add_argument("--seed", type=int, default=None, help="seed of the initialisation and the shuffles (default 0)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="threads (default: all usable cores; results do not depend on it)")
@@ -124,7 +124,7 @@ def _fresh_settings(args) -> dict:
             "batch": args.batch or MODEL_DEFAULTS[model]["batch"], "optimizer": optimizer,
             "lr": args.lr or LR_DEFAULTS[optimizer],
             "momentum": (0.9 if args.momentum is None else args.momentum) if optimizer == "sgd" else None,
-            "schedule": args.schedule or ("cosine" if optimizer == "sgd" else "none"),
+            "schedule": args.schedule or ("cosine" if optimizer == "sgd" else "constant"),
             "seed": 0 if args.seed is None else args.seed, "limit": args.limit}
 
 
@@ -135,7 +135,7 @@ def _resumed_settings(args, saved: dict, epochs_done: int) -> dict:
     for key, value in given.items():
         if value is None or value == saved.get(key):
             continue
-        if key == "epochs" and saved["schedule"] == "none" and value >= epochs_done:
+        if key == "epochs" and saved["schedule"] == "constant" and value >= epochs_done:
             out["epochs"] = value  # a constant learning rate: the run may be made longer
             continue
         conflicts.append(f"--{key.replace('_', '-')} {value} (the checkpoint has {saved.get(key)})")

@@ -69,7 +69,7 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(mnist, tmp_path):
 
 
 def test_resume_adam_constant_schedule_in_process(mnist, tmp_path, capsys):
-    common = ["--model", "lenet5", "--optimizer", "adam", "--schedule", "none", "--limit", 2000, "--data",
+    common = ["--model", "lenet5", "--optimizer", "adam", "--schedule", "constant", "--limit", 2000, "--data",
               mnist.path, "--batch", 100]
     assert train.main([*common, "--epochs", 2, "--out", str(tmp_path / "a.lenet")]) == 0
     assert train.main([*common, "--epochs", 1, "--out", str(tmp_path / "b.lenet")]) == 0

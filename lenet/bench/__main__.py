@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"threads for lenet and the peers (default: all usable cores, here {usable_cores()})")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the shuffles (default 0)")
     p.add_argument("--isa", metavar="NAME", default=None,
-                   help="force an instruction set: reference, avx2 or avx512 (default: the best this CPU runs)")
+                   help="force an instruction set: reference, avx2, avx512 or neon, as this CPU allows "
+                        "(default: the best this CPU runs)")
     p.add_argument("--data", metavar="DIR", default=None,
                    help="folder with the MNIST files (it must hold them); 'synthetic' for the built-in synthetic "
                         "set. Default: $LENET_MNIST_DIR, else the lenet cache (downloading into it), else the "
