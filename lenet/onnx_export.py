@@ -127,7 +127,8 @@ def _add_layer(g: _Graph, name: str, layer) -> None:
 
 def export_onnx(model, path, *, input_shape=(1, 28, 28), opset: int = DEFAULT_OPSET):
     """Write `model` (a lenet.nn.Sequential of Conv2d, MaxPool2d, AvgPool2d, ReLU, Tanh, Flatten, Linear, e.g.
-    LeNet5 or CoreMLNet) to `path` as an ONNX model with its current fp32 weights.
+    LeNet5 or CoreMLNet, or a lenet.Model loaded from a file, whose input shape it then uses) to `path` as an ONNX
+    model with its current fp32 weights.
 
     The graph takes "images", float32 (N, C, H, W) with `input_shape` = (C, H, W) and N dynamic (lenet's inputs
     are images scaled to [0, 1]), and gives "logits", (N, classes). The model is checked with onnx.checker
@@ -138,6 +139,11 @@ def export_onnx(model, path, *, input_shape=(1, 28, 28), opset: int = DEFAULT_OP
     shapes that do not fit `input_shape` or an opset outside [11, the installed onnx's newest].
     """
     onnx, helper, numpy_helper = _import_onnx()
+    from .model_file import Model
+    if isinstance(model, Model):
+        if type(model) is not Model:  # a QuantizedModel
+            raise TypeError("export_onnx writes fp32 models: export the model before lenet.quantize")
+        model, input_shape = model.module, model.input_shape
     input_shape = tuple(input_shape)
     if len(input_shape) != 3 or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0
                                         for d in input_shape):

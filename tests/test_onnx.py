@@ -177,6 +177,19 @@ class LeakyReLU(nn.ReLU):  # a subclass computes something else: not exported as
         return x
 
 
+def test_a_loaded_model_file_exports(ort, tmp_path, rng):
+    model = lenet.LeNet5()
+    lenet.save(model, tmp_path / "m.lenet")
+    loaded = lenet.load(tmp_path / "m.lenet")
+    lenet.export_onnx(loaded, tmp_path / "m.onnx")
+    x = rng.random((3, 1, 28, 28), dtype=np.float32)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(["logits"], {"images": x})[0], loaded.logits(x), atol=1e-4)
+    with pytest.raises(TypeError, match="before lenet.quantize"):
+        lenet.export_onnx(lenet.quantize(loaded, rng.integers(0, 256, (50, 28, 28), dtype=np.uint8), samples=50),
+                          tmp_path / "q.onnx")
+
+
 def test_unsupported_layer_raises_and_writes_nothing(onnx, tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(b"previous")
