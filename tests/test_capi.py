@@ -86,6 +86,25 @@ def test_c_trains_and_python_reads_the_result(c, tmp_path, mnist):
     assert (predicted == mnist.test_labels).mean() > 0.9
 
 
+def test_c_reads_int8_files(c, tmp_path, rng):
+    model = lenet.LeNet5()
+    q = lenet.quantize(model, rng.integers(0, 256, (200, 28, 28), dtype=np.uint8), samples=200)
+    q.save(tmp_path / "q.lenet")
+    m = c.lenet_load(str(tmp_path / "q.lenet").encode())
+    assert m, c.lenet_last_error()
+    try:
+        u8 = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8)
+        out = np.zeros((7, 10), np.float32)
+        assert c.lenet_predict_u8(m, u8, 7, out) == 0
+        np.testing.assert_array_equal(out, q.logits(u8))  # the same int8 engine: the same bits
+        assert c.lenet_train_step_u8(m, u8, np.zeros(7, np.int32), 7, 0.1, 0.0, None) < 0
+        assert b"int8 model is for inference" in c.lenet_last_error()
+        assert c.lenet_save(m, str(tmp_path / "again.lenet").encode()) < 0
+        assert b"lenet.quantize" in c.lenet_last_error()
+    finally:
+        c.lenet_free(m)
+
+
 def test_c_errors_are_reported(c, tmp_path):
     assert not c.lenet_load(str(tmp_path / "missing.lenet").encode())
     assert b"cannot open" in c.lenet_last_error()

@@ -16,6 +16,7 @@
 #include "../model/graph.h"
 #include "../model/model_file.h"
 #include "../model/network.h"
+#include "../model/qnetwork.h"
 #include "../ops/ops.h"
 #include "../ops/train_step.h"
 
@@ -29,6 +30,7 @@ struct lenet_model {
     std::vector<float> params;                 // every parameter, in graph order, back to back
     std::vector<size_t> offsets;               // where each parameter starts in params
     std::unique_ptr<model::Network> net;
+    std::unique_ptr<model::QNetwork> qnet;     // an int8 file (lenet.quantize): inference only
     // Training state, made on the first training step.
     std::vector<float> grads, velocity, batch;
     std::vector<int32_t> labels;
@@ -63,9 +65,18 @@ std::vector<const float*> param_pointers(const lenet_model& m) {
     return out;
 }
 
+// The graph's shapes, and class names "0".."K-1" unless the file named them.
+void analyse(lenet_model& m) {
+    m.analysis = model::analyse(m.graph);
+    if (m.class_names.size() != size_t(m.analysis.classes)) {
+        m.class_names.clear();
+        for (int i = 0; i < m.analysis.classes; ++i) m.class_names.push_back(std::to_string(i));
+    }
+}
+
 // Fills the parameter layout from the graph, and (re)builds the inference network over it.
 void finish(lenet_model& m) {
-    m.analysis = model::analyse(m.graph);
+    analyse(m);
     size_t total = 0;
     m.offsets.clear();
     for (const auto& shape : m.analysis.param_shapes) {
@@ -75,10 +86,6 @@ void finish(lenet_model& m) {
         total += n;
     }
     m.params.resize(total);
-    if (m.class_names.size() != size_t(m.analysis.classes)) {
-        m.class_names.clear();
-        for (int i = 0; i < m.analysis.classes; ++i) m.class_names.push_back(std::to_string(i));
-    }
     m.net = std::make_unique<model::Network>(m.graph, param_pointers(m));
 }
 
@@ -91,13 +98,15 @@ int predict(lenet_model* m, const T* images, int n, float* logits) {
     require(m && images && logits, "null argument");
     require(n > 0, "n must be positive");
     std::lock_guard<std::mutex> lock(g_engine);
-    m->net->predict(n, images, logits);
+    if (m->qnet) m->qnet->predict(n, images, logits);
+    else m->net->predict(n, images, logits);
     return 0;
 }
 
 template <class T>
 int train_step(lenet_model* m, const T* images, const int32_t* labels, int n, float lr, float momentum, float* loss) {
     require(m && images && labels, "null argument");
+    require(!m->qnet, "an int8 model is for inference: train the fp32 model, then quantize it");
     require(n > 0, "n must be positive");
     require(lr > 0 && std::isfinite(lr), "lr must be positive");
     require(momentum >= 0 && momentum < 1, "momentum must be in [0, 1)");
@@ -156,11 +165,14 @@ lenet_model* lenet_load(const char* path) {
             m->graph = model::graph_from_json(f.header.at("graph", "header"));
             if (const json::Value* meta = f.header.find("metadata"); meta && meta->is(json::Value::Type::Object))
                 m->metadata = *meta;
-            if (m->metadata.find("quantization"))
-                throw std::invalid_argument("int8 model files are not read by the C API yet (use the fp32 file)");
             if (const json::Value* names = m->metadata.find("classes"))
                 for (const json::Value& c : names->as_array("metadata classes"))
                     m->class_names.push_back(c.as_string("a class name"));
+            if (model::is_quantized(f)) {
+                m->qnet = model::make_qnetwork(f);
+                analyse(*m);
+                return m.release();
+            }
             finish(*m);
             for (size_t i = 0; i < m->offsets.size(); ++i) {
                 const std::string name = "param." + std::to_string(i);
@@ -201,6 +213,7 @@ lenet_model* lenet_create(const char* graph_json, uint64_t seed) {
 int lenet_save(const lenet_model* m, const char* path) {
     return guarded([&] {
         require(m && path, "null argument");
+        require(!m->qnet, "int8 model files are written by lenet.quantize (Python); save the fp32 model here");
         model::ModelFile f;
         json::Value meta = m->metadata;
         json::Value shape = json::Value::array(), names = json::Value::array();

@@ -33,7 +33,8 @@ LENET_API const char* lenet_version(void);
 LENET_API const char* lenet_isa(void);          /* the instruction set in use: "avx512", "avx2", "neon", "reference" */
 LENET_API int lenet_set_num_threads(int n);     /* threads for batches and training; returns the count set */
 
-/* A model from a file written by lenet.save or lenet_save. */
+/* A model from a file written by lenet.save or lenet_save, or an int8 file written by lenet.quantize (inference
+ * only: lenet_train_step and lenet_save refuse it). */
 LENET_API lenet_model* lenet_load(const char* path);
 /* A new model of the given graph (the JSON of lenet.graph.describe, e.g. {"input": [1, 28, 28], "layers": [...]}),
  * with PyTorch's default initialisation drawn from `seed`. */
