@@ -508,14 +508,16 @@ def _run(args) -> int:
         if latency:
             _say("")
             _say("batch-1 inference latency, 1 thread (median, microseconds)")
-            lat_rows = [["lenet", "fp32, Python", f"{latency['median_us']:.1f}", "1.00x"],
-                        ["lenet", "int8, Python", f"{latency['int8']['median_us']:.1f}",
-                         _ratio(latency["median_us"] / latency["int8"]["median_us"])]]
+            # Each peer row is compared with lenet at the same precision (int8 rows with lenet int8).
+            fp32_us, int8_us = latency["median_us"], latency["int8"]["median_us"]
+            lat_rows = [["lenet", "fp32, Python", f"{fp32_us:.1f}", ""], ["lenet", "int8, Python", f"{int8_us:.1f}", ""]]
             for name in args.compare:
                 for variant, us in ((peers[name].get("result") or {}).get("infer_latency_us") or {}).items():
                     if "1thread" in variant or variant.startswith("tflite") or name == "tensorflow":
-                        lat_rows.append([name, variant, f"{us:.1f}", _ratio(latency["median_us"] / us)])
-            _say(format_table(["framework", "variant", "latency (us)", "lenet/peer"], lat_rows, "llrr"))
+                        mine = int8_us if "int8" in variant else fp32_us
+                        lat_rows.append([name, variant, f"{us:.1f}", _ratio(mine / us)])
+            _say(format_table(["framework", "variant", "latency (us)", "lenet/peer (same precision)"], lat_rows,
+                              "llrr"))
         disturbed = [r["framework"] for r in rows if r.get("cpu") and r["cpu"]["others_cores"] > BUSY_CORES]
         if disturbed:
             _say(f"WARNING: other work ran during {', '.join(disturbed)}: those times (and the ratios) are not "
