@@ -10,6 +10,7 @@
 #                                                       numpy, on shapes that hit every tail of a 4-float vector
 #   tests/test_gradients.py                             every op's gradient against finite differences
 #   tests/test_short_training.py                        LeNet-5 on 3000 MNIST images, one epoch: accuracy bound
+# and, for aarch64, tests/test_quantize.py -k kernel as a Neoverse-N1 (the int8 sdot kernels against the reference).
 # The whole test files run: emulation is slow (SIMD 80-270x) but these take about 2 minutes per target.
 # A skipped test fails the run (e.g. MNIST not found), and so does a wheel that does not select NEON. The armv7
 # wheel also runs on a CPU without NEON (a Cortex-R5F: VFPv3-D16, the armhf baseline): the reference kernels.
@@ -70,6 +71,19 @@ assert np.isfinite(float(loss.data)) and all(np.isfinite(p.grad).all() for p in 
 print(f"   without NEON ({k['cpu_features'] or 'no SIMD'}): {k['isa']} kernels, LeNet-5 forward and backward run")
 EOF
     )
+  fi
+  if [ "$t" = aarch64 ]; then  # a core with the dot-product extension: the int8 sdot kernels against the reference
+    log=$ARM_DIR/pytest-$t-dotprod.log
+    (cd "$install" && ARM_QEMU_CPU=neoverse-n1 arm_python "$t" -m pytest -q -p no:cacheprovider \
+       "$ARM_ROOT/tests/test_quantize.py" -k "kernel") 2>&1 | tee "$log" | grep -v '^\.*  *\[ *[0-9]*%\]$' || true
+    (cd "$install" && ARM_QEMU_CPU=neoverse-n1 arm_python "$t" -c \
+       'import lenet; k = lenet.kernels()["int8"]; assert "neon_dot" in k["available"], k; print("   int8:", k["conv"])')
+    dot=$(tail -n 1 "$log" | tr -d '=' | sed 's/^ *//')
+    if ! [[ $dot =~ ^[0-9]+\ passed(,\ [0-9]+\ deselected)?(,\ [0-9]+\ warnings?)?\ in ]]; then
+      echo "test_arm.sh: $t (neoverse-n1): int8 kernel tests failed or were skipped: $dot (log: $log)" >&2
+      exit 1
+    fi
+    echo "   $t as a Neoverse-N1 (sdot): int8 kernels, $(grep -o '[0-9]* passed' <<<"$dot")"
   fi
   echo "   $t: $(grep -o '[0-9]* passed' <<<"$summary") in $((SECONDS - start)) s"
 done
