@@ -102,6 +102,19 @@ def test_conv2d_direct_one_sample_row_tails(isa, rng, width):
             close(_from_lanes(y, 1), ref.conv2d(x, w, b, (1, 1), pad))
 
 
+@pytest.mark.parametrize("width", [1, 2, 3, 5, 7, 8, 9, 12, 15])
+def test_conv2d_direct_one_sample_narrow_rows(isa, rng, width):
+    """Rows narrower than a vector with channel counts that fill whole vectors (the channel-vectorised path on the
+    ISAs whose vectors are wider than the row), every pixel-tile remainder, 1 to 5 vectors of 8 or 16 channels."""
+    for oc in (8, 16, 24, 32, 48, 64, 80):
+        x = rng.standard_normal((1, 3, 4, width + 1), dtype=np.float32)
+        w = rng.standard_normal((oc, 3, 2, 2), dtype=np.float32)
+        b = rng.standard_normal(oc, dtype=np.float32)
+        for pad, bias in (((0, 0), b), ((1, 1), None)):
+            y = _core.conv2d_forward(_to_lanes(x, 1), w, bias, (1, 1), pad, "direct")
+            close(_from_lanes(y, 1), ref.conv2d(x, w, np.zeros(oc, np.float32) if bias is None else b, (1, 1), pad))
+
+
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("lanes", [1, 16, 17])
 def test_conv2d_backward(isa, rng, case, lanes):

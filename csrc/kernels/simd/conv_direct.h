@@ -12,6 +12,14 @@ namespace {
 
 constexpr int kDirectLanes = 16;
 
+// The kernel rows [lo, hi) whose input row oy + ky lies inside the image: rows of the zero border contribute nothing.
+struct KernelRows {
+    int lo, hi;
+};
+inline KernelRows image_rows(const ConvShape* s, int oy) {
+    return {s->ph - oy > 0 ? s->ph - oy : 0, s->ph + s->ih - oy < s->kh ? s->ph + s->ih - oy : s->kh};
+}
+
 // Register tile: OCB output channels x PXB output pixels of one row x LV vectors (16 lanes).
 template <class V> constexpr int direct_ocb() { return V::W >= 16 ? 4 : 2; }
 template <class V> constexpr int direct_pxb() {
@@ -29,11 +37,9 @@ void conv_direct_tile(const ConvShape* s, const float* xpad, const float* w, con
         LENET_TILE_LOOP for (int p = 0; p < PXB; ++p)
             LENET_TILE_LOOP for (int v = 0; v < LV; ++v) acc[o][p][v] = b;
     }
-    // Rows of xpad inside the zero border contribute nothing: only ky with ph <= oy + ky < ph + ih.
-    const int ky_lo = s->ph - oy > 0 ? s->ph - oy : 0;
-    const int ky_hi = s->ph + s->ih - oy < s->kh ? s->ph + s->ih - oy : s->kh;
+    const KernelRows rows = image_rows(s, oy);
     for (int c = 0; c < s->ic; ++c)
-        for (int ky = ky_lo; ky < ky_hi; ++ky) {
+        for (int ky = rows.lo; ky < rows.hi; ++ky) {
             const float* row = xpad + ((c * ph + oy + ky) * pw + ox0) * L;
             const float* wrow = w + o0 * wstride + (c * s->kh + ky) * s->kw;
             for (int kx = 0; kx < s->kw; ++kx) {
@@ -50,23 +56,6 @@ void conv_direct_tile(const ConvShape* s, const float* xpad, const float* w, con
         LENET_TILE_LOOP for (int p = 0; p < PXB; ++p)
             LENET_TILE_LOOP for (int v = 0; v < LV; ++v)
                 V::store(y + ((ptrdiff_t(o0 + o) * s->oh + oy) * s->ow + ox0 + p) * L + v * V::W, acc[o][p][v]);
-}
-
-template <class V, int OCB, int PXB>
-void conv_direct_px(int pxb, const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y,
-                    int o0, int oy, int ox0) {
-    if constexpr (PXB > 0) {
-        if (pxb == PXB) conv_direct_tile<V, OCB, PXB>(s, xpad, w, bias, y, o0, oy, ox0);
-        else conv_direct_px<V, OCB, PXB - 1>(pxb, s, xpad, w, bias, y, o0, oy, ox0);
-    }
-}
-template <class V, int OCB>
-void conv_direct_oc(int ocb, int pxb, const ConvShape* s, const float* xpad, const float* w, const float* bias,
-                    float* y, int o0, int oy, int ox0) {
-    if constexpr (OCB > 0) {
-        if (ocb == OCB) conv_direct_px<V, OCB, direct_pxb<V>()>(pxb, s, xpad, w, bias, y, o0, oy, ox0);
-        else conv_direct_oc<V, OCB - 1>(ocb, pxb, s, xpad, w, bias, y, o0, oy, ox0);
-    }
 }
 
 // ---- one sample (lanes 1): vectorised along the output row -----------------------------------------------------
@@ -88,10 +77,9 @@ void conv_row_tile(const ConvShape* s, const float* xpad, const float* w, const 
         const typename V::T b = V::set1(bias ? bias[o0 + o] : 0.0f);
         LENET_TILE_LOOP for (int v = 0; v < NV; ++v) acc[o][v] = b;
     }
-    const int ky_lo = s->ph - oy > 0 ? s->ph - oy : 0;  // rows of the zero border contribute nothing
-    const int ky_hi = s->ph + s->ih - oy < s->kh ? s->ph + s->ih - oy : s->kh;
+    const KernelRows rows = image_rows(s, oy);
     for (int c = 0; c < s->ic; ++c)
-        for (int ky = ky_lo; ky < ky_hi; ++ky) {
+        for (int ky = rows.lo; ky < rows.hi; ++ky) {
             const float* row = xpad + (c * ph + oy + ky) * pw + ox0;
             const float* wrow = w + o0 * wstride + (c * s->kh + ky) * s->kw;
             for (int kx = 0; kx < s->kw; ++kx) {
@@ -112,35 +100,89 @@ void conv_row_tile(const ConvShape* s, const float* xpad, const float* w, const 
     }
 }
 
-template <class V, int OCB, int NV>
-void conv_row_oc(int ocb, const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, int o0,
-                 int oy, int ox0, int n) {
-    if constexpr (OCB > 0) {
-        if (ocb != OCB) return conv_row_oc<V, OCB - 1, NV>(ocb, s, xpad, w, bias, y, o0, oy, ox0, n);
-        if (n == NV * V::W) conv_row_tile<V, OCB, NV, true>(s, xpad, w, bias, y, o0, oy, ox0, n);
-        else conv_row_tile<V, OCB, NV, false>(s, xpad, w, bias, y, o0, oy, ox0, n);
-    }
+// ---- one sample, rows narrower than a vector and channels a multiple of one: vectorised along the channels ---------
+// (LeNet-5's conv2: 10-pixel rows would fill 10 of 16 lanes, its 16 channels fill them all.) Register tile: PXB pixels
+// of a row x OV vectors of output channels; the weights are first regrouped as wt[c][ky][kx][oc] so that each
+// (c, ky, kx) step loads OV weight vectors and broadcasts one input pixel per tile pixel.
+constexpr int kChannelMaxVectors = 4;
+constexpr int kChannelMaxWeights = 8192;  // regrouped weights live on the stack
+template <class V, int OV> constexpr int channel_pxb() {
+    return V::acc_budget / OV > 12 ? 12 : V::acc_budget / OV;
 }
 
-template <class V, int NV>
-void conv_row_nv(int nv, const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, int ox0,
-                 int n) {
-    if constexpr (NV > 0) {
-        if (nv != NV) return conv_row_nv<V, NV - 1>(nv, s, xpad, w, bias, y, ox0, n);
-        constexpr int OCB = row_ocb<V, NV>();
-        for (int o0 = 0; o0 < s->oc; o0 += OCB)
-            for (int oy = 0; oy < s->oh; ++oy)
-                conv_row_oc<V, OCB, NV>(s->oc - o0 < OCB ? s->oc - o0 : OCB, s, xpad, w, bias, y, o0, oy, ox0, n);
+template <class V, int OV, int PXB>
+void conv_channel_tile(const ConvShape* s, const float* xpad, const float* wt, const float* bias, float* out, int oy,
+                       int ox0, int o0) {
+    const ptrdiff_t pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1;
+    typename V::T acc[PXB][OV];
+    LENET_TILE_LOOP for (int v = 0; v < OV; ++v) {
+        const typename V::T b = bias ? V::load(bias + o0 + v * V::W) : V::zero();
+        LENET_TILE_LOOP for (int p = 0; p < PXB; ++p) acc[p][v] = b;
     }
+    const KernelRows rows = image_rows(s, oy);
+    for (int c = 0; c < s->ic; ++c)
+        for (int ky = rows.lo; ky < rows.hi; ++ky) {
+            const float* row = xpad + (c * ph + oy + ky) * pw + ox0;
+            const float* wrow = wt + ((ptrdiff_t(c) * s->kh + ky) * s->kw) * s->oc + o0;
+            for (int kx = 0; kx < s->kw; ++kx) {
+                typename V::T wv[OV];
+                LENET_TILE_LOOP for (int v = 0; v < OV; ++v) wv[v] = V::load(wrow + kx * s->oc + v * V::W);
+                LENET_TILE_LOOP for (int p = 0; p < PXB; ++p) {
+                    const typename V::T xv = V::set1(row[p + kx]);
+                    LENET_TILE_LOOP for (int v = 0; v < OV; ++v) acc[p][v] = V::fmadd(wv[v], xv, acc[p][v]);
+                }
+            }
+        }
+    LENET_TILE_LOOP for (int p = 0; p < PXB; ++p)  // out [pixel][oc] from ox0 on, transposed by the caller
+        LENET_TILE_LOOP for (int v = 0; v < OV; ++v) V::store(out + p * s->oc + o0 + v * V::W, acc[p][v]);
 }
 
-// xpad [ic][oh+kh-1][ow+kw-1], w [oc][ic][kh][kw] -> y [oc][oh][ow], in chunks of up to 4 vectors of a row.
+// True when the channel-vectorised path serves this one-sample shape.
+template <class V>
+bool conv_channels_fit(const ConvShape* s) {
+    return s->ow < V::W && s->oc % V::W == 0 && s->oc <= kChannelMaxVectors * V::W &&
+           s->oc * s->ic * s->kh * s->kw <= kChannelMaxWeights;
+}
+
+template <class V>
+void conv_channel_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y) {
+    float wt[kChannelMaxWeights];  // wt[c][ky][kx][oc] = w[oc][c][ky][kx]
+    const int taps = s->ic * s->kh * s->kw;
+    for (int o = 0; o < s->oc; ++o)
+        for (int t = 0; t < taps; ++t) wt[t * s->oc + o] = w[o * taps + t];
+    float out[kChannelMaxVectors * V::W * V::W];  // one output row [ow][oc] (ow < W), then transposed into y
+    with_size<kChannelMaxVectors>(s->oc / V::W, [&](auto ov) {
+        constexpr int OV = decltype(ov)::value, PXB = channel_pxb<V, OV>();
+        for (int oy = 0; oy < s->oh; ++oy) {
+            for (int ox0 = 0; ox0 < s->ow; ox0 += PXB)
+                with_size<PXB>(s->ow - ox0 < PXB ? s->ow - ox0 : PXB, [&](auto p) {
+                    conv_channel_tile<V, OV, decltype(p)::value>(s, xpad, wt, bias, out + ptrdiff_t(ox0) * s->oc, oy,
+                                                                 ox0, 0);
+                });
+            for (int o = 0; o < s->oc; ++o)
+                for (int ox = 0; ox < s->ow; ++ox) y[(ptrdiff_t(o) * s->oh + oy) * s->ow + ox] = out[ox * s->oc + o];
+        }
+    });
+}
+
+// xpad [ic][oh+kh-1][ow+kw-1], w [oc][ic][kh][kw] -> y [oc][oh][ow], in chunks of up to 4 vectors of a row (or along
+// the channels, for narrow rows).
 template <class V>
 void conv_row_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y) {
+    if (conv_channels_fit<V>(s)) return conv_channel_fwd<V>(s, xpad, w, bias, y);
     constexpr int chunk = kRowMaxVectors * V::W;
     for (int ox0 = 0; ox0 < s->ow; ox0 += chunk) {
         const int n = s->ow - ox0 < chunk ? s->ow - ox0 : chunk;
-        conv_row_nv<V, kRowMaxVectors>((n + V::W - 1) / V::W, s, xpad, w, bias, y, ox0, n);
+        with_size<kRowMaxVectors>((n + V::W - 1) / V::W, [&](auto nv) {
+            constexpr int NV = decltype(nv)::value, OCB = row_ocb<V, NV>();
+            for (int o0 = 0; o0 < s->oc; o0 += OCB)
+                for (int oy = 0; oy < s->oh; ++oy)
+                    with_size<OCB>(s->oc - o0 < OCB ? s->oc - o0 : OCB, [&](auto o) {
+                        constexpr int O = decltype(o)::value;
+                        if (n == NV * V::W) conv_row_tile<V, O, NV, true>(s, xpad, w, bias, y, o0, oy, ox0, n);
+                        else conv_row_tile<V, O, NV, false>(s, xpad, w, bias, y, o0, oy, ox0, n);
+                    });
+        });
     }
 }
 
@@ -154,7 +196,11 @@ void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, cons
         for (int oy = 0; oy < s->oh; ++oy)
             for (int ox0 = 0; ox0 < s->ow; ox0 += PXB) {
                 const int pxb = s->ow - ox0 < PXB ? s->ow - ox0 : PXB;
-                conv_direct_oc<V, OCB>(ocb, pxb, s, xpad, w, bias, y, o0, oy, ox0);
+                with_size<OCB>(ocb, [&](auto o) {
+                    with_size<PXB>(pxb, [&](auto p) {
+                        conv_direct_tile<V, decltype(o)::value, decltype(p)::value>(s, xpad, w, bias, y, o0, oy, ox0);
+                    });
+                });
             }
     }
 }
@@ -196,23 +242,6 @@ void conv_direct_dw_tile(const ConvShape* s, const float* xpad, const float* dy,
         }
 }
 
-template <class V, int OCB, int KXB>
-void conv_direct_dw_kx(int kxb, const ConvShape* s, const float* xpad, const float* dy, float* dw, int o0, int c,
-                       int ky, int kx0) {
-    if constexpr (KXB > 0) {
-        if (kxb == KXB) conv_direct_dw_tile<V, OCB, KXB>(s, xpad, dy, dw, o0, c, ky, kx0);
-        else conv_direct_dw_kx<V, OCB, KXB - 1>(kxb, s, xpad, dy, dw, o0, c, ky, kx0);
-    }
-}
-template <class V, int OCB>
-void conv_direct_dw_oc(int ocb, int kxb, const ConvShape* s, const float* xpad, const float* dy, float* dw, int o0,
-                       int c, int ky, int kx0) {
-    if constexpr (OCB > 0) {
-        if (ocb == OCB) conv_direct_dw_kx<V, OCB, direct_dw_kxb<V>()>(kxb, s, xpad, dy, dw, o0, c, ky, kx0);
-        else conv_direct_dw_oc<V, OCB - 1>(ocb, kxb, s, xpad, dy, dw, o0, c, ky, kx0);
-    }
-}
-
 // xpad [ic][oh+kh-1][ow+kw-1][16], dy [oc][oh][ow][16] -> dw [oc][ic][kh][kw] (overwritten).
 template <class V>
 void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, float* dw) {
@@ -223,7 +252,12 @@ void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, floa
             for (int ky = 0; ky < s->kh; ++ky)
                 for (int kx0 = 0; kx0 < s->kw; kx0 += KXB) {
                     const int kxb = s->kw - kx0 < KXB ? s->kw - kx0 : KXB;
-                    conv_direct_dw_oc<V, OCB>(ocb, kxb, s, xpad, dy, dw, o0, c, ky, kx0);
+                    with_size<OCB>(ocb, [&](auto o) {
+                        with_size<KXB>(kxb, [&](auto k) {
+                            conv_direct_dw_tile<V, decltype(o)::value, decltype(k)::value>(s, xpad, dy, dw, o0, c, ky,
+                                                                                            kx0);
+                        });
+                    });
                 }
     }
 }

@@ -64,7 +64,8 @@ void maxpool_fwd(const ConvShape* s, const float* x, float* y, int relu) {
     pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int n) {
         typename V::T best = load_lanes<V>(x + i, n);
         for (int ky = 0; ky < s->kh; ++ky)
-            for (int kx = 0; kx < s->kw; ++kx) best = V::max(best, load_lanes<V>(x + i + ky * rowstep + kx * colstep, n));
+            for (int kx = 0; kx < s->kw; ++kx)
+                best = V::max(best, load_lanes<V>(x + i + ky * rowstep + kx * colstep, n));
         store_lanes<V>(y + o, relu ? V::max(best, V::zero()) : best, n);
     });
 }

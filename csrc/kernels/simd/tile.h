@@ -5,3 +5,24 @@
 #pragma once
 
 #define LENET_TILE_LOOP _Pragma("GCC unroll 64")
+
+namespace lenet::simd {
+namespace {  // internal linkage, like every kernel: each ISA's translation unit gets its own copy
+
+// A tile size known at compile time, picked from a run-time one: with_size<MAX>(n, f) calls f(Size<n>{}) for n in
+// [1, MAX], so each size is its own instantiation with its loops unrolled (full tiles, and the smaller ones at the
+// edges). f reads the size as decltype(size)::value.
+template <int N>
+struct Size {
+    static constexpr int value = N;
+};
+template <int MAX, class F>
+void with_size(int n, F&& f) {
+    if constexpr (MAX > 0) {
+        if (n == MAX) f(Size<MAX>{});
+        else with_size<MAX - 1>(n, f);
+    }
+}
+
+}  // namespace
+}  // namespace lenet::simd
