@@ -20,11 +20,15 @@ LANES = 16
 
 
 class CapturedStep:
-    """`step(images_in_lanes, labels)` -> mean loss, with every parameter's .grad set to its gradient."""
+    """`step(images_in_lanes, labels)` -> mean loss, with every trainable parameter's .grad set to its gradient.
+
+    Frozen parameters (requires_grad False, e.g. after Module.freeze) get none, and the backward pass stops at the
+    first layer that has trainable parameters: fine-tuning the last layers costs little more than a forward pass.
+    Which parameters are frozen is read here: capture again after freezing or unfreezing."""
 
     def __init__(self, model, input_shape=(1, 28, 28), classes: int = 10):
         self.params = graph.parameters(model)
-        self._arrays = [(p.data, grad_buffer(p)) for p in self.params]
+        self._arrays = [(p.data, grad_buffer(p) if p.requires_grad else None) for p in self.params]
         self._step = _core.TrainStep(json.dumps(graph.describe(model, input_shape)), [d for d, _ in self._arrays],
                                      [g for _, g in self._arrays])
         if self._step.classes != classes:
@@ -33,8 +37,9 @@ class CapturedStep:
     def __call__(self, x: np.ndarray, labels) -> float:
         """x: a batch in the lanes layout (nblk, C, H, W, 16), e.g. from lenet.functional.image_batch."""
         for p, (data, grad) in zip(self.params, self._arrays):
-            if p.data is not data or p.grad is not grad:
-                raise RuntimeError("a parameter or gradient array was replaced after capture; capture again")
+            if p.data is not data or (grad is not None and p.grad is not grad) or p.requires_grad != (grad is not None):
+                raise RuntimeError("a parameter or gradient array was replaced, or a layer frozen or unfrozen, after "
+                                   "capture; capture again")
         labels = np.asarray(labels)
         batch = len(labels)
         lab = lane_labels(labels, batch, x.shape[0], LANES)

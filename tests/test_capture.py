@@ -12,7 +12,7 @@ def autograd_grads(model, x, y):
     model.zero_grad()
     loss = F.cross_entropy(model(x), y)
     loss.backward()
-    return float(loss.data), [p.grad.copy() for p in model.parameters()]
+    return float(loss.data), [None if p.grad is None else p.grad.copy() for p in model.parameters()]
 
 
 MODELS = {
@@ -37,6 +37,40 @@ def test_captured_gradients_match_autograd(isa, rng, name, batch):
     assert got_loss == pytest.approx(loss, rel=1e-5)
     for p, w in zip(model.parameters(), want):
         np.testing.assert_allclose(p.grad, w, rtol=1e-4, atol=1e-6 * max(1.0, float(np.abs(w).max())))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("frozen", [(0,), (0, 2), "all_but_last", (-1,), "bias_only"])
+def test_captured_gradients_with_frozen_layers(isa, rng, name, frozen):
+    """Frozen parameters get no gradient (their .grad is left alone) and the others get autograd's, whichever
+    layers are frozen: the first, several, all but the last, the last, or only one bias."""
+    lenet.seed(5)
+    model = MODELS[name]()
+    layers = [m for m in model.layers if m.parameters()]
+    if frozen == "all_but_last":
+        chosen = [p for m in layers[:-1] for p in m.parameters()]
+    elif frozen == "bias_only":
+        chosen = [layers[0].bias]
+    else:
+        chosen = [p for i in frozen for p in layers[i].parameters()]
+    for p in chosen:
+        p.requires_grad = False
+    images = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    idx, y = rng.permutation(40)[:21], rng.integers(0, 10, 21)
+    loss, want = autograd_grads(model, F.image_batch(images, idx, 16), y)  # frozen ones: None
+    sentinel = [np.full_like(p.data, 7.0) for p in chosen]
+    for p, v in zip(chosen, sentinel):
+        p.grad = v
+    step = CapturedStep(model)
+    assert step(F.image_batch(images, idx, 16).data, y) == pytest.approx(loss, rel=1e-5)
+    for p, w in zip(model.parameters(), want):
+        if any(p is c for c in chosen):
+            assert w is None and (p.grad == 7.0).all()
+        else:
+            np.testing.assert_allclose(p.grad, w, rtol=1e-4, atol=1e-6 * max(1.0, float(np.abs(w).max())))
+    chosen[0].requires_grad = True
+    with pytest.raises(RuntimeError, match="frozen or unfrozen"):
+        step(F.image_batch(images, idx, 16).data, y)
 
 
 def test_captured_training_matches_autograd_training(mnist_or_random):
@@ -83,5 +117,5 @@ def test_capture_errors(rng):
     with pytest.raises(ValueError, match="lanes layout"):
         step(np.zeros((1, 1, 28, 28, 8), np.float32), np.array([0]))
     model.parameters()[0].data = model.parameters()[0].data.copy()
-    with pytest.raises(RuntimeError, match="replaced after capture"):
+    with pytest.raises(RuntimeError, match="replaced, or a layer frozen or unfrozen, after capture"):
         step(x, np.array([0, 1, 2, 3]))

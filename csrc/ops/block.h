@@ -12,19 +12,19 @@ size_t floats(int c, int h, int w, int L);  // one block of a [c][h][w][L] activ
 // y = conv(x, w) + b. `direct`: the shape-specialised kernels (16 lanes, stride 1), else im2col + GEMM.
 void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,
                   const float* b, float* y, int thread);
-// dw [oc][ic][kh][kw] and db [oc] overwritten with this block's gradient (db may be null); dx overwritten
-// (may be null). wt: the flipped, transposed weights (flip_transpose), needed when direct and dx.
+// dw [oc][ic][kh][kw] and db [oc] overwritten with this block's gradient (either may be null: not computed); dx
+// overwritten (may be null). wt: the flipped, transposed weights (flip_transpose), needed when direct and dx.
 void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,
                    const float* wt, const float* dy, float* dw, float* db, float* dx, int thread);
 // wt [ic][oc][kh][kw] = w [oc][ic][kh-1-ky][kw-1-kx]: the weights of dX as a convolution of padded dY.
 void flip_transpose(const ConvShape& s, const float* w, float* wt);
 
 // Dense backward, one block: gathers x^T rows [L][in] and dy columns [out][L] into the whole-batch xBI [B][in] and
-// dyT [out][B] (B = nblk*L) at block `blk`, and writes dx [in][L] (may be null).
+// dyT [out][B] (B = nblk*L) at block `blk` (both null for a frozen layer), and writes dx [in][L] (may be null).
 void dense_backward(const KernelTable& k, int L, int in, int out, int blk, ptrdiff_t B, const float* x,
                     const float* w, const float* dy, float* dx, float* xBI, float* dyT);
 // Rows [o0, o0+rows) of dW [out][in] = dyT . xBI, one gemm_nn over the batch with no horizontal sums, and of
-// db = the row sums of dyT (db may be null); added to dw/db when accumulate, else written.
+// db = the row sums of dyT (either may be null); added to dw/db when accumulate, else written.
 void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, const float* xBI, const float* dyT,
                    float* dw, float* db, bool accumulate);
 

@@ -153,7 +153,9 @@ void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const 
                    const float* wt, const float* dy, float* dw, float* db, float* dx, int thread) {
     const int K = s.ic * s.kh * s.kw;
     const ptrdiff_t PL = ptrdiff_t(s.oh) * s.ow * s.lanes;
-    if (direct) {
+    if (!dw) {
+        // a frozen weight: no gradient
+    } else if (direct) {
         k.conv_direct_dw(&s, padded(s, x, thread, 0), dy, dw);
     } else {
         float* col = scratch(thread, 0, size_t(K) * PL);

@@ -68,8 +68,9 @@ namespace block {
 
 void dense_backward(const KernelTable& k, int L, int in, int out, int blk, ptrdiff_t B, const float* x,
                     const float* w, const float* dy, float* dx, float* xBI, float* dyT) {
-    for (int o = 0; o < out; ++o) std::memcpy(dyT + o * B + blk * L, dy + size_t(o) * L, L * sizeof(float));
-    for (int l = 0; l < L; ++l) {
+    if (dyT)
+        for (int o = 0; o < out; ++o) std::memcpy(dyT + o * B + blk * L, dy + size_t(o) * L, L * sizeof(float));
+    for (int l = 0; xBI && l < L; ++l) {
         float* row = xBI + (size_t(blk) * L + l) * in;
         for (int i = 0; i < in; ++i) row[i] = x[size_t(i) * L + l];
     }
@@ -78,7 +79,7 @@ void dense_backward(const KernelTable& k, int L, int in, int out, int blk, ptrdi
 
 void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, const float* xBI, const float* dyT,
                    float* dw, float* db, bool accumulate) {
-    k.gemm_nn(rows, in, int(B), dyT + o0 * B, B, 1, xBI, in, dw + size_t(o0) * in, in, accumulate);
+    if (dw) k.gemm_nn(rows, in, int(B), dyT + o0 * B, B, 1, xBI, in, dw + size_t(o0) * in, in, accumulate);
     if (!db) return;
     if (!accumulate) std::memset(db + o0, 0, size_t(rows) * sizeof(float));
     k.bias_grad(rows, B, dyT + o0 * B, db + o0);

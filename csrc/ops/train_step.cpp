@@ -20,18 +20,24 @@ size_t weight_floats(const LayerSpec& l) {
     return 0;
 }
 size_t bias_floats(const LayerSpec& l) { return l.b ? size_t(l.s.oc) : 0; }
+// A layer whose parameters get gradients (a frozen layer's dw and db are null).
+bool trainable(const LayerSpec& l) { return l.dw || l.db; }
+// Floats of a conv layer's per-block partial gradient: [dw | db], each part only when asked for.
+size_t partial_floats(const LayerSpec& l) { return (l.dw ? weight_floats(l) : 0) + (l.db ? bias_floats(l) : 0); }
 
 }  // namespace
 
 TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int classes)
     : fwd_(std::make_unique<Forward>(std::move(layers), input_floats, classes)) {
     if (fwd_->lanes() != kLanes) throw std::invalid_argument("the training step runs blocks of 16 lanes");
+    first_trainable_ = int(fwd_->layers().size());
     for (size_t i = 0; i < fwd_->layers().size(); ++i) {
         const LayerSpec& l = fwd_->layers()[i];
         param_offset_.push_back(param_floats_);
         batch_offset_.push_back(batch_floats_per_sample_);
-        if (l.kind == LayerKind::Conv2d) param_floats_ += weight_floats(l) + bias_floats(l);
-        if (l.kind == LayerKind::Linear) batch_floats_per_sample_ += size_t(l.s.ic) + l.s.oc;
+        if (trainable(l) && first_trainable_ == int(fwd_->layers().size())) first_trainable_ = int(i);
+        if (l.kind == LayerKind::Conv2d) param_floats_ += partial_floats(l);
+        if (l.kind == LayerKind::Linear && trainable(l)) batch_floats_per_sample_ += size_t(l.s.ic) + l.s.oc;
         wt_.emplace_back(fwd_->direct(i) ? weight_floats(l) : 0);
     }
 }
@@ -64,17 +70,19 @@ double TrainStep::run(int nblk, const float* x, const int32_t* label, float scal
         double sum = 0;
         for (int l = 0; l < L; ++l) sum += loss[l];
         block_loss_[size_t(blk)] = sum;
-        // ---- backward: dy in grad_a, dx into grad_b, then swap
-        for (int i = n - 1; i >= 0; --i) {
+        // ---- backward: dy in grad_a, dx into grad_b, then swap; it stops at the first layer with gradients to
+        // compute (below it, frozen layers need no input gradient)
+        for (int i = n - 1; i >= first_trainable_; --i) {
             const LayerSpec& l = layers[size_t(i)];
             const float* x_in = in[size_t(i)];
             const float* y = in[size_t(i) + 1];
-            float* dx = i > 0 ? grad_b : nullptr;
+            float* dx = i > first_trainable_ ? grad_b : nullptr;
             const ptrdiff_t cnt = ptrdiff_t(fwd.out_floats(size_t(i)));
             switch (l.kind) {
                 case LayerKind::Conv2d: {
-                    float* dw = part + param_offset_[size_t(i)];  // this block's partial [dw | db]
-                    float* db = l.b ? dw + weight_floats(l) : nullptr;
+                    float* p = part + param_offset_[size_t(i)];  // this block's partial [dw | db]
+                    float* dw = l.dw ? p : nullptr;
+                    float* db = l.db ? p + (l.dw ? weight_floats(l) : 0) : nullptr;
                     block::conv_backward(k, l.s, fwd.direct(size_t(i)), x_in, l.w, wt_[size_t(i)].data(), grad_a, dw, db,
                                          dx, thread);
                     break;
@@ -89,10 +97,10 @@ double TrainStep::run(int nblk, const float* x, const int32_t* label, float scal
                 case LayerKind::Relu: if (dx) k.relu_bwd(cnt, y, grad_a, dx); break;
                 case LayerKind::Tanh: if (dx) k.tanh_bwd(cnt, y, grad_a, dx); break;
                 case LayerKind::Flatten: dx = grad_a; break;  // same memory, new shape
-                case LayerKind::Linear: {  // gathers x^T and dy for the batch-wide dW below
-                    float* xT = batch_.data() + batch_offset_[size_t(i)] * B;
+                case LayerKind::Linear: {  // gathers x^T and dy for the batch-wide dW below (trainable layers)
+                    float* xT = trainable(l) ? batch_.data() + batch_offset_[size_t(i)] * B : nullptr;
                     block::dense_backward(k, L, l.s.ic, l.s.oc, blk, ptrdiff_t(B), x_in, l.w, grad_a, dx, xT,
-                                          xT + size_t(l.s.ic) * B);
+                                          xT ? xT + size_t(l.s.ic) * B : nullptr);
                     break;
                 }
             }
@@ -107,7 +115,7 @@ double TrainStep::run(int nblk, const float* x, const int32_t* label, float scal
     constexpr size_t kChunk = 4096, kRows = 16;
     for (size_t b = 0; b < param_floats_; b += kChunk) tasks.push_back({-1, b, std::min(param_floats_, b + kChunk)});
     for (int i = 0; i < n; ++i)
-        if (layers[size_t(i)].kind == LayerKind::Linear)
+        if (layers[size_t(i)].kind == LayerKind::Linear && trainable(layers[size_t(i)]))
             for (size_t r = 0; r < size_t(layers[size_t(i)].s.oc); r += kRows)
                 tasks.push_back({i, r, std::min(size_t(layers[size_t(i)].s.oc), r + kRows)});
     float* sums = scratch(0, 6, param_floats_);
@@ -129,9 +137,9 @@ double TrainStep::run(int nblk, const float* x, const int32_t* label, float scal
     for (int i = 0; i < n; ++i) {
         const LayerSpec& l = layers[size_t(i)];
         if (l.kind != LayerKind::Conv2d) continue;
-        const size_t wf = weight_floats(l), bf = bias_floats(l);
-        std::memcpy(l.dw, sums + param_offset_[size_t(i)], wf * sizeof(float));
-        if (bf) std::memcpy(l.db, sums + param_offset_[size_t(i)] + wf, bf * sizeof(float));
+        const size_t wf = l.dw ? weight_floats(l) : 0;
+        if (l.dw) std::memcpy(l.dw, sums + param_offset_[size_t(i)], wf * sizeof(float));
+        if (l.db) std::memcpy(l.db, sums + param_offset_[size_t(i)] + wf, bias_floats(l) * sizeof(float));
     }
     double total = 0;
     for (double v : block_loss_) total += v;

@@ -23,7 +23,7 @@ struct LayerSpec {
     bool relu = false;      // max pooling fused with a ReLU
     const float* w = nullptr;
     const float* b = nullptr;
-    float* dw = nullptr;    // gradients, overwritten by run()
+    float* dw = nullptr;    // gradients, overwritten by run(); null for a frozen parameter (then not computed)
     float* db = nullptr;
 };
 
@@ -47,6 +47,7 @@ private:
     std::vector<size_t> batch_offset_;   // per dense layer: where its x^T [B][in] and dy [out][B] live in batch_
     std::vector<std::vector<float>> wt_; // per conv layer: flipped weights for dX
     size_t param_floats_ = 0;
+    int first_trainable_ = 0;            // the backward pass stops at this layer (nothing below it trains)
     std::vector<float> partials_;        // [nblk][param_floats_]
     std::vector<float> batch_;           // dense layers' whole-batch x^T and dy
     size_t batch_floats_per_sample_ = 0;

@@ -489,12 +489,17 @@ GraphArrays graph_arrays(const std::string& graph_json, py::list params, py::obj
     g.graph = model::graph_from_json(json::parse(graph_json));
     g.analysis = model::analyse(g.graph);
     const auto& shapes = g.analysis.param_shapes;
+    // Gradient entries may be None: a frozen parameter, whose gradient is not computed.
     auto take = [&](py::list arrays, const char* what, bool writable) {
         if (arrays.size() != shapes.size())
             throw py::value_error("the graph has " + std::to_string(shapes.size()) + " parameters, got " +
                                   std::to_string(arrays.size()) + " " + what);
         std::vector<float*> out;
         for (size_t i = 0; i < shapes.size(); ++i) {
+            if (writable && arrays[i].is_none()) {
+                out.push_back(nullptr);
+                continue;
+            }
             const std::string name = std::string(what) + "[" + std::to_string(i) + "]";
             auto a = checked<float>(arrays[i], name.c_str(), Shape(shapes[i].begin(), shapes[i].end()), writable);
             keep.append(a);
