@@ -27,6 +27,7 @@ template <class V> constexpr int direct_pxb() {
 }
 
 template <class V, int OCB, int PXB>
+LENET_TILE_FUNCTION
 void conv_direct_tile(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, int o0,
                       int oy, int ox0) {
     constexpr int LV = kDirectLanes / V::W, L = kDirectLanes;
@@ -213,6 +214,7 @@ template <class V> constexpr int direct_dw_kxb() {
 }
 
 template <class V, int OCB, int KXB>
+LENET_TILE_FUNCTION
 void conv_direct_dw_tile(const ConvShape* s, const float* xpad, const float* dy, float* dw, int o0, int c, int ky,
                          int kx0) {
     constexpr int LV = kDirectLanes / V::W, L = kDirectLanes;
