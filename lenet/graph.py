@@ -15,16 +15,24 @@ from . import _core, nn
 from .functional import _pair
 
 
-def layers(model) -> list:
-    """The layers of a Sequential in order, nested Sequentials unrolled."""
+def named_layers(model, prefix: str = ""):
+    """(name, layer) for the layers of a Sequential in order, nested Sequentials unrolled; the names are the
+    prefixes of their parameters' state_dict names ("layers.0", "layers.3.layers.1", ...)."""
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"expected a lenet.nn.Sequential model (e.g. lenet.LeNet5), got {type(model).__name__}")
     if type(model).forward is not nn.Sequential.forward:
         raise TypeError(f"{type(model).__name__} overrides Sequential.forward: its graph is not its list of layers")
-    out = []
-    for layer in model.layers:
-        out.extend(layers(layer) if isinstance(layer, nn.Sequential) else [layer])
-    return out
+    for i, layer in enumerate(model.layers):
+        name = f"{prefix}layers.{i}"
+        if isinstance(layer, nn.Sequential):
+            yield from named_layers(layer, name + ".")
+        else:
+            yield name, layer
+
+
+def layers(model) -> list:
+    """The layers of a Sequential in order, nested Sequentials unrolled."""
+    return [layer for _, layer in named_layers(model)]
 
 
 def _describe_layer(layer) -> dict:

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from . import nn
+from . import graph, nn
 from .fileio import write_atomic
 from .functional import _pair
 
@@ -27,22 +27,6 @@ def _import_onnx():
             'lenet.export_onnx needs the onnx package: pip install "lenet[onnx]" '
             "(installs onnx, and onnxruntime to run the exported file)") from e
     return onnx, helper, numpy_helper
-
-
-def _layers(model, prefix: str):
-    """(parameter-name prefix, layer) for every layer of a Sequential, nested Sequentials unrolled."""
-    if not isinstance(model, nn.Sequential):
-        raise TypeError(f"export_onnx takes a lenet.nn.Sequential model (e.g. lenet.LeNet5), "
-                        f"got {type(model).__name__}")
-    if type(model).forward is not nn.Sequential.forward:
-        raise TypeError(f"{type(model).__name__} overrides Sequential.forward: the graph it computes is not its "
-                        "list of layers, so it cannot be exported")
-    for i, layer in enumerate(model.layers):
-        name = f"{prefix}layers.{i}"
-        if isinstance(layer, nn.Sequential):
-            yield from _layers(layer, name + ".")
-        else:
-            yield name, layer
 
 
 def _window_out(size: int, kernel: int, stride: int, pad: int, what: str, name: str) -> int:
@@ -153,21 +137,21 @@ def export_onnx(model, path, *, input_shape=(1, 28, 28), opset: int = DEFAULT_OP
         raise ValueError(f"opset must be an int in [{MIN_OPSET}, {newest}] (this onnx's newest), got {opset!r}")
 
     g = _Graph(helper, numpy_helper, (int(d) for d in input_shape))
-    for name, layer in _layers(model, ""):
+    for name, layer in graph.named_layers(model):
         _add_layer(g, name, layer)
     if not g.nodes:  # an empty Sequential returns its input
         g.add("Identity", "identity", [], g.shape)
     g.nodes[-1].output[0] = "logits"
 
-    graph = helper.make_graph(
+    onnx_graph = helper.make_graph(
         g.nodes, type(model).__name__,
         [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["N", *(int(d) for d in input_shape)])],
         [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", *g.shape])],
         initializer=g.initializers)
-    graph.input[0].doc_string = "float32 images (N, C, H, W), scaled to [0, 1] as lenet trains on them"
+    onnx_graph.input[0].doc_string = "float32 images (N, C, H, W), scaled to [0, 1] as lenet trains on them"
     from . import __version__
 
-    proto = helper.make_model(graph, producer_name="lenet", producer_version=__version__,
+    proto = helper.make_model(onnx_graph, producer_name="lenet", producer_version=__version__,
                               opset_imports=[helper.make_opsetid("", int(opset))])
     proto.ir_version = min(proto.ir_version, _ir_version(onnx, int(opset)))
     onnx.checker.check_model(proto, full_check=True)
