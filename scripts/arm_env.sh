@@ -92,3 +92,15 @@ arm_prepare_target() {
     touch "$site/.lenet-site"
   fi
 }
+
+# The host's build tools in build/arm/venv (scikit-build-core, pybind11, cmake, ninja), installed once. The wheels
+# are built without build isolation, which would fetch the target's cmake wheel.
+arm_host_tools() {
+  local venv=$ARM_DIR/venv
+  if [ ! -f "$venv/.lenet-tools" ]; then
+    echo "== host build tools in $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet "scikit-build-core>=0.12" "pybind11>=2.13" cmake ninja
+    touch "$venv/.lenet-tools"
+  fi
+}

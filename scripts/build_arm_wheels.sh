@@ -17,14 +17,8 @@ if [ "$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != 3.11
 fi
 arm_apt_install
 
-# Host build tools, without build isolation (an isolated build would fetch the target's cmake wheel).
+arm_host_tools
 venv=$ARM_DIR/venv
-if [ ! -f "$venv/.lenet-tools" ]; then
-  echo "== host build tools in $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet "scikit-build-core>=0.12" "pybind11>=2.13" cmake ninja
-  touch "$venv/.lenet-tools"
-fi
 
 mkdir -p "$ARM_ROOT/dist"
 for t in "${targets[@]}"; do

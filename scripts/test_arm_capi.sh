@@ -23,8 +23,8 @@ done
 demo_args=(--model "$model" --train 1920 --test 2000 --epochs 3 --min-accuracy 0.7)
 file_accuracy() { sed -n 's/^.*accuracy on 2000 test images \([0-9.]*\)$/\1/p' | head -n 1; }
 
-tools=$ARM_DIR/venv/bin  # cmake and ninja (scripts/build_arm_wheels.sh installs them)
-[ -x "$tools/cmake" ] || { python3 -m venv "$ARM_DIR/venv" && "$tools/python" -m pip install --quiet cmake ninja; }
+arm_host_tools
+tools=$ARM_DIR/venv/bin  # cmake and ninja
 
 native=$ARM_DIR/capi-x86_64
 "$tools/cmake" -S "$ARM_ROOT" -B "$native" -G Ninja -DCMAKE_MAKE_PROGRAM="$tools/ninja" -DCMAKE_BUILD_TYPE=Release >/dev/null
