@@ -41,16 +41,14 @@ class Model:
         if len(self.classes) != n_classes:
             raise ValueError(f"{len(self.classes)} class names for a model with {n_classes} outputs")
         self.metadata = dict(metadata or {})
-        # The graph is fixed here: one image is (H, W) for one-channel models, else (C, H, W).
-        self._one_shape = self.input_shape[1:] if self.input_shape[0] == 1 else self.input_shape
-        self._params = graph.parameters(module)
-        self._net, self._arrays = None, None
+        # The engine checks the input shape and reads the parameters live (re-planning if an array was replaced).
+        self._net = _core.Network(json.dumps(self.graph), graph.parameters(module))
 
     # ---- inference
     def logits(self, images) -> np.ndarray:
-        x, single = self._batch(images)
-        out = self._network().predict(x)
-        return out[0] if single else out
+        """The raw scores: (classes,) for one image, (N, classes) for a batch."""
+        x = images if type(images) is np.ndarray and images.dtype.char in "fB" else _as_images(images)
+        return self._net.logits(x)  # one call: shape checks, NaN check and the forward pass
 
     def predict_proba(self, images) -> np.ndarray:
         """Class probabilities (softmax of the logits): (classes,) for one image, (N, classes) for a batch."""
@@ -62,29 +60,6 @@ class Model:
         """The predicted class index: an int for one image, an int64 array (N,) for a batch."""
         out = self.logits(images).argmax(axis=-1)
         return int(out) if np.ndim(out) == 0 else out
-
-    def _network(self):
-        if self._net is None or any(p.data is not a for p, a in zip(self._params, self._arrays)):
-            self._arrays = [p.data for p in self._params]  # (re)built when a parameter array was replaced
-            self._net = _core.Network(json.dumps(self.graph), self._arrays)
-        return self._net
-
-    def _batch(self, images):
-        """(images as a C-contiguous (N, C*H*W) float32 or uint8 array, whether it was one image)."""
-        x = images if type(images) is np.ndarray else np.asarray(images)
-        if x.dtype != np.uint8 and x.dtype != np.float32:
-            if not (np.issubdtype(x.dtype, np.floating) or x.dtype == np.bool_):
-                raise TypeError(f"images must be uint8 pixels (0-255) or floats in [0, 1], got dtype {x.dtype}")
-            x = x.astype(np.float32)
-        shape, one = self.input_shape, self._one_shape
-        if x.shape == one:
-            return np.ascontiguousarray(x).reshape(1, -1), True
-        if x.shape[1:] == one or x.shape[1:] == shape:  # a batch: (N, H, W) or (N, C, H, W)
-            if len(x) == 0:
-                raise ValueError("images is an empty batch")
-            return np.ascontiguousarray(x).reshape(len(x), -1), False
-        raise ValueError(f"images have shape {x.shape}; this model takes one image {one} or a batch "
-                         f"(N, {', '.join(map(str, one))})" + (f" or (N, {', '.join(map(str, shape))})" if one != shape else ""))
 
     # ---- files
     def save(self, path, *, accuracy: float | None = None, extra_tensors=None, **metadata) -> None:
@@ -110,6 +85,16 @@ class Model:
         acc = self.metadata.get("accuracy")
         return (f"lenet.Model({self.metadata.get('name', type(self.module).__name__)}, input {self.input_shape}, "
                 f"{len(self.classes)} classes" + (f", accuracy {acc:.4f}" if acc is not None else "") + ")")
+
+
+def _as_images(images) -> np.ndarray:
+    """images as a uint8 or float32 array (what the engine takes); other numeric types become float32."""
+    x = np.asarray(images)
+    if x.dtype != np.uint8 and x.dtype != np.float32:
+        if not (np.issubdtype(x.dtype, np.floating) or x.dtype == np.bool_):
+            raise TypeError(f"images must be uint8 pixels (0-255) or floats in [0, 1], got dtype {x.dtype}")
+        x = x.astype(np.float32)
+    return x
 
 
 def save(model, path, *, input_shape=(1, 28, 28), classes=None, accuracy: float | None = None, extra_tensors=None,

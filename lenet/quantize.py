@@ -19,7 +19,7 @@ import json
 import numpy as np
 
 from . import _core, graph
-from .model_file import Model, ModelFileError
+from .model_file import Model, ModelFileError, _as_images
 from .tensor import Tensor, no_grad
 
 SUPPORTED = ("conv2d", "linear", "maxpool", "relu", "flatten")
@@ -39,7 +39,6 @@ class QuantizedModel(Model):
         self.module = None
         self.graph = graph_
         self.input_shape = tuple(int(d) for d in metadata.get("input_shape", graph_["input"]))
-        self._one_shape = self.input_shape[1:] if self.input_shape[0] == 1 else self.input_shape  # for Model._batch
         _, n_classes = graph.analyse(graph_)
         self.classes = [str(c) for c in metadata.get("classes", range(n_classes))]
         self.metadata = dict(metadata)
@@ -47,9 +46,6 @@ class QuantizedModel(Model):
         # The engine checks every tensor against the graph and the scales (ModelFileError naming the problem).
         self._net = _core.QNetwork(json.dumps({"graph": self.graph, "metadata": self.metadata}),
                                    list(self.tensors.items()))
-
-    def _network(self):
-        return self._net
 
     def _file_tensors(self) -> list:
         return list(self.tensors.items())
@@ -100,7 +96,7 @@ def quantize(model, calibration_images, *, samples: int = 1000, percentile: floa
         if d["kind"] not in SUPPORTED:
             raise ValueError(f"layer {i} ({d['kind']}) has no int8 form: supported are {', '.join(SUPPORTED)}")
 
-    x, _ = model._batch(calibration_images)  # the input checks of predict: shape and dtype
+    x = model._net.flat_batch(_as_images(calibration_images))  # the input checks of predict: (N, C*H*W)
     if x.dtype != np.uint8 and not np.isfinite(x).all():
         raise ValueError("calibration images contain NaN or infinity")
     if len(x) > samples:

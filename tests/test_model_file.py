@@ -52,6 +52,9 @@ def test_predict_shapes_and_errors(rng):
     assert m.predict(batch).shape == (5,)
     assert m.predict_proba(batch[:, None]).shape == (5, 10)
     assert m.predict(batch.astype(np.float64)).tolist() == m.predict(batch).tolist()
+    assert m.predict(batch[::2]).tolist() == m.predict(batch)[::2].tolist()  # strided views
+    assert m.predict(np.asfortranarray(img)) == m.predict(img)
+    assert m.predict(batch.tolist()).tolist() == m.predict(batch).tolist()  # any array-like
     with pytest.raises(ValueError, match=r"shape \(5, 27, 28\)"):
         m.predict(batch[:, :27])
     with pytest.raises(TypeError, match="uint8 pixels"):
@@ -189,3 +192,14 @@ def test_trained_model_keeps_its_accuracy(tmp_path, mnist):
     predicted = loaded.predict(mnist.test_images)
     assert (predicted == mnist.test_labels).mean() == pytest.approx(accuracy, abs=1e-12)
     assert loaded.metadata["accuracy"] == accuracy
+
+
+def test_predict_shapes_of_a_colour_model(rng):
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    m = lenet.Model(module, input_shape=(3, 8, 8))
+    img = rng.random((3, 8, 8), dtype=np.float32)
+    want = reference_logits(module, img[None])
+    np.testing.assert_allclose(m.logits(img), want[0], rtol=1e-5, atol=1e-6)  # one image: (C, H, W)
+    np.testing.assert_allclose(m.logits(img[None]), want, rtol=1e-5, atol=1e-6)  # a batch: (N, C, H, W)
+    with pytest.raises(ValueError, match=r"takes one image \(3, 8, 8\) or a batch \(N, 3, 8, 8\)"):
+        m.logits(img[0])

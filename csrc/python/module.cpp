@@ -548,43 +548,123 @@ private:
     std::unique_ptr<ops::TrainStep> step_;
 };
 
-// x (n, C*H*W) float32 or uint8 (pixels scaled by 1/255) -> logits (n, classes), for Network and QNetwork.
-template <class Net>
-py::array_t<float> predict_images(const Net& net, size_t sample_size, py::handle x_) {
-    const ptrdiff_t F = ptrdiff_t(sample_size);
-    const bool u8 = py::isinstance<py::array_t<uint8_t>>(x_) &&
-                    py::reinterpret_borrow<py::array>(x_).dtype().is(py::dtype::of<uint8_t>());
-    py::array x = u8 ? py::array(checked<uint8_t>(x_, "images", {kAny, F})) : py::array(checked<float>(x_, "images", {kAny, F}));
-    const ptrdiff_t n = x.shape(0);
-    if (n < 1 || n > (1 << 30)) throw py::value_error("images must hold 1 to 2**30 samples");
-    if (!u8) {
-        const float* v = static_cast<const float*>(x.data());
-        bool finite = true;
-        for (ptrdiff_t i = 0; i < n * F; ++i) finite &= std::isfinite(v[i]);
-        if (!finite) throw py::value_error("images contain NaN or infinity");
+// Inference input, for Network and QNetwork: one image, (H, W) for one-channel models or (C, H, W), or a batch,
+// (N, H, W) for one-channel models or (N, C, H, W); uint8 pixels (scaled by 1/255) or float32 in [0, 1]. Any other
+// array type is converted by the caller (lenet.Model). Returns logits (classes,) for one image, (N, classes) for a
+// batch. This is the whole of a batch-1 call's work outside the kernels, so it stays in C++.
+std::string shape_text(std::initializer_list<int> dims) {
+    std::string s = "(";
+    for (int d : dims) s += (s.size() > 1 ? ", " : "") + (d < 0 ? std::string("N") : std::to_string(d));
+    return s + ")";
+}
+
+struct ImageBatch {
+    py::array a;  // C-contiguous, uint8 or float32
+    py::ssize_t n;
+    bool single, u8;
+};
+ImageBatch image_batch(const model::Graph& g, py::handle obj) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::type_error("images must be a numpy array, got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
+    auto a = py::reinterpret_borrow<py::array>(obj);
+    const int type = a.dtype().num();
+    const bool u8 = type == py::detail::npy_api::NPY_UBYTE_;
+    if (!u8 && type != py::detail::npy_api::NPY_FLOAT_)
+        throw py::type_error("images must be uint8 pixels (0-255) or float32 in [0, 1], got dtype " +
+                             std::string(py::str(a.dtype())));
+    // The trailing dimensions are one image: (H, W) (one-channel models only) or (C, H, W). One image alone is
+    // (H, W) for one-channel models, so that (1, H, W) is a batch of one, else (C, H, W).
+    const py::ssize_t nd = a.ndim();
+    auto tail_is = [&](py::ssize_t from, bool with_channels) {
+        if (nd - from != (with_channels ? 3 : 2)) return false;
+        if (with_channels && a.shape(from++) != g.c) return false;
+        return a.shape(from) == g.h && a.shape(from + 1) == g.w;
+    };
+    bool single = false;
+    if (g.c == 1 ? tail_is(0, false) : tail_is(0, true)) single = true;
+    else if (!((g.c == 1 && tail_is(1, false)) || tail_is(1, true)))
+        throw py::value_error("images have shape " + shape_str(a) + "; this model takes one image " +
+                              (g.c == 1 ? shape_text({g.h, g.w}) + " or a batch " + shape_text({-1, g.h, g.w}) + " or "
+                                        : shape_text({g.c, g.h, g.w}) + " or a batch ") +
+                              shape_text({-1, g.c, g.h, g.w}));
+    const py::ssize_t n = single ? 1 : a.shape(0);
+    if (n < 1) throw py::value_error("images is an empty batch");
+    if (n > (1 << 30)) throw py::value_error("images must hold at most 2**30 samples, got " + std::to_string(n));
+    if (!(a.flags() & py::array::c_style)) {  // a strided view: one contiguous copy
+        a = py::reinterpret_steal<py::array>(py::detail::npy_api::get().PyArray_FromAny_(
+            a.ptr(), a.dtype().release().ptr(), 0, 0, py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_, nullptr));
+        if (!a) throw py::error_already_set();
     }
-    auto out = empty({n, net.classes()});
+    return {a, n, single, u8};
+}
+
+template <class Net>
+py::array_t<float> infer(const Net& net, py::handle obj) {
+    const ImageBatch x = image_batch(net.graph(), obj);
+    const model::Graph& g = net.graph();
+    const size_t count = size_t(x.n) * size_t(g.c) * size_t(g.h) * size_t(g.w);
+    if (!x.u8) {  // NaN or infinity: every exponent bit set (an integer test, which the compiler vectorises)
+        const uint32_t* bits = static_cast<const uint32_t*>(x.a.data());
+        uint32_t bad = 0;
+        for (size_t i = 0; i < count; ++i) bad |= uint32_t((bits[i] & 0x7f800000u) == 0x7f800000u);
+        if (bad) throw py::value_error("images contain NaN or infinity");
+    }
+    const int K = net.classes();
+    py::array_t<float> out = x.single ? py::array_t<float>(K) : py::array_t<float>({x.n, py::ssize_t(K)});
     float* o = out.mutable_data();
-    const void* p = x.data();
+    const void* p = x.a.data();
     KernelCall call;
-    if (u8) net.predict(int(n), static_cast<const uint8_t*>(p), o);
-    else net.predict(int(n), static_cast<const float*>(p), o);
+    if (x.u8) net.predict(int(x.n), static_cast<const uint8_t*>(p), o);
+    else net.predict(int(x.n), static_cast<const float*>(p), o);
     return out;
 }
 
-// Inference in one call (model/network.h) over a graph and its parameter arrays, read live: updates to the
-// arrays in place (training, load_state_dict) are seen by the next call.
+// images as inference takes them -> the same pixels as a C-contiguous (N, C*H*W) batch (for lenet.quantize).
+py::array flat_batch(const model::Graph& g, py::handle images) {
+    ImageBatch x = image_batch(g, images);
+    return x.a.reshape({x.n, py::ssize_t(g.c) * g.h * g.w});
+}
+
+// Inference in one call (model/network.h) over a graph and the parameters of a Python model, read live: updates
+// to the arrays in place (training, load_state_dict) are seen by the next call, and a parameter whose array was
+// replaced (an optimiser moves them into one flat buffer) is picked up by re-planning at the next call.
+// params: the model's parameter tensors (objects with a float32 array in `.data`).
 class PyNetwork {
 public:
-    PyNetwork(const std::string& graph_json, py::list params) {
-        GraphArrays g = graph_arrays(graph_json, params, py::none(), keep_);
-        net_ = std::make_unique<model::Network>(g.graph, g.params);
+    PyNetwork(std::string graph_json, py::list params) : graph_json_(std::move(graph_json)), params_(params) {
+        for (py::handle t : params_) tensors_.push_back(t.ptr());
+        build();
     }
-    py::array_t<float> predict(py::handle x_) { return predict_images(*net_, net_->sample_floats(), x_); }
+    py::array_t<float> logits(py::handle x) {
+        if (stale()) build();
+        return infer(*net_, x);
+    }
+    py::array flat(py::handle x) const { return flat_batch(net_->graph(), x); }
     int classes() const { return net_->classes(); }
 
 private:
-    py::list keep_;
+    bool stale() const {  // one attribute read per parameter: a few tens of nanoseconds each
+        static const py::str data("data");
+        for (size_t i = 0; i < arrays_.size(); ++i) {
+            PyObject* now = PyObject_GetAttr(tensors_[i], data.ptr());
+            if (!now) throw py::error_already_set();
+            Py_DECREF(now);  // still referenced by the tensor
+            if (now != arrays_[i]) return true;
+        }
+        return false;
+    }
+    void build() {
+        py::list arrays, keep;
+        for (py::handle t : params_) arrays.append(t.attr("data"));
+        GraphArrays g = graph_arrays(graph_json_, arrays, py::none(), keep);
+        net_ = std::make_unique<model::Network>(g.graph, g.params);
+        keep_ = keep;
+        arrays_.clear();
+        for (py::handle a : arrays) arrays_.push_back(a.ptr());
+    }
+    std::string graph_json_;
+    py::list params_, keep_;  // the tensors, and their arrays as the network was planned on them
+    std::vector<PyObject*> tensors_, arrays_;  // borrowed from params_ and keep_: each tensor and its .data then
     std::unique_ptr<model::Network> net_;
 };
 
@@ -648,7 +728,7 @@ class PyQNetwork {
 public:
     PyQNetwork(const std::string& header_json, py::list tensors)
         : net_(model::make_qnetwork(model_file_from(header_json, tensors))) {}
-    py::array_t<float> predict(py::handle x_) { return predict_images(*net_, net_->sample_size(), x_); }
+    py::array_t<float> logits(py::handle x) { return infer(*net_, x); }
     int classes() const { return net_->classes(); }
 
 private:
@@ -721,11 +801,12 @@ PYBIND11_MODULE(_core, m) {
     py::class_<PyNetwork>(m, "Network")
         .def(py::init<const std::string&, py::list>(), py::arg("graph"), py::arg("params"))
         .def_property_readonly("classes", &PyNetwork::classes)
-        .def("predict", &PyNetwork::predict, py::arg("images"));
+        .def("logits", &PyNetwork::logits, py::arg("images"))
+        .def("flat_batch", &PyNetwork::flat, py::arg("images"));
     py::class_<PyQNetwork>(m, "QNetwork")
         .def(py::init<const std::string&, py::list>(), py::arg("header"), py::arg("tensors"))
         .def_property_readonly("classes", &PyQNetwork::classes)
-        .def("predict", &PyQNetwork::predict, py::arg("images"));
+        .def("logits", &PyQNetwork::logits, py::arg("images"));
     bind_int8_kernels(m);
     py::class_<PyTrainStep>(m, "TrainStep")
         .def(py::init<const std::string&, py::list, py::list>(), py::arg("graph"), py::arg("params"),
