@@ -115,6 +115,46 @@ def test_conv2d_direct_one_sample_narrow_rows(isa, rng, width):
             close(_from_lanes(y, 1), ref.conv2d(x, w, np.zeros(oc, np.float32) if bias is None else b, (1, 1), pad))
 
 
+def check_conv_pool(rng, x_shape, oc, kernel, settings):
+    """The fused one-sample conv -> 2x2 max pool -> ReLU against numpy, for each (padding, with bias, relu)."""
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    w = rng.standard_normal((oc, x_shape[1], *kernel), dtype=np.float32)
+    b = rng.standard_normal(oc, dtype=np.float32)
+    for pad, with_bias, relu in settings:
+        y = _core.conv_pool_forward(_to_lanes(x, 1), w, b if with_bias else None, pad, relu)
+        want = ref.pool2d("max", ref.conv2d(x, w, b if with_bias else np.zeros(oc, np.float32), (1, 1), pad),
+                          (2, 2), (2, 2))
+        close(_from_lanes(y, 1), np.maximum(want, 0) if relu else want)
+
+
+@pytest.mark.parametrize("width", [2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 70])
+def test_conv_pool_one_sample_row_tails(isa, rng, width):
+    """Vectorised along the row: conv rows of every length around 1-2 vectors of 4, 8 and 16 floats and past one
+    chunk, odd and even; channel counts around the register tile (1 to 9); an odd last conv row, which the pooling
+    drops; with and without bias, padding and ReLU."""
+    for oc, height in ((1, 2), (3, 5), (7, 4), (9, 3)):
+        check_conv_pool(rng, (1, 2, height + 2, width + 2), oc, (3, 3),
+                        (((0, 0), True, True), ((1, 2), False, False), ((2, 1), True, False)))
+
+
+@pytest.mark.parametrize("width", [2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 15])
+def test_conv_pool_one_sample_narrow_rows(isa, rng, width):
+    """Vectorised along the channels (rows narrower than a vector, channel counts of whole vectors of 8 or 16):
+    every pixel-tile remainder, odd widths, 1 to 5 vectors of channels, and a padding that makes some kernel rows
+    reach only one of a pooled row's two conv rows."""
+    for oc in (8, 16, 24, 32, 48, 64, 80):
+        check_conv_pool(rng, (1, 3, 5, width + 1), oc, (2, 2),
+                        (((0, 0), True, True), ((1, 1), False, True), ((1, 0), True, False)))
+
+
+def test_conv_pool_rejects_what_it_cannot_run(rng):
+    w = np.ones((2, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="one sample at a time"):
+        _core.conv_pool_forward(np.zeros((1, 1, 6, 6, 16), np.float32), w, None)
+    with pytest.raises(ValueError, match="smaller than the 2x2 pooling window"):
+        _core.conv_pool_forward(np.zeros((1, 1, 3, 6, 1), np.float32), w, None)
+
+
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("lanes", [1, 16, 17])
 def test_conv2d_backward(isa, rng, case, lanes):

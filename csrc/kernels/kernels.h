@@ -53,6 +53,10 @@ struct KernelTable {
     // Its weight gradient, one block: dw[oc][ic][kh][kw] = sum over pixels and lanes of dy * xpad (overwritten);
     // the lanes are the reduction, one horizontal sum per weight. Null where the ISA has none.
     void (*conv_direct_dw)(const ConvShape* s, const float* xpad, const float* dy, float* dw);
+    // One sample (lanes 1), stride 1, input pre-padded as for conv_direct_fwd: the convolution (plus bias), then a
+    // 2x2 stride-2 max pooling, then a ReLU when relu != 0, in one pass that never writes the convolution's output:
+    // y [oc][oh/2][ow/2] (s: the convolution's shape; an odd last row or column is dropped, as the pooling drops it).
+    void (*conv_pool_fwd)(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, int relu);
 
     // Pooling over one block [c][ih][iw][L] -> [c][oh][ow][L] (no padding). With relu != 0 max pooling is fused
     // with a ReLU (max and ReLU commute: relu(maxpool(x)) == maxpool(relu(x))), saving a pass over x.
@@ -97,6 +101,7 @@ struct KernelTable {
     const char* gemm_nt_name;
     const char* conv_direct_name;
     const char* conv_direct_dw_name;
+    const char* conv_pool_name;
 };
 
 // One table per ISA compiled into this build; null where the build target cannot have it.

@@ -160,6 +160,26 @@ Analysis analyse(const Graph& g) {
     return a;
 }
 
+namespace {
+// One sample at a time, for inference: a stride-1 convolution followed by a 2x2 stride-2 max pooling (with or
+// without its fused ReLU) becomes one ConvPool layer, whose kernel never writes the convolution's output.
+void fuse_conv_pool(std::vector<ops::LayerSpec>& layers) {
+    std::vector<ops::LayerSpec> out;
+    for (const ops::LayerSpec& l : layers) {
+        ops::LayerSpec* prev = out.empty() ? nullptr : &out.back();
+        if (prev && prev->kind == ops::LayerKind::Conv2d && prev->s.sh == 1 && prev->s.sw == 1 &&
+            l.kind == ops::LayerKind::MaxPool && l.s.kh == 2 && l.s.kw == 2 && l.s.sh == 2 && l.s.sw == 2 &&
+            l.s.ph == 0 && l.s.pw == 0) {
+            prev->kind = ops::LayerKind::ConvPool;
+            prev->relu = l.relu;
+            continue;
+        }
+        out.push_back(l);
+    }
+    layers = std::move(out);
+}
+}  // namespace
+
 Plan plan(const Graph& g, int lanes, const std::vector<const float*>& params, const std::vector<float*>& grads) {
     const Analysis a = analyse(g);
     if (params.size() != a.param_shapes.size() || (!grads.empty() && grads.size() != params.size()))
@@ -210,6 +230,7 @@ Plan plan(const Graph& g, int lanes, const std::vector<const float*>& params, co
         }
         p.layers.push_back(spec);
     }
+    if (lanes == 1 && grads.empty()) fuse_conv_pool(p.layers);
     return p;
 }
 

@@ -1,7 +1,7 @@
 // Inference over a graph whose parameters the caller owns (the Python model's arrays, or the C API's buffer):
 // images in, logits out, in one call. One sample at a time runs at lanes 1 on the calling thread (no thread-pool
-// wake-up: batch-1 latency); from 8 samples on, blocks of 16 run over the pool at lanes 16 with the shape-
-// specialised kernels.
+// wake-up: batch-1 latency), each convolution followed by a 2x2 max pooling as one fused kernel (plan's ConvPool);
+// from 8 samples on, blocks of 16 run over the pool at lanes 16 with the shape-specialised kernels.
 #pragma once
 #include <stdint.h>
 

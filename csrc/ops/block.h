@@ -12,6 +12,9 @@ size_t floats(int c, int h, int w, int L);  // one block of a [c][h][w][L] activ
 // y = conv(x, w) + b. `direct`: the shape-specialised kernels (16 lanes, stride 1), else im2col + GEMM.
 void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,
                   const float* b, float* y, int thread);
+// One sample (s.lanes == 1, stride 1): y [oc][oh/2][ow/2] = relu?(2x2 stride-2 max pool of the convolution).
+void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* b,
+                       bool relu, float* y, int thread);
 // dw [oc][ic][kh][kw] and db [oc] overwritten with this block's gradient (either may be null: not computed); dx
 // overwritten (may be null). wt: the flipped, transposed weights (flip_transpose), needed when direct and dx.
 void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,

@@ -149,6 +149,11 @@ void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const f
     if (b) k.bias_add(s.oc, PL, b, y);
 }
 
+void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* b,
+                       bool relu, float* y, int thread) {
+    k.conv_pool_fwd(&s, padded(s, x, thread, 0), w, b, y, relu);
+}
+
 void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,
                    const float* wt, const float* dy, float* dw, float* db, float* dx, int thread) {
     const int K = s.ic * s.kh * s.kw;
@@ -187,6 +192,15 @@ void conv2d_forward(const ConvShape& s, int nblk, const float* x, const float* w
     const bool direct = conv_uses_direct(s, algo, /*backward=*/false);
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
         block::conv_forward(k, s, direct, x + blk * xb, w, b, y + blk * yb, thread);
+    });
+}
+
+void conv_pool_forward(const ConvShape& s, int nblk, const float* x, const float* w, const float* b, float* y,
+                       bool relu) {
+    const KernelTable& k = kernels();
+    const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh / 2, s.ow / 2, s.lanes);
+    ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
+        block::conv_pool_forward(k, s, x + blk * xb, w, b, relu, y + blk * yb, thread);
     });
 }
 

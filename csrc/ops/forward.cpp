@@ -20,6 +20,11 @@ Forward::Forward(std::vector<LayerSpec> layers, size_t input_floats, int classes
         size_t out = 0;
         switch (l.kind) {
             case LayerKind::Conv2d: out = block::floats(l.s.oc, l.s.oh, l.s.ow, L); break;
+            case LayerKind::ConvPool:
+                if (L != 1 || l.s.sh != 1 || l.s.sw != 1)
+                    throw std::invalid_argument("a fused conv-pool layer runs one sample at a time, at stride 1");
+                out = block::floats(l.s.oc, l.s.oh / 2, l.s.ow / 2, L);
+                break;
             case LayerKind::MaxPool:
             case LayerKind::AvgPool: out = block::floats(l.s.ic, l.s.oh, l.s.ow, L); break;
             case LayerKind::Linear: out = size_t(l.s.oc) * L; break;
@@ -45,6 +50,7 @@ void Forward::run_block(const KernelTable& k, const float** in, float* acts, int
         float* out = acts + act_offset_[i];
         switch (l.kind) {
             case LayerKind::Conv2d: block::conv_forward(k, l.s, direct_[i], in[i], l.w, l.b, out, thread); break;
+            case LayerKind::ConvPool: block::conv_pool_forward(k, l.s, in[i], l.w, l.b, l.relu, out, thread); break;
             case LayerKind::MaxPool: k.maxpool_fwd(&l.s, in[i], out, l.relu); break;
             case LayerKind::AvgPool: k.avgpool_fwd(&l.s, in[i], out); break;
             case LayerKind::Relu: k.relu_fwd(ptrdiff_t(out_floats_[i]), in[i], out); break;

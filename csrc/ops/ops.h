@@ -27,6 +27,11 @@ void conv2d_forward(const ConvShape& s, int nblk, const float* x, const float* w
 void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* w, const float* dy, float* dx,
                      float* dw, float* db, ConvAlgo algo);
 
+// One sample at a time (L == 1), stride 1: y [nblk][oc][oh/2][ow/2][1] = the convolution (plus bias) max-pooled
+// 2x2 at stride 2, then a ReLU if relu, in one pass (kernels.h: conv_pool_fwd). Inference only.
+void conv_pool_forward(const ConvShape& s, int nblk, const float* x, const float* w, const float* b, float* y,
+                       bool relu);
+
 enum class PoolKind { Max, Avg };
 // x [nblk][c][ih][iw][L] -> y [nblk][c][oh][ow][L]; s.ic is the channel count, no padding.
 // With relu, max pooling is fused with a following (or preceding) ReLU.

@@ -97,6 +97,7 @@ double TrainStep::run(int nblk, const float* x, const int32_t* label, float scal
                 case LayerKind::Relu: if (dx) k.relu_bwd(cnt, y, grad_a, dx); break;
                 case LayerKind::Tanh: if (dx) k.tanh_bwd(cnt, y, grad_a, dx); break;
                 case LayerKind::Flatten: dx = grad_a; break;  // same memory, new shape
+                case LayerKind::ConvPool: break;  // never here: Forward takes it only at lanes 1, this step at 16
                 case LayerKind::Linear: {  // gathers x^T and dy for the batch-wide dW below (trainable layers)
                     float* xT = trainable(l) ? batch_.data() + batch_offset_[size_t(i)] * B : nullptr;
                     block::dense_backward(k, L, l.s.ic, l.s.oc, blk, ptrdiff_t(B), x_in, l.w, grad_a, dx, xT,

@@ -15,12 +15,14 @@
 
 namespace lenet::ops {
 
-enum class LayerKind { Conv2d, Linear, MaxPool, AvgPool, Relu, Tanh, Flatten };
+// ConvPool: a stride-1 conv2d followed by a 2x2 stride-2 max pooling (and a ReLU if relu), one sample at a time
+// (lanes 1, inference only; s is the convolution's shape).
+enum class LayerKind { Conv2d, Linear, MaxPool, AvgPool, Relu, Tanh, Flatten, ConvPool };
 
 struct LayerSpec {
     LayerKind kind;
     ConvShape s{};          // conv and pooling: the shape of one block (lanes 16); linear: s.ic = in, s.oc = out
-    bool relu = false;      // max pooling fused with a ReLU
+    bool relu = false;      // max pooling (or ConvPool) fused with a ReLU
     const float* w = nullptr;
     const float* b = nullptr;
     float* dw = nullptr;    // gradients, overwritten by run(); null for a frozen parameter (then not computed)

@@ -38,4 +38,26 @@ void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, floa
                 }
 }
 
+// One sample: xpad [ic][oh+kh-1][ow+kw-1], w [oc][ic][kh][kw], bias [oc] -> y [oc][oh/2][ow/2], the maximum of the
+// convolution over each 2x2 window at stride 2, then a ReLU if relu.
+void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, int relu) {
+    const int pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1, out_h = s->oh / 2, out_w = s->ow / 2;
+    for (int o = 0; o < s->oc; ++o)
+        for (int py = 0; py < out_h; ++py)
+            for (int px = 0; px < out_w; ++px) {
+                float best = 0.0f;
+                for (int d = 0; d < 4; ++d) {
+                    const int oy = 2 * py + d / 2, ox = 2 * px + d % 2;
+                    float acc = bias ? bias[o] : 0.0f;
+                    for (int c = 0; c < s->ic; ++c)
+                        for (int ky = 0; ky < s->kh; ++ky)
+                            for (int kx = 0; kx < s->kw; ++kx)
+                                acc += w[((o * s->ic + c) * s->kh + ky) * s->kw + kx] *
+                                       xpad[(ptrdiff_t(c) * ph + oy + ky) * pw + ox + kx];
+                    if (d == 0 || acc > best) best = acc;
+                }
+                y[(ptrdiff_t(o) * out_h + py) * out_w + px] = relu && best < 0.0f ? 0.0f : best;
+            }
+}
+
 }  // namespace lenet::ref

@@ -187,6 +187,173 @@ void conv_row_fwd(const ConvShape* s, const float* xpad, const float* w, const f
     }
 }
 
+// ---- one sample, fused with a 2x2 stride-2 max pooling and an optional ReLU: y [oc][oh/2][ow/2] ----------------
+// The convolution's output never reaches memory: the tiles above, over the two output rows of one pooled row, end
+// with a vertical max of the two rows, V::pairmax of neighbours along the row, and the ReLU (which commutes with the
+// max). Each conv sum is accumulated in the same order as conv_row_fwd / conv_channel_fwd. An odd last row or
+// column is dropped, as the pooling drops it.
+
+// Pooled row tile: OCB channels x 2 rows x NV vectors of conv pixels (up to 2 vectors: 2W pixels, W pooled);
+// the two rows share each broadcast weight.
+constexpr int kPoolRowMaxVectors = 2;
+template <class V, int NV> constexpr int pool_row_ocb() {
+    return V::acc_budget / (2 * NV) > 8 ? 8 : (V::acc_budget / (2 * NV) < 1 ? 1 : V::acc_budget / (2 * NV));
+}
+
+// m: NV vectors of conv pixels, already max-ed over the two rows -> `pooled` pixels of out (relu: clamped at 0).
+template <class V, int NV>
+void store_pooled_row(const typename V::T* m, float* out, int pooled, int relu) {
+    LENET_TILE_LOOP for (int v = 0; v < NV; v += 2) {
+        typename V::T p = V::pairmax(m[v], m[v + 1 < NV ? v + 1 : v]);
+        if (relu) p = V::max(p, V::zero());
+        const int first = v / 2 * V::W, left = pooled - first;
+        if (left >= V::W) V::store(out + first, p);
+        else if (left > 0) V::store_n(out + first, p, left);
+    }
+}
+
+template <class V, int OCB, int NV, bool FULL>
+LENET_TILE_FUNCTION
+void conv_row_pool_tile(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, int o0,
+                        int py, int ox0, int n, int relu) {
+    const ptrdiff_t pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1, wstride = ptrdiff_t(s->ic) * s->kh * s->kw;
+    const int tail = FULL ? V::W : n - (NV - 1) * V::W;  // conv pixels in the last vector, 1..W
+    const int oy = 2 * py, out_h = s->oh / 2, out_w = s->ow / 2;
+    typename V::T acc[2][OCB][NV];
+    LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) {
+        const typename V::T b = V::set1(bias ? bias[o0 + o] : 0.0f);
+        LENET_TILE_LOOP for (int v = 0; v < NV; ++v) acc[0][o][v] = acc[1][o][v] = b;
+    }
+    // Kernel rows that reach the image for either output row (a border row adds an exact zero to the other).
+    const KernelRows r0 = image_rows(s, oy), r1 = image_rows(s, oy + 1);
+    const int lo = r1.lo < r0.lo ? r1.lo : r0.lo, hi = r0.hi > r1.hi ? r0.hi : r1.hi;
+    for (int c = 0; c < s->ic; ++c)
+        for (int ky = lo; ky < hi; ++ky) {
+            const float* row = xpad + (c * ph + oy + ky) * pw + ox0;  // output row oy; row + pw: output row oy + 1
+            const float* wrow = w + o0 * wstride + (c * s->kh + ky) * s->kw;
+            for (int kx = 0; kx < s->kw; ++kx) {
+                typename V::T x[2][NV];
+                LENET_TILE_LOOP for (int r = 0; r < 2; ++r) {
+                    LENET_TILE_LOOP for (int v = 0; v < NV - 1; ++v) x[r][v] = V::load(row + r * pw + kx + v * V::W);
+                    x[r][NV - 1] = FULL ? V::load(row + r * pw + kx + (NV - 1) * V::W)
+                                        : V::load_n(row + r * pw + kx + (NV - 1) * V::W, tail);
+                }
+                LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) {
+                    const typename V::T wv = V::set1(wrow[o * wstride + kx]);
+                    LENET_TILE_LOOP for (int r = 0; r < 2; ++r)
+                        LENET_TILE_LOOP for (int v = 0; v < NV; ++v) acc[r][o][v] = V::fmadd(wv, x[r][v], acc[r][o][v]);
+                }
+            }
+        }
+    LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) {
+        typename V::T m[NV];
+        LENET_TILE_LOOP for (int v = 0; v < NV; ++v) m[v] = V::max(acc[0][o][v], acc[1][o][v]);
+        store_pooled_row<V, NV>(m, y + (ptrdiff_t(o0 + o) * out_h + py) * out_w + ox0 / 2, n / 2, relu);
+    }
+}
+
+// Pooled channel tile: 2 rows x PXB pixels (even, so that pooling pairs stay in one tile) x OV vectors of output
+// channels. Each input row serves both output rows (at kernel rows ky and ky - 1), so one broadcast pixel feeds
+// two weight vectors.
+template <class V, int OV> constexpr int channel_pool_pxb() {
+    return V::acc_budget / (2 * OV) > 12 ? 12 : (V::acc_budget / (2 * OV) < 2 ? 2 : V::acc_budget / (2 * OV) / 2 * 2);
+}
+
+// One input row r of the pair's window (output row oy at ky = r if TOP, output row oy + 1 at ky = r - 1 if BOTTOM).
+template <class V, int OV, int PXB, bool TOP, bool BOTTOM>
+inline void channel_pool_row(const ConvShape* s, const float* row, const float* wt0, const float* wt1,
+                             typename V::T (&acc)[2][PXB][OV]) {
+    for (int kx = 0; kx < s->kw; ++kx) {
+        typename V::T w0[OV], w1[OV];
+        LENET_TILE_LOOP for (int v = 0; v < OV; ++v) {
+            if (TOP) w0[v] = V::load(wt0 + kx * s->oc + v * V::W);
+            if (BOTTOM) w1[v] = V::load(wt1 + kx * s->oc + v * V::W);
+        }
+        LENET_TILE_LOOP for (int p = 0; p < PXB; ++p) {
+            const typename V::T xv = V::set1(row[p + kx]);
+            LENET_TILE_LOOP for (int v = 0; v < OV; ++v) {
+                if (TOP) acc[0][p][v] = V::fmadd(w0[v], xv, acc[0][p][v]);
+                if (BOTTOM) acc[1][p][v] = V::fmadd(w1[v], xv, acc[1][p][v]);
+            }
+        }
+    }
+}
+
+template <class V, int OV, int PXB>
+LENET_TILE_FUNCTION
+void conv_channel_pool_tile(const ConvShape* s, const float* xpad, const float* wt, const float* bias, float* out,
+                            int py, int ox0, int relu) {
+    const ptrdiff_t pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1;
+    const int oy = 2 * py;
+    typename V::T acc[2][PXB][OV];
+    LENET_TILE_LOOP for (int v = 0; v < OV; ++v) {
+        const typename V::T b = bias ? V::load(bias + v * V::W) : V::zero();
+        LENET_TILE_LOOP for (int p = 0; p < PXB; ++p) acc[0][p][v] = acc[1][p][v] = b;
+    }
+    // Input rows oy + r, r in [lo, hi): kernel row r of output row oy, kernel row r - 1 of output row oy + 1.
+    const KernelRows r0 = image_rows(s, oy), r1 = image_rows(s, oy + 1);
+    const int lo = r0.lo < r1.lo + 1 ? r0.lo : r1.lo + 1, hi = r0.hi > r1.hi + 1 ? r0.hi : r1.hi + 1;
+    for (int c = 0; c < s->ic; ++c)
+        for (int r = lo; r < hi; ++r) {
+            const float* row = xpad + (c * ph + oy + r) * pw + ox0;
+            const float* wt0 = wt + ((ptrdiff_t(c) * s->kh + r) * s->kw) * s->oc;
+            const float* wt1 = r > 0 ? wt0 - ptrdiff_t(s->kw) * s->oc : wt0;  // read only when r > 0
+            const bool top = r >= r0.lo && r < r0.hi, bottom = r - 1 >= r1.lo && r - 1 < r1.hi;
+            if (top && bottom) channel_pool_row<V, OV, PXB, true, true>(s, row, wt0, wt1, acc);
+            else if (top) channel_pool_row<V, OV, PXB, true, false>(s, row, wt0, wt1, acc);
+            else if (bottom) channel_pool_row<V, OV, PXB, false, true>(s, row, wt0, wt1, acc);
+        }
+    LENET_TILE_LOOP for (int p = 0; p + 1 < PXB; p += 2)  // out [pooled pixel][oc] from ox0 / 2 on
+        LENET_TILE_LOOP for (int v = 0; v < OV; ++v) {
+            typename V::T m = V::max(V::max(acc[0][p][v], acc[0][p + 1][v]), V::max(acc[1][p][v], acc[1][p + 1][v]));
+            if (relu) m = V::max(m, V::zero());
+            V::store(out + (p / 2) * s->oc + v * V::W, m);
+        }
+}
+
+// xpad [ic][oh+kh-1][ow+kw-1], w [oc][ic][kh][kw] -> y [oc][oh/2][ow/2] = relu?(maxpool 2x2 stride 2 of the conv).
+template <class V>
+void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, int relu) {
+    const int out_h = s->oh / 2, out_w = s->ow / 2;
+    if (conv_channels_fit<V>(s)) {
+        float wt[kChannelMaxWeights];  // wt[c][ky][kx][oc] = w[oc][c][ky][kx]
+        const int taps = s->ic * s->kh * s->kw;
+        for (int o = 0; o < s->oc; ++o)
+            for (int t = 0; t < taps; ++t) wt[t * s->oc + o] = w[o * taps + t];
+        float out[kChannelMaxVectors * V::W * V::W / 2];  // one pooled row [out_w][oc] (ow < W), then transposed into y
+        with_size<kChannelMaxVectors>(s->oc / V::W, [&](auto ov) {
+            constexpr int OV = decltype(ov)::value, PXB = channel_pool_pxb<V, OV>();
+            for (int py = 0; py < out_h; ++py) {
+                for (int ox0 = 0; ox0 + 1 < s->ow; ox0 += PXB) {
+                    const int left = (s->ow - ox0) / 2 * 2;  // whole pooling pairs
+                    with_size<PXB / 2>((left < PXB ? left : PXB) / 2, [&](auto pairs) {
+                        conv_channel_pool_tile<V, OV, 2 * decltype(pairs)::value>(s, xpad, wt, bias,
+                                                                                   out + ptrdiff_t(ox0 / 2) * s->oc,
+                                                                                   py, ox0, relu);
+                    });
+                }
+                for (int o = 0; o < s->oc; ++o)
+                    for (int px = 0; px < out_w; ++px) y[(ptrdiff_t(o) * out_h + py) * out_w + px] = out[px * s->oc + o];
+            }
+        });
+        return;
+    }
+    constexpr int chunk = kPoolRowMaxVectors * V::W;
+    for (int ox0 = 0; ox0 + 1 < s->ow; ox0 += chunk) {
+        const int n = s->ow - ox0 < chunk ? s->ow - ox0 : chunk;
+        with_size<kPoolRowMaxVectors>((n + V::W - 1) / V::W, [&](auto nv) {
+            constexpr int NV = decltype(nv)::value, OCB = pool_row_ocb<V, NV>();
+            for (int o0 = 0; o0 < s->oc; o0 += OCB)
+                for (int py = 0; py < out_h; ++py)
+                    with_size<OCB>(s->oc - o0 < OCB ? s->oc - o0 : OCB, [&](auto o) {
+                        constexpr int O = decltype(o)::value;
+                        if (n == NV * V::W) conv_row_pool_tile<V, O, NV, true>(s, xpad, w, bias, y, o0, py, ox0, n, relu);
+                        else conv_row_pool_tile<V, O, NV, false>(s, xpad, w, bias, y, o0, py, ox0, n, relu);
+                    });
+        });
+    }
+}
+
 // xpad [ic][oh+kh-1][ow+kw-1][L], w [oc][ic][kh][kw] -> y [oc][oh][ow][L], L = 16 (or 1: conv_row_fwd).
 template <class V>
 void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y) {

@@ -27,6 +27,12 @@ struct VecAVX2 {
     static T div(T a, T b) { return _mm256_div_ps(a, b); }
     static T max(T a, T b) { return _mm256_max_ps(a, b); }
     static T min(T a, T b) { return _mm256_min_ps(a, b); }
+    // Neighbours along the row: [max(a0, a1), max(a2, a3), max(a4, a5), max(a6, a7), max(b0, b1), ..., max(b6, b7)].
+    static T pairmax(T a, T b) {
+        const __m256 m = _mm256_max_ps(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                                       _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));  // per 128 bits: a a b b
+        return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(m), _MM_SHUFFLE(3, 1, 2, 0)));
+    }
     static T sqrt(T a) { return _mm256_sqrt_ps(a); }
     static T fmadd(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
     static T fnmadd(T a, T b, T c) { return _mm256_fnmadd_ps(a, b, c); }

@@ -1,5 +1,6 @@
 // 16-float vector type over AVX-512F intrinsics: the interface every kernels/simd template is written against
-// (W lanes; load/store, masked partial load/store of the first n lanes, fmadd, compare + select, exp).
+// (W lanes; load/store, masked partial load/store of the first n lanes, fmadd, compare + select, exp,
+// pairwise max of neighbours).
 // Include only from a translation unit compiled with -mavx512f (isa_avx512.cpp).
 #pragma once
 #include <immintrin.h>
@@ -26,6 +27,12 @@ struct VecAVX512 {
     static T div(T a, T b) { return _mm512_div_ps(a, b); }
     static T max(T a, T b) { return _mm512_max_ps(a, b); }
     static T min(T a, T b) { return _mm512_min_ps(a, b); }
+    // Neighbours along the row: [max(a0, a1), max(a2, a3), ..., max(a14, a15), max(b0, b1), ..., max(b14, b15)].
+    static T pairmax(T a, T b) {
+        const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+        return _mm512_max_ps(_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b));
+    }
     static T sqrt(T a) { return _mm512_sqrt_ps(a); }
     static T fmadd(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }  // a*b + c
     static T fnmadd(T a, T b, T c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a*b

@@ -42,6 +42,14 @@ struct VecNEON {
     static T mul(T a, T b) { return vmulq_f32(a, b); }
     static T max(T a, T b) { return vmaxq_f32(a, b); }
     static T min(T a, T b) { return vminq_f32(a, b); }
+    // Neighbours along the row: [max(a0, a1), max(a2, a3), max(b0, b1), max(b2, b3)].
+#if defined(__aarch64__)
+    static T pairmax(T a, T b) { return vpmaxq_f32(a, b); }
+#else
+    static T pairmax(T a, T b) {
+        return vcombine_f32(vpmax_f32(vget_low_f32(a), vget_high_f32(a)), vpmax_f32(vget_low_f32(b), vget_high_f32(b)));
+    }
+#endif
     static M gt(T a, T b) { return vcgtq_f32(a, b); }
     static M eq(T a, T b) { return vceqq_f32(a, b); }
     static M mand(M a, M b) { return vandq_u32(a, b); }
