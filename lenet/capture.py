@@ -36,11 +36,23 @@ class CapturedStep:
 
     def __call__(self, x: np.ndarray, labels) -> float:
         """x: a batch in the lanes layout (nblk, C, H, W, 16), e.g. from lenet.functional.image_batch."""
-        for p, (data, grad) in zip(self.params, self._arrays):
-            if p.data is not data or (grad is not None and p.grad is not grad) or p.requires_grad != (grad is not None):
-                raise RuntimeError("a parameter or gradient array was replaced, or a layer frozen or unfrozen, after "
-                                   "capture; capture again")
+        self._check_arrays()
         labels = np.asarray(labels)
         batch = len(labels)
         lab = lane_labels(labels, batch, x.shape[0], LANES)
         return self._step.run(x, lab, 1.0 / batch) / batch
+
+    def run_images(self, images: np.ndarray, indices, labels) -> float:
+        """The step on images[indices] of a uint8 data set (N, H, W) with their labels (len(indices),): each block's
+        thread gathers and scales its own 16 images, in parallel, right before its forward pass."""
+        self._check_arrays()
+        indices = np.ascontiguousarray(indices, dtype=np.int64)
+        batch = len(indices)
+        lab = lane_labels(labels, batch, -(-batch // LANES), LANES)
+        return self._step.run_images(images, indices, lab, 1.0 / batch) / batch
+
+    def _check_arrays(self) -> None:
+        for p, (data, grad) in zip(self.params, self._arrays):
+            if p.data is not data or (grad is not None and p.grad is not grad) or p.requires_grad != (grad is not None):
+                raise RuntimeError("a parameter or gradient array was replaced, or a layer frozen or unfrozen, after "
+                                   "capture; capture again")

@@ -48,7 +48,9 @@ class Trainer:
         progress = _Progress(n) if sys.stderr.isatty() else None
         for i in range(0, n, bs):
             idx = order[i : i + bs]
-            if self.captured is not None:  # forward, loss and backward in one call; it overwrites the gradients
+            if self.captured is not None and images.dtype == np.uint8:
+                loss = self.captured.run_images(images, idx, labels[idx])  # gather, forward, loss, backward: one call
+            elif self.captured is not None:  # forward, loss and backward in one call; it overwrites the gradients
                 loss = self.captured(_batch(images, idx, LANES).data, labels[idx])
             else:
                 loss_t = F.cross_entropy(self.model(_batch(images, idx)), labels[idx])
@@ -134,7 +136,7 @@ def _inputs(images: np.ndarray) -> np.ndarray:
 
 
 def _check_data(images, labels):
-    images, labels = np.asarray(images), np.asarray(labels)
+    images, labels = np.ascontiguousarray(images), np.asarray(labels)
     if images.ndim not in (3, 4):
         raise ValueError(f"images must be (N, 28, 28) or (N, 1, 28, 28), got shape {images.shape}")
     if labels.shape != (len(images),):

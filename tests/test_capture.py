@@ -39,6 +39,46 @@ def test_captured_gradients_match_autograd(isa, rng, name, batch):
         np.testing.assert_allclose(p.grad, w, rtol=1e-4, atol=1e-6 * max(1.0, float(np.abs(w).max())))
 
 
+@pytest.mark.parametrize("name", ["lenet5", "coreml"])
+@pytest.mark.parametrize("batch", [1, 16, 37])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_step_on_gathered_images_equals_step_on_packed_blocks(isa, rng, name, batch, threads):
+    """run_images (each block's thread gathers its own images) gives bit-identical losses and gradients to the step
+    on a batch packed beforehand, at any thread count."""
+    images = rng.integers(0, 256, (70, 28, 28), dtype=np.uint8)
+    idx, y = rng.permutation(70)[:batch], rng.integers(0, 10, batch)
+    results = []
+    old = lenet.get_num_threads()
+    try:
+        lenet.set_num_threads(threads)
+        for gathered in (False, True):
+            lenet.seed(4)
+            model = MODELS[name]()
+            step = CapturedStep(model)
+            loss = step.run_images(images, idx, y) if gathered else step(F.image_batch(images, idx, 16).data, y)
+            results.append((loss, [p.grad.copy() for p in model.parameters()]))
+    finally:
+        lenet.set_num_threads(old)
+    assert results[0][0] == results[1][0]
+    for a, b in zip(results[0][1], results[1][1]):
+        assert np.array_equal(a, b)
+
+
+def test_step_on_gathered_images_refuses_bad_input(rng):
+    step = CapturedStep(lenet.LeNet5())
+    images = rng.integers(0, 256, (10, 28, 28), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"indices\[1\] = 10 is outside \[0, 10\)"):
+        step.run_images(images, [3, 10], [1, 2])
+    with pytest.raises(ValueError, match="images of 729 pixels for a model that takes 784"):
+        step.run_images(images[:, :27, :27].copy(), [0], [1])
+    with pytest.raises(TypeError, match="dtype uint8"):
+        step.run_images(images.astype(np.float32), [0], [1])
+    with pytest.raises(ValueError, match="outside"):
+        step.run_images(images, [0, 1], [1, 10])
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
+        step.run_images(images, [0, 1], [1])
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("frozen", [(0,), (0, 2), "all_but_last", (-1,), "bias_only"])
 def test_captured_gradients_with_frozen_layers(isa, rng, name, frozen):

@@ -32,7 +32,7 @@ struct lenet_model {
     std::unique_ptr<model::Network> net;
     std::unique_ptr<model::QNetwork> qnet;     // an int8 file (lenet.quantize): inference only
     // Training state, made on the first training step.
-    std::vector<float> grads, velocity, batch;
+    std::vector<float> grads, velocity;
     std::vector<int32_t> labels;
     std::unique_ptr<ops::TrainStep> step;
 };
@@ -124,15 +124,10 @@ int train_step(lenet_model* m, const T* images, const int32_t* labels, int n, fl
         model::Plan p = model::plan(m->graph, L, param_pointers(*m), grads);
         m->step = std::make_unique<ops::TrainStep>(std::move(p.layers), p.input_floats, p.classes);
     }
-    const size_t F = m->analysis.input_floats_per_sample;
     const int nblk = (n + L - 1) / L;
-    m->batch.resize(F * L * size_t(nblk));
     m->labels.assign(size_t(nblk) * L, -1);  // -1: a padding lane
-    for (int b = 0; b < nblk; ++b)
-        model::pack_block(std::min(L, n - b * L), F, L, images + size_t(b) * L * F, nullptr,
-                          m->batch.data() + size_t(b) * F * L);
     std::copy(labels, labels + n, m->labels.begin());
-    const double total = m->step->run(nblk, m->batch.data(), m->labels.data(), 1.0f / float(n));
+    const double total = m->step->run(n, images, nullptr, m->labels.data(), 1.0f / float(n));
     ops::sgd_update(ptrdiff_t(m->params.size()), m->params.data(), m->grads.data(), m->velocity.data(), lr, momentum,
                     0.0f, 0);
     if (loss) *loss = float(total / n);

@@ -5,40 +5,9 @@
 
 #include "../core/dispatch.h"
 #include "../core/threadpool.h"
+#include "../ops/block.h"
 
 namespace lenet::model {
-
-namespace {
-
-const float* pixel_scale() {  // v / 255 exactly as float32 division, the same as numpy's astype(float32) / 255
-    static const auto lut = [] {
-        std::vector<float> t(256);
-        for (int v = 0; v < 256; ++v) t[size_t(v)] = float(v) / 255.0f;
-        return t;
-    }();
-    return lut.data();
-}
-
-inline float value(float v) { return v; }
-inline float value(uint8_t v) { return pixel_scale()[v]; }
-
-template <class T>
-void pack(int n, size_t F, int L, const T* x, const int64_t* rows, float* out) {
-    for (int l = 0; l < L; ++l) {
-        float* dst = out + l;
-        if (l >= n) {
-            for (size_t f = 0; f < F; ++f) dst[f * size_t(L)] = 0.0f;
-            continue;
-        }
-        const T* src = x + size_t(rows ? rows[l] : l) * F;
-        for (size_t f = 0; f < F; ++f) dst[f * size_t(L)] = value(src[f]);
-    }
-}
-
-}  // namespace
-
-void pack_block(int n, size_t F, int L, const float* x, const int64_t* rows, float* out) { pack(n, F, L, x, rows, out); }
-void pack_block(int n, size_t F, int L, const uint8_t* x, const int64_t* rows, float* out) { pack(n, F, L, x, rows, out); }
 
 Network::Network(const Graph& g, const std::vector<const float*>& params) : graph_(g), analysis_(analyse(g)) {
     for (int lanes : {1, ops::TrainStep::kLanes}) {
@@ -64,7 +33,7 @@ void Network::run(int n, const T* x, float* logits) const {
             in[0] = reinterpret_cast<const float*>(x) + size_t(first) * F;
         } else {
             input = scratch(thread, 5, fwd.input_floats());
-            pack_block(count, F, L, x + size_t(first) * F, nullptr, input);
+            ops::block::pack(count, F, L, x + size_t(first) * F, nullptr, input);
             in[0] = input;
         }
         fwd.run_block(k, in, scratch(thread, 2, fwd.act_floats()), thread);

@@ -35,9 +35,4 @@ private:
     std::unique_ptr<ops::Forward> one_, block_;  // lanes 1 and lanes 16
 };
 
-// Samples x[rows[l]] (or x[l] when rows is null), each of F values, l < n -> one block [F][L] in the lanes layout
-// (lanes past n are zero); uint8 pixels scaled by 1/255 exactly as numpy's images.astype(float32) / 255.
-void pack_block(int n, size_t F, int L, const float* x, const int64_t* rows, float* out);
-void pack_block(int n, size_t F, int L, const uint8_t* x, const int64_t* rows, float* out);
-
 }  // namespace lenet::model

@@ -2,12 +2,18 @@
 // and the captured training step (train_step.cpp). The convolution uses scratch slots 0 and 1 of `thread`.
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
 
 #include "../kernels/kernels.h"
 
 namespace lenet::ops::block {
 
 size_t floats(int c, int h, int w, int L);  // one block of a [c][h][w][L] activation
+
+// Samples x[rows[l]] (or x[l] when rows is null), each of F values, l < n -> one block [F][L] in the lanes layout
+// (lanes past n are zero); uint8 pixels scaled by 1/255 exactly as numpy's images.astype(float32) / 255.
+void pack(int n, size_t F, int L, const float* x, const int64_t* rows, float* out);
+void pack(int n, size_t F, int L, const uint8_t* x, const int64_t* rows, float* out);
 
 // y = conv(x, w) + b. `direct`: the shape-specialised kernels (16 lanes, stride 1), else im2col + GEMM.
 void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,

@@ -45,6 +45,16 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
 TrainStep::~TrainStep() = default;
 
 double TrainStep::run(int nblk, const float* x, const int32_t* label, float scale) {
+    return run_blocks(nblk, Input{x, nullptr, nullptr, nullptr, 0}, label, scale);
+}
+double TrainStep::run(int n, const uint8_t* x, const int64_t* rows, const int32_t* label, float scale) {
+    return run_blocks((n + kLanes - 1) / kLanes, Input{nullptr, x, nullptr, rows, n}, label, scale);
+}
+double TrainStep::run(int n, const float* x, const int64_t* rows, const int32_t* label, float scale) {
+    return run_blocks((n + kLanes - 1) / kLanes, Input{nullptr, nullptr, x, rows, n}, label, scale);
+}
+
+double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, float scale) {
     const KernelTable& k = kernels();
     const Forward& fwd = *fwd_;
     const std::vector<LayerSpec>& layers = fwd.layers();
@@ -62,7 +72,17 @@ double TrainStep::run(int nblk, const float* x, const int32_t* label, float scal
         float* grad_b = scratch(thread, 4, fwd.max_floats());
         float* part = partials_.data() + param_floats_ * size_t(blk);
         const float* in[kMaxLayers + 1];  // in[i]: the input of layer i; in[n]: the logits
-        in[0] = x + fwd.input_floats() * size_t(blk);
+        if (x.blocks) {
+            in[0] = x.blocks + fwd.input_floats() * size_t(blk);
+        } else {  // this block's samples, packed here (scratch slot 5: the block's input until its backward ends)
+            const size_t F = fwd.input_floats() / L;
+            const int first = blk * L, count = std::min(L, x.n - first);
+            const int64_t* rows = x.rows ? x.rows + first : nullptr;
+            float* packed = scratch(thread, 5, fwd.input_floats());
+            if (x.pixels) block::pack(count, F, L, x.rows ? x.pixels : x.pixels + size_t(first) * F, rows, packed);
+            else block::pack(count, F, L, x.rows ? x.samples : x.samples + size_t(first) * F, rows, packed);
+            in[0] = packed;
+        }
         fwd.run_block(k, in, acts, thread);
         // ---- loss: dlogits into grad_a
         float loss[kLanes];

@@ -42,8 +42,24 @@ public:
     // x [nblk][input][16], label [nblk*16] (-1 marks a padding lane). Overwrites every dw/db with the gradient of
     // scale * (sum of the per-sample losses); returns that sum (not scaled).
     double run(int nblk, const float* x, const int32_t* label, float scale);
+    // The same on n samples gathered from a data set: x [*][input] (uint8 pixels, scaled by 1/255, or floats),
+    // rows [n] which samples (null: the first n), label [ceil(n/16)*16] as above. Each block's thread packs its own
+    // 16 samples into the lanes layout, so the gather runs in parallel and its output is still in cache for the
+    // first layer.
+    double run(int n, const uint8_t* x, const int64_t* rows, const int32_t* label, float scale);
+    double run(int n, const float* x, const int64_t* rows, const int32_t* label, float scale);
 
 private:
+    // One block's input: [input][16], either given (x_blocks) or packed from samples into a scratch slot.
+    struct Input {
+        const float* blocks;    // [nblk][input][16], or samples: uint8 pixels or floats [*][input]
+        const uint8_t* pixels;
+        const float* samples;
+        const int64_t* rows;    // [n] which samples (null: the first n)
+        int n;
+    };
+    double run_blocks(int nblk, const Input& x, const int32_t* label, float scale);
+
     std::unique_ptr<Forward> fwd_;       // the layers and their forward pass, keeping every activation
     std::vector<size_t> param_offset_;   // per conv layer: where its [dw | db] lives in a block's partial gradient
     std::vector<size_t> batch_offset_;   // per dense layer: where its x^T [B][in] and dy [out][B] live in batch_

@@ -23,6 +23,7 @@
 #include "../core/cpu.h"
 #include "../core/dispatch.h"
 #include "../core/threadpool.h"
+#include "../ops/block.h"
 #include "../ops/ops.h"
 #include "../model/graph.h"
 #include "../model/json.h"
@@ -445,28 +446,40 @@ void adam_update(py::handle w_, py::handle g_, py::handle m_, py::handle v_, flo
 
 // A training batch straight from the uint8 data set: images[indices] scaled by 1/255 into the lanes layout
 // (nblk, 1, H, W, L), zeros in the padding lanes. One pass, no intermediate float copy of the batch.
-py::array_t<float> pack_images(py::handle images_, py::handle indices_, int lanes) {
+// A data set of uint8 images (N, H, W) or (N, 1, H, W) and the rows of a batch, checked: (images, indices, H*W).
+struct ImageRows {
+    py::array_t<uint8_t> images;
+    py::array_t<int64_t> indices;
+    ptrdiff_t hw;
+};
+ImageRows image_rows(py::handle images_, py::handle indices_) {
     auto images = checked<uint8_t>(images_, "images", nullptr);
     if (images.ndim() != 3 && !(images.ndim() == 4 && images.shape(1) == 1))
         throw py::value_error("images must be (N, H, W) or (N, 1, H, W) uint8, got shape " + shape_str(images));
     auto indices = checked<int64_t>(indices_, "indices", {kAny});
-    positive(lanes, "lanes");
     const ptrdiff_t n = images.shape(0), batch = indices.shape(0);
-    const ptrdiff_t h = images.shape(images.ndim() - 2), w = images.shape(images.ndim() - 1), hw = h * w;
     if (batch < 1) throw py::value_error("indices is empty");
     const int64_t* idx = indices.data();
     for (ptrdiff_t i = 0; i < batch; ++i)
         if (idx[i] < 0 || idx[i] >= n)
             throw py::value_error("indices[" + std::to_string(i) + "] = " + std::to_string(idx[i]) +
                                   " is outside [0, " + std::to_string(n) + ")");
-    const ptrdiff_t nblk = (batch + lanes - 1) / lanes;
-    auto out = empty({nblk, 1, h, w, lanes});
+    return {images, indices, images.shape(images.ndim() - 2) * images.shape(images.ndim() - 1)};
+}
+
+py::array_t<float> pack_images(py::handle images_, py::handle indices_, int lanes) {
+    const ImageRows r = image_rows(images_, indices_);
+    positive(lanes, "lanes");
+    const ptrdiff_t batch = r.indices.shape(0), hw = r.hw, nblk = (batch + lanes - 1) / lanes;
+    auto out = empty({nblk, 1, r.images.shape(r.images.ndim() - 2), r.images.shape(r.images.ndim() - 1), lanes});
     float* o = out.mutable_data();
-    const uint8_t* src = images.data();
+    const uint8_t* src = r.images.data();
+    const int64_t* idx = r.indices.data();
     KernelCall call;
-    for (ptrdiff_t b = 0; b < nblk; ++b)
-        model::pack_block(int(std::min<ptrdiff_t>(lanes, batch - b * lanes)), size_t(hw), lanes, src, idx + b * lanes,
-                          o + b * hw * lanes);
+    ThreadPool::instance().parallel_for(int(nblk), [&](int b, int) {
+        ops::block::pack(int(std::min<ptrdiff_t>(lanes, batch - b * lanes)), size_t(hw), lanes, src, idx + b * lanes,
+                         o + b * hw * lanes);
+    });
     return out;
 }
 
@@ -550,18 +563,37 @@ public:
             size_t(x.size()) / input_floats_ != size_t(x.shape(0)))
             throw py::value_error("x must be a batch in the lanes layout (nblk, C, H, W, 16) matching the input shape");
         const int nblk = int(x.shape(0));
-        auto labels = checked<int32_t>(labels_, "labels", {ptrdiff_t(nblk) * L});
+        const int32_t* lp = checked_labels(labels_, nblk);
+        KernelCall call;
+        return step_->run(nblk, x.data(), lp, scale);
+    }
+
+    // The same on a batch gathered from a data set: images (N, H, W) or (N, 1, H, W) uint8, indices [B] the rows
+    // of the batch, labels [ceil(B/16)*16]; each block's thread packs its own samples.
+    double run_images(py::handle images_, py::handle indices_, py::handle labels_, float scale) {
+        const ImageRows r = image_rows(images_, indices_);
+        if (size_t(r.hw) != input_floats_ / ops::TrainStep::kLanes)
+            throw py::value_error("images of " + std::to_string(r.hw) + " pixels for a model that takes " +
+                                  std::to_string(input_floats_ / ops::TrainStep::kLanes));
+        const int n = int(r.indices.shape(0)), nblk = (n + ops::TrainStep::kLanes - 1) / ops::TrainStep::kLanes;
+        const int32_t* lp = checked_labels(labels_, nblk);
+        KernelCall call;
+        return step_->run(n, r.images.data(), r.indices.data(), lp, scale);
+    }
+    int classes() const { return classes_; }
+
+private:
+    // labels [nblk*16] int32, each a class or -1 (a padding lane); the array is the caller's argument, alive
+    // for the call.
+    const int32_t* checked_labels(py::handle labels_, int nblk) const {
+        auto labels = checked<int32_t>(labels_, "labels", {ptrdiff_t(nblk) * ops::TrainStep::kLanes});
         const int32_t* lp = labels.data();
         for (ptrdiff_t i = 0; i < labels.size(); ++i)
             if (lp[i] < -1 || lp[i] >= classes_)
                 throw py::value_error("labels[" + std::to_string(i) + "] = " + std::to_string(lp[i]) +
                                       " is outside [0, " + std::to_string(classes_) + ") (-1 marks padding)");
-        KernelCall call;
-        return step_->run(nblk, x.data(), lp, scale);
+        return lp;
     }
-    int classes() const { return classes_; }
-
-private:
     py::list keep_;
     size_t input_floats_ = 0;
     int classes_ = 0;
@@ -835,7 +867,9 @@ PYBIND11_MODULE(_core, m) {
         .def(py::init<const std::string&, py::list, py::list>(), py::arg("graph"), py::arg("params"),
              py::arg("grads"))
         .def_property_readonly("classes", &PyTrainStep::classes)
-        .def("run", &PyTrainStep::run, py::arg("x"), py::arg("labels"), py::arg("scale"));
+        .def("run", &PyTrainStep::run, py::arg("x"), py::arg("labels"), py::arg("scale"))
+        .def("run_images", &PyTrainStep::run_images, py::arg("images"), py::arg("indices"), py::arg("labels"),
+             py::arg("scale"));
     m.def("kernel_info", &kernel_info);
     m.def("kernel_seconds", [] { return double(g_kernel_ns.load()) * 1e-9; },
           "Wall seconds spent inside op calls (GIL released) since import.");
