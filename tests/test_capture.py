@@ -18,6 +18,11 @@ def autograd_grads(model, x, y):
 MODELS = {
     "lenet5": lambda: lenet.LeNet5(),
     "coreml": lambda: lenet.CoreMLNet(),
+    # The first convolution's output fills more than L2 at 16 lanes (25 x 25 x 32): fused with its pooling in
+    # training too, here with odd sizes (the last row and column dropped) and the ReLU after the pooling.
+    "big_first_conv_odd": lambda: nn.Sequential(
+        nn.Conv2d(1, 32, 4), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 12 * 12, 24), nn.ReLU(),
+        nn.Linear(24, 10)),
     "tanh_avgpool_strided": lambda: nn.Sequential(
         nn.Conv2d(1, 5, 3, stride=2, padding=1), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(5, 7, 3, padding=1),
         nn.MaxPool2d(3, 2), nn.ReLU(), nn.Flatten(), nn.Linear(7 * 3 * 3, 10)),

@@ -121,7 +121,8 @@ def check_conv_pool(rng, x_shape, oc, kernel, settings):
     w = rng.standard_normal((oc, x_shape[1], *kernel), dtype=np.float32)
     b = rng.standard_normal(oc, dtype=np.float32)
     for pad, with_bias, relu in settings:
-        y = _core.conv_pool_forward(_to_lanes(x, 1), w, b if with_bias else None, pad, relu)
+        y, argmax = _core.conv_pool_forward(_to_lanes(x, 1), w, b if with_bias else None, pad, relu)
+        assert argmax is None
         want = ref.pool2d("max", ref.conv2d(x, w, b if with_bias else np.zeros(oc, np.float32), (1, 1), pad),
                           (2, 2), (2, 2))
         close(_from_lanes(y, 1), np.maximum(want, 0) if relu else want)
@@ -147,10 +148,32 @@ def test_conv_pool_one_sample_narrow_rows(isa, rng, width):
                         (((0, 0), True, True), ((1, 1), False, True), ((1, 0), True, False)))
 
 
+@pytest.mark.parametrize("width", [2, 3, 4, 5, 9, 12, 13])
+@pytest.mark.parametrize("oc", [1, 5, 7, 13])
+def test_conv_pool_sixteen_lanes(isa, rng, width, oc):
+    """At 16 lanes (a training batch): the pooled output and, for the backward pass, the winning window position of
+    each output: its convolution value is the window's maximum. Odd widths and heights, channel counts around the
+    register tiles, two blocks (one partly padding), with and without padding, bias and ReLU."""
+    x = rng.standard_normal((20, 2, 7, width + 2), dtype=np.float32)
+    w = rng.standard_normal((oc, 2, 3, 3), dtype=np.float32)
+    b = rng.standard_normal(oc, dtype=np.float32)
+    for pad, with_bias, relu in (((0, 0), True, True), ((1, 2), False, False), ((2, 1), True, False)):
+        y, argmax = _core.conv_pool_forward(_to_lanes(x, 16), w, b if with_bias else None, pad, relu)
+        conv = ref.conv2d(x, w, b if with_bias else np.zeros(oc, np.float32), (1, 1), pad)
+        ph, pw = conv.shape[2] // 2, conv.shape[3] // 2
+        windows = np.stack([conv[:, :, dy : 2 * ph : 2, dx : 2 * pw : 2] for dy in (0, 1) for dx in (0, 1)])
+        want = windows.max(axis=0)
+        close(_from_lanes(y, len(x)), np.maximum(want, 0) if relu else want)
+        at = _from_lanes(argmax, len(x))
+        assert set(np.unique(at)) <= {0.0, 1.0, 2.0, 3.0}
+        picked = np.take_along_axis(windows, at.astype(np.int64)[None], axis=0)[0]
+        close(picked, want)  # the recorded position holds the maximum
+
+
 def test_conv_pool_rejects_what_it_cannot_run(rng):
     w = np.ones((2, 1, 3, 3), np.float32)
-    with pytest.raises(ValueError, match="one sample at a time"):
-        _core.conv_pool_forward(np.zeros((1, 1, 6, 6, 16), np.float32), w, None)
+    with pytest.raises(ValueError, match="1 lane"):
+        _core.conv_pool_forward(np.zeros((1, 1, 6, 6, 8), np.float32), w, None)
     with pytest.raises(ValueError, match="smaller than the 2x2 pooling window"):
         _core.conv_pool_forward(np.zeros((1, 1, 3, 6, 1), np.float32), w, None)
 

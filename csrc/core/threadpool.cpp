@@ -159,7 +159,7 @@ struct ScratchBlock {
     ~ScratchBlock() { std::free(ptr); }
 };
 struct ThreadScratch {
-    ScratchBlock slots[8];
+    ScratchBlock slots[kScratchSlots];
 };
 std::vector<std::unique_ptr<ThreadScratch>>& scratch_table() {
     static std::vector<std::unique_ptr<ThreadScratch>> table(ThreadPool::kMaxThreads);

@@ -53,10 +53,17 @@ struct KernelTable {
     // Its weight gradient, one block: dw[oc][ic][kh][kw] = sum over pixels and lanes of dy * xpad (overwritten);
     // the lanes are the reduction, one horizontal sum per weight. Null where the ISA has none.
     void (*conv_direct_dw)(const ConvShape* s, const float* xpad, const float* dy, float* dw);
-    // One sample (lanes 1), stride 1, input pre-padded as for conv_direct_fwd: the convolution (plus bias), then a
-    // 2x2 stride-2 max pooling, then a ReLU when relu != 0, in one pass that never writes the convolution's output:
-    // y [oc][oh/2][ow/2] (s: the convolution's shape; an odd last row or column is dropped, as the pooling drops it).
-    void (*conv_pool_fwd)(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, int relu);
+    // Stride 1, input pre-padded as for conv_direct_fwd, lanes 1 (one sample) or 16: the convolution (plus bias),
+    // then a 2x2 stride-2 max pooling, then a ReLU when relu != 0, in one pass that never writes the convolution's
+    // output: y [oc][oh/2][ow/2][L] (s: the convolution's shape; an odd last row or column is dropped, as the
+    // pooling drops it). argmax (16 lanes only; may be null) [oc][oh/2][ow/2][L]: which position of its window,
+    // 0-3 in row-major order, gave each output (the first maximum), for the backward pass.
+    void (*conv_pool_fwd)(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y,
+                          float* argmax, int relu);
+    // Its pooling backward for pooled rows [py0, py1): dx [oc][2*(py1-py0)][ow][L] (overwritten) gets dy at the
+    // argmax position of each window (where y > 0, with relu) and zero elsewhere; y, argmax, dy [oc][oh/2][ow/2][L].
+    void (*conv_pool_unpool)(const ConvShape* s, int py0, int py1, const float* y, const float* argmax,
+                             const float* dy, float* dx, int relu);
 
     // Pooling over one block [c][ih][iw][L] -> [c][oh][ow][L] (no padding). With relu != 0 max pooling is fused
     // with a ReLU (max and ReLU commute: relu(maxpool(x)) == maxpool(relu(x))), saving a pass over x.

@@ -18,9 +18,15 @@ void pack(int n, size_t F, int L, const uint8_t* x, const int64_t* rows, float* 
 // y = conv(x, w) + b. `direct`: the shape-specialised kernels (16 lanes, stride 1), else im2col + GEMM.
 void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,
                   const float* b, float* y, int thread);
-// One sample (s.lanes == 1, stride 1): y [oc][oh/2][ow/2] = relu?(2x2 stride-2 max pool of the convolution).
+// Stride 1, lanes 1 or 16: y [oc][oh/2][ow/2][L] = relu?(2x2 stride-2 max pool of the convolution), and at 16
+// lanes argmax (may be null), the window position that won (kernels.h: conv_pool_fwd).
 void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* b,
-                       bool relu, float* y, int thread);
+                       bool relu, float* y, float* argmax, int thread);
+// Its backward for a first layer (no input gradient): dw and db (overwritten; either may be null) from the pooled
+// output's gradient dy, y and argmax, a band of pooled rows at a time, so that the convolution's full-size gradient
+// is never stored. Uses scratch slots 0, 1, 7 and 8.
+void conv_pool_backward(const KernelTable& k, const ConvShape& s, bool relu, const float* x, const float* y,
+                        const float* argmax, const float* dy, float* dw, float* db, int thread);
 // dw [oc][ic][kh][kw] and db [oc] overwritten with this block's gradient (either may be null: not computed); dx
 // overwritten (may be null). wt: the flipped, transposed weights (flip_transpose), needed when direct and dx.
 void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,

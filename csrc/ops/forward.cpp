@@ -21,8 +21,8 @@ Forward::Forward(std::vector<LayerSpec> layers, size_t input_floats, int classes
         switch (l.kind) {
             case LayerKind::Conv2d: out = block::floats(l.s.oc, l.s.oh, l.s.ow, L); break;
             case LayerKind::ConvPool:
-                if (L != 1 || l.s.sh != 1 || l.s.sw != 1)
-                    throw std::invalid_argument("a fused conv-pool layer runs one sample at a time, at stride 1");
+                if ((L != 1 && L != TrainStep::kLanes) || l.s.sh != 1 || l.s.sw != 1)
+                    throw std::invalid_argument("a fused conv-pool layer runs at stride 1, on 1 or 16 lanes");
                 out = block::floats(l.s.oc, l.s.oh / 2, l.s.ow / 2, L);
                 break;
             case LayerKind::MaxPool:
@@ -35,6 +35,7 @@ Forward::Forward(std::vector<LayerSpec> layers, size_t input_floats, int classes
         out_floats_.push_back(out);
         act_offset_.push_back(act_floats_);
         act_floats_ += l.kind == LayerKind::Flatten ? 0 : out;  // flatten aliases its input
+        if (l.kind == LayerKind::ConvPool && L > 1) act_floats_ += out;  // its argmax, after its output
         max_floats_ = std::max(max_floats_, out);
         // (At 16 lanes the forward and backward choices agree; the training step's backward reads direct().)
         direct_.push_back(l.kind == LayerKind::Conv2d && conv_uses_direct(l.s, ConvAlgo::Auto, /*backward=*/false));
@@ -50,7 +51,9 @@ void Forward::run_block(const KernelTable& k, const float** in, float* acts, int
         float* out = acts + act_offset_[i];
         switch (l.kind) {
             case LayerKind::Conv2d: block::conv_forward(k, l.s, direct_[i], in[i], l.w, l.b, out, thread); break;
-            case LayerKind::ConvPool: block::conv_pool_forward(k, l.s, in[i], l.w, l.b, l.relu, out, thread); break;
+            case LayerKind::ConvPool:
+                block::conv_pool_forward(k, l.s, in[i], l.w, l.b, l.relu, out, L > 1 ? argmax(i, acts) : nullptr, thread);
+                break;
             case LayerKind::MaxPool: k.maxpool_fwd(&l.s, in[i], out, l.relu); break;
             case LayerKind::AvgPool: k.avgpool_fwd(&l.s, in[i], out); break;
             case LayerKind::Relu: k.relu_fwd(ptrdiff_t(out_floats_[i]), in[i], out); break;

@@ -25,6 +25,8 @@ public:
     size_t max_floats() const { return max_floats_; }   // the largest single activation of a block, input included
     size_t out_floats(size_t i) const { return out_floats_[i]; }
     bool direct(size_t i) const { return direct_[i]; }  // conv layer i runs the shape-specialised kernels
+    // A fused conv-pool layer at 16 lanes: where its argmax lives in the arena (after its output).
+    float* argmax(size_t i, float* acts) const { return acts + act_offset_[i] + out_floats_[i]; }
 
     // in[0]: the block's input [input][lanes]; fills in[1..n] (in[n]: logits [classes][lanes]) inside `acts`.
     void run_block(const KernelTable& k, const float** in, float* acts, int thread) const;

@@ -27,10 +27,10 @@ void conv2d_forward(const ConvShape& s, int nblk, const float* x, const float* w
 void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* w, const float* dy, float* dx,
                      float* dw, float* db, ConvAlgo algo);
 
-// One sample at a time (L == 1), stride 1: y [nblk][oc][oh/2][ow/2][1] = the convolution (plus bias) max-pooled
-// 2x2 at stride 2, then a ReLU if relu, in one pass (kernels.h: conv_pool_fwd). Inference only.
+// Stride 1, L == 1 or 16: y [nblk][oc][oh/2][ow/2][L] = the convolution (plus bias) max-pooled 2x2 at stride 2,
+// then a ReLU if relu, in one pass (kernels.h: conv_pool_fwd); at 16 lanes also argmax (same shape; may be null).
 void conv_pool_forward(const ConvShape& s, int nblk, const float* x, const float* w, const float* b, float* y,
-                       bool relu);
+                       float* argmax, bool relu);
 
 enum class PoolKind { Max, Avg };
 // x [nblk][c][ih][iw][L] -> y [nblk][c][oh][ow][L]; s.ic is the channel count, no padding.

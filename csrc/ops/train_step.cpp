@@ -14,8 +14,10 @@ namespace lenet::ops {
 
 namespace {
 
+bool is_conv(const LayerSpec& l) { return l.kind == LayerKind::Conv2d || l.kind == LayerKind::ConvPool; }
+
 size_t weight_floats(const LayerSpec& l) {
-    if (l.kind == LayerKind::Conv2d) return size_t(l.s.oc) * l.s.ic * l.s.kh * l.s.kw;
+    if (is_conv(l)) return size_t(l.s.oc) * l.s.ic * l.s.kh * l.s.kw;
     if (l.kind == LayerKind::Linear) return size_t(l.s.oc) * l.s.ic;
     return 0;
 }
@@ -36,7 +38,9 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
         param_offset_.push_back(param_floats_);
         batch_offset_.push_back(batch_floats_per_sample_);
         if (trainable(l) && first_trainable_ == int(fwd_->layers().size())) first_trainable_ = int(i);
-        if (l.kind == LayerKind::Conv2d) param_floats_ += partial_floats(l);
+        if (is_conv(l)) param_floats_ += partial_floats(l);
+        if (l.kind == LayerKind::ConvPool && i > 0)
+            throw std::invalid_argument("a fused conv-pool layer trains only as the first layer (no input gradient)");
         if (l.kind == LayerKind::Linear && trainable(l)) batch_floats_per_sample_ += size_t(l.s.ic) + l.s.oc;
         wt_.emplace_back(fwd_->direct(i) ? weight_floats(l) : 0);
     }
@@ -117,7 +121,13 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
                 case LayerKind::Relu: if (dx) k.relu_bwd(cnt, y, grad_a, dx); break;
                 case LayerKind::Tanh: if (dx) k.tanh_bwd(cnt, y, grad_a, dx); break;
                 case LayerKind::Flatten: dx = grad_a; break;  // same memory, new shape
-                case LayerKind::ConvPool: break;  // never here: Forward takes it only at lanes 1, this step at 16
+                case LayerKind::ConvPool: {  // the first layer: weight and bias gradients only
+                    float* p = part + param_offset_[size_t(i)];
+                    block::conv_pool_backward(k, l.s, l.relu, x_in, y, fwd.argmax(size_t(i), acts), grad_a,
+                                              l.dw ? p : nullptr, l.db ? p + (l.dw ? weight_floats(l) : 0) : nullptr,
+                                              thread);
+                    break;
+                }
                 case LayerKind::Linear: {  // gathers x^T and dy for the batch-wide dW below (trainable layers)
                     float* xT = trainable(l) ? batch_.data() + batch_offset_[size_t(i)] * B : nullptr;
                     block::dense_backward(k, L, l.s.ic, l.s.oc, blk, ptrdiff_t(B), x_in, l.w, grad_a, dx, xT,
@@ -157,7 +167,7 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
     });
     for (int i = 0; i < n; ++i) {
         const LayerSpec& l = layers[size_t(i)];
-        if (l.kind != LayerKind::Conv2d) continue;
+        if (!is_conv(l)) continue;
         const size_t wf = l.dw ? weight_floats(l) : 0;
         if (l.dw) std::memcpy(l.dw, sums + param_offset_[size_t(i)], wf * sizeof(float));
         if (l.db) std::memcpy(l.db, sums + param_offset_[size_t(i)] + wf, bias_floats(l) * sizeof(float));

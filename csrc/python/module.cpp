@@ -225,24 +225,32 @@ float* opt_bias_out(const py::object& b, int n, const char* name, py::array_t<fl
     return keep.mutable_data();
 }
 
-// One sample at a time (lanes 1), stride 1: the convolution, 2x2 stride-2 max pooling and optional ReLU in one kernel.
-py::array_t<float> conv_pool_forward(py::handle x_, py::handle w_, py::object b_, std::pair<int, int> padding,
-                                     bool relu) {
+// Stride 1, 1 or 16 lanes: the convolution, 2x2 stride-2 max pooling and optional ReLU in one kernel -> (y, argmax:
+// at 16 lanes the window position 0-3 of each output's maximum, else None).
+py::tuple conv_pool_forward(py::handle x_, py::handle w_, py::object b_, std::pair<int, int> padding, bool relu) {
     Act4 x = act4(x_, "x");
-    if (x.lanes != 1) throw py::value_error("conv_pool_forward runs one sample at a time: x must have 1 lane");
+    if (x.lanes != 1 && x.lanes != ops::TrainStep::kLanes)
+        throw py::value_error("conv_pool_forward runs on 1 lane (one sample) or 16, got " + std::to_string(x.lanes));
     auto w = checked<float>(w_, "weight", {kAny, x.c, kAny, kAny});
     ConvShape s = conv_shape(x, int(w.shape(0)), int(w.shape(2)), int(w.shape(3)), 1, 1, padding.first, padding.second);
     positive(s.oc, "output channels");
     if (s.oh < 2 || s.ow < 2) throw py::value_error("the convolution's output is smaller than the 2x2 pooling window");
     py::array_t<float> bk;
     const float* b = opt_bias(b_, s.oc, "bias", bk);
-    auto y = empty({x.nblk, s.oc, s.oh / 2, s.ow / 2, 1});
+    auto y = empty({x.nblk, s.oc, s.oh / 2, s.ow / 2, x.lanes});
+    py::object argmax = py::none();
+    float* ap = nullptr;
+    if (x.lanes > 1) {
+        auto a = empty({x.nblk, s.oc, s.oh / 2, s.ow / 2, x.lanes});
+        ap = a.mutable_data();
+        argmax = a;
+    }
     float* yp = y.mutable_data();
     {
         KernelCall call;
-        ops::conv_pool_forward(s, x.nblk, x.a.data(), w.data(), b, yp, relu);
+        ops::conv_pool_forward(s, x.nblk, x.a.data(), w.data(), b, yp, ap, relu);
     }
-    return y;
+    return py::make_tuple(y, argmax);
 }
 
 py::array_t<float> conv2d_forward(py::handle x_, py::handle w_, py::object b_, std::pair<int, int> stride,
@@ -799,7 +807,9 @@ py::dict kernel_info() {
                              std::string("im2col + ") + k.gemm_nt_name + " (dW); " +
                              (direct.empty() ? "" : k.conv_direct_name + std::string(" on padded dY (dX) where lanes == 16 and stride 1, else ")) +
                              k.gemm_nn_name + " + col2im (dX)";
-    ops["conv2d_relu_maxpool2d_one_sample"] = k.conv_pool_name;  // inference, one sample: conv -> (ReLU) -> 2x2 max pool
+    ops["conv2d_maxpool2d_fused"] = std::string(k.conv_pool_name) +
+                                    " for conv (stride 1) -> ReLU -> 2x2 max pool: one sample at a time, and in "
+                                    "training a first convolution whose output exceeds 1 MB per block of 16";
     ops["linear_forward"] = k.gemm_nn_name;
     ops["linear_backward"] = std::string(k.gemm_nn_name) + " (dX), " + k.gemm_nt_name + " (dW)";
     for (const char* op : {"maxpool2d", "avgpool2d", "bias", "relu", "tanh", "softmax_cross_entropy", "sgd", "adam"})

@@ -4,21 +4,27 @@
 
 namespace lenet::ref {
 
+namespace {
+// Output channel o at pixel (oy, ox), lane l: bias + the sum over the window, in (c, ky, kx) order.
+float conv_at(const ConvShape* s, const float* xpad, const float* w, const float* bias, int o, int oy, int ox, int l) {
+    const int L = s->lanes, pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1;
+    float acc = bias ? bias[o] : 0.0f;
+    for (int c = 0; c < s->ic; ++c)
+        for (int ky = 0; ky < s->kh; ++ky)
+            for (int kx = 0; kx < s->kw; ++kx)
+                acc += w[((o * s->ic + c) * s->kh + ky) * s->kw + kx] *
+                       xpad[((ptrdiff_t(c) * ph + oy + ky) * pw + ox + kx) * L + l];
+    return acc;
+}
+}  // namespace
+
 // xpad [ic][oh+kh-1][ow+kw-1][L], w [oc][ic][kh][kw], bias [oc] -> y [oc][oh][ow][L].
 void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y) {
-    const int L = s->lanes, pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1;
     for (int o = 0; o < s->oc; ++o)
         for (int oy = 0; oy < s->oh; ++oy)
             for (int ox = 0; ox < s->ow; ++ox)
-                for (int l = 0; l < L; ++l) {
-                    float acc = bias ? bias[o] : 0.0f;
-                    for (int c = 0; c < s->ic; ++c)
-                        for (int ky = 0; ky < s->kh; ++ky)
-                            for (int kx = 0; kx < s->kw; ++kx)
-                                acc += w[((o * s->ic + c) * s->kh + ky) * s->kw + kx] *
-                                       xpad[((ptrdiff_t(c) * ph + oy + ky) * pw + ox + kx) * L + l];
-                    y[((ptrdiff_t(o) * s->oh + oy) * s->ow + ox) * L + l] = acc;
-                }
+                for (int l = 0; l < s->lanes; ++l)
+                    y[((ptrdiff_t(o) * s->oh + oy) * s->ow + ox) * s->lanes + l] = conv_at(s, xpad, w, bias, o, oy, ox, l);
 }
 
 // xpad [ic][oh+kh-1][ow+kw-1][L], dy [oc][oh][ow][L] -> dw [oc][ic][kh][kw] (overwritten).
@@ -38,26 +44,40 @@ void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, floa
                 }
 }
 
-// One sample: xpad [ic][oh+kh-1][ow+kw-1], w [oc][ic][kh][kw], bias [oc] -> y [oc][oh/2][ow/2], the maximum of the
-// convolution over each 2x2 window at stride 2, then a ReLU if relu.
-void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, int relu) {
-    const int pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1, out_h = s->oh / 2, out_w = s->ow / 2;
+// xpad [ic][oh+kh-1][ow+kw-1][L], w [oc][ic][kh][kw], bias [oc] -> y [oc][oh/2][ow/2][L], the maximum of the
+// convolution over each 2x2 window at stride 2 (then a ReLU if relu), and argmax: the window position of the first
+// maximum, 0-3 row-major.
+void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, float* argmax,
+                   int relu) {
+    const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2;
     for (int o = 0; o < s->oc; ++o)
         for (int py = 0; py < out_h; ++py)
-            for (int px = 0; px < out_w; ++px) {
-                float best = 0.0f;
-                for (int d = 0; d < 4; ++d) {
-                    const int oy = 2 * py + d / 2, ox = 2 * px + d % 2;
-                    float acc = bias ? bias[o] : 0.0f;
-                    for (int c = 0; c < s->ic; ++c)
-                        for (int ky = 0; ky < s->kh; ++ky)
-                            for (int kx = 0; kx < s->kw; ++kx)
-                                acc += w[((o * s->ic + c) * s->kh + ky) * s->kw + kx] *
-                                       xpad[(ptrdiff_t(c) * ph + oy + ky) * pw + ox + kx];
-                    if (d == 0 || acc > best) best = acc;
+            for (int px = 0; px < out_w; ++px)
+                for (int l = 0; l < L; ++l) {
+                    float best = 0.0f;
+                    int at = 0;
+                    for (int d = 0; d < 4; ++d) {
+                        const float acc = conv_at(s, xpad, w, bias, o, 2 * py + d / 2, 2 * px + d % 2, l);
+                        if (d == 0 || acc > best) best = acc, at = d;
+                    }
+                    const ptrdiff_t i = ((ptrdiff_t(o) * out_h + py) * out_w + px) * L + l;
+                    y[i] = relu && best < 0.0f ? 0.0f : best;
+                    if (argmax) argmax[i] = float(at);
                 }
-                y[(ptrdiff_t(o) * out_h + py) * out_w + px] = relu && best < 0.0f ? 0.0f : best;
-            }
+}
+
+void conv_pool_unpool(const ConvShape* s, int py0, int py1, const float* y, const float* argmax, const float* dy,
+                      float* dx, int relu) {
+    const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2, rows = 2 * (py1 - py0);
+    for (int o = 0; o < s->oc; ++o)
+        for (int r = 0; r < rows; ++r)
+            for (int x = 0; x < s->ow; ++x)
+                for (int l = 0; l < L; ++l) {
+                    const int py = py0 + r / 2, px = x / 2, d = (r % 2) * 2 + x % 2;
+                    const ptrdiff_t i = ((ptrdiff_t(o) * out_h + py) * out_w + px) * L + l;
+                    const bool hit = px < out_w && int(argmax[i]) == d && (!relu || y[i] > 0.0f);
+                    dx[((ptrdiff_t(o) * rows + r) * s->ow + x) * L + l] = hit ? dy[i] : 0.0f;
+                }
 }
 
 }  // namespace lenet::ref

@@ -311,10 +311,74 @@ void conv_channel_pool_tile(const ConvShape* s, const float* xpad, const float* 
         }
 }
 
-// xpad [ic][oh+kh-1][ow+kw-1], w [oc][ic][kh][kw] -> y [oc][oh/2][ow/2] = relu?(maxpool 2x2 stride 2 of the conv).
-template <class V>
-void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, int relu) {
+// 16 lanes (batches, training): OCB channels x one pooling window (2 rows x 2 pixels) x LV vectors; the epilogue
+// also records which of the window's positions won (argmax), for the backward pass.
+template <class V> constexpr int pool16_ocb() {
+    constexpr int n = V::acc_budget / (4 * (kDirectLanes / V::W));
+    return n > 8 ? 8 : (n < 1 ? 1 : n);
+}
+
+template <class V, int OCB>
+LENET_TILE_FUNCTION
+void conv_pool16_tile(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y,
+                      float* argmax, int o0, int py, int px, int relu) {
+    constexpr int LV = kDirectLanes / V::W, L = kDirectLanes;
+    const ptrdiff_t pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1, wstride = ptrdiff_t(s->ic) * s->kh * s->kw;
+    const int oy = 2 * py, ox = 2 * px;
+    typename V::T acc[OCB][4][LV];  // window position d = 2 * row + column
+    LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) {
+        const typename V::T b = V::set1(bias ? bias[o0 + o] : 0.0f);
+        LENET_TILE_LOOP for (int d = 0; d < 4; ++d)
+            LENET_TILE_LOOP for (int v = 0; v < LV; ++v) acc[o][d][v] = b;
+    }
+    const KernelRows r0 = image_rows(s, oy), r1 = image_rows(s, oy + 1);
+    const int lo = r1.lo < r0.lo ? r1.lo : r0.lo, hi = r0.hi > r1.hi ? r0.hi : r1.hi;
+    for (int c = 0; c < s->ic; ++c)
+        for (int ky = lo; ky < hi; ++ky) {
+            const float* row = xpad + ((c * ph + oy + ky) * pw + ox) * L;
+            const float* wrow = w + o0 * wstride + (c * s->kh + ky) * s->kw;
+            for (int kx = 0; kx < s->kw; ++kx) {
+                typename V::T wv[OCB];
+                LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) wv[o] = V::set1(wrow[o * wstride + kx]);
+                LENET_TILE_LOOP for (int d = 0; d < 4; ++d)
+                    LENET_TILE_LOOP for (int v = 0; v < LV; ++v) {
+                        const typename V::T xv = V::load(row + ((d / 2) * pw + d % 2 + kx) * L + v * V::W);
+                        LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) acc[o][d][v] = V::fmadd(wv[o], xv, acc[o][d][v]);
+                    }
+            }
+        }
     const int out_h = s->oh / 2, out_w = s->ow / 2;
+    LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) {
+        const ptrdiff_t at = ((ptrdiff_t(o0 + o) * out_h + py) * out_w + px) * L;
+        LENET_TILE_LOOP for (int v = 0; v < LV; ++v) {
+            typename V::T m = acc[o][0][v], which = V::zero();
+            LENET_TILE_LOOP for (int d = 1; d < 4; ++d) {  // strictly greater: the first maximum wins
+                const typename V::M more = V::gt(acc[o][d][v], m);
+                m = V::select(more, acc[o][d][v], m);
+                which = V::select(more, V::set1(float(d)), which);
+            }
+            V::store(y + at + v * V::W, relu ? V::max(m, V::zero()) : m);
+            if (argmax) V::store(argmax + at + v * V::W, which);
+        }
+    }
+}
+
+// xpad [ic][oh+kh-1][ow+kw-1][L], w [oc][ic][kh][kw] -> y [oc][oh/2][ow/2][L] = relu?(maxpool 2x2 stride 2 of the
+// conv), L = 1 or 16 (then also argmax).
+template <class V>
+void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, float* argmax,
+                   int relu) {
+    const int out_h = s->oh / 2, out_w = s->ow / 2;
+    if (s->lanes != 1) {
+        constexpr int OCB = pool16_ocb<V>();
+        for (int o0 = 0; o0 < s->oc; o0 += OCB)
+            with_size<OCB>(s->oc - o0 < OCB ? s->oc - o0 : OCB, [&](auto o) {
+                for (int py = 0; py < out_h; ++py)
+                    for (int px = 0; px < out_w; ++px)
+                        conv_pool16_tile<V, decltype(o)::value>(s, xpad, w, bias, y, argmax, o0, py, px, relu);
+            });
+        return;
+    }
     if (conv_channels_fit<V>(s)) {
         float wt[kChannelMaxWeights];  // wt[c][ky][kx][oc] = w[oc][c][ky][kx]
         const int taps = s->ic * s->kh * s->kw;
