@@ -19,6 +19,13 @@ struct KernelRows {
 inline KernelRows image_rows(const ConvShape* s, int oy) {
     return {s->ph - oy > 0 ? s->ph - oy : 0, s->ph + s->ih - oy < s->kh ? s->ph + s->ih - oy : s->kh};
 }
+// The same for kernel columns and a tile of n pixels from ox0: [lo, hi) where at least one of them reads inside the
+// image. (The input gradient, a convolution of the output gradient padded by k - 1, has as many border columns as
+// rows.)
+inline KernelRows image_columns(const ConvShape* s, int ox0, int n) {
+    const int lo = s->pw - (ox0 + n - 1), hi = s->pw + s->iw - ox0;
+    return {lo > 0 ? lo : 0, hi < s->kw ? hi : s->kw};
+}
 
 // Register tile: OCB output channels x PXB output pixels of one row x LV vectors (16 lanes).
 template <class V> constexpr int direct_ocb() { return V::W >= 16 ? 4 : 2; }
@@ -38,12 +45,12 @@ void conv_direct_tile(const ConvShape* s, const float* xpad, const float* w, con
         LENET_TILE_LOOP for (int p = 0; p < PXB; ++p)
             LENET_TILE_LOOP for (int v = 0; v < LV; ++v) acc[o][p][v] = b;
     }
-    const KernelRows rows = image_rows(s, oy);
+    const KernelRows rows = image_rows(s, oy), cols = image_columns(s, ox0, PXB);
     for (int c = 0; c < s->ic; ++c)
         for (int ky = rows.lo; ky < rows.hi; ++ky) {
             const float* row = xpad + ((c * ph + oy + ky) * pw + ox0) * L;
             const float* wrow = w + o0 * wstride + (c * s->kh + ky) * s->kw;
-            for (int kx = 0; kx < s->kw; ++kx) {
+            for (int kx = cols.lo; kx < cols.hi; ++kx) {
                 typename V::T wv[OCB];
                 LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) wv[o] = V::set1(wrow[o * wstride + kx]);
                 LENET_TILE_LOOP for (int p = 0; p < PXB; ++p)
@@ -331,13 +338,13 @@ void conv_pool16_tile(const ConvShape* s, const float* xpad, const float* w, con
         LENET_TILE_LOOP for (int d = 0; d < 4; ++d)
             LENET_TILE_LOOP for (int v = 0; v < LV; ++v) acc[o][d][v] = b;
     }
-    const KernelRows r0 = image_rows(s, oy), r1 = image_rows(s, oy + 1);
+    const KernelRows r0 = image_rows(s, oy), r1 = image_rows(s, oy + 1), cols = image_columns(s, ox, 2);
     const int lo = r1.lo < r0.lo ? r1.lo : r0.lo, hi = r0.hi > r1.hi ? r0.hi : r1.hi;
     for (int c = 0; c < s->ic; ++c)
         for (int ky = lo; ky < hi; ++ky) {
             const float* row = xpad + ((c * ph + oy + ky) * pw + ox) * L;
             const float* wrow = w + o0 * wstride + (c * s->kh + ky) * s->kw;
-            for (int kx = 0; kx < s->kw; ++kx) {
+            for (int kx = cols.lo; kx < cols.hi; ++kx) {
                 typename V::T wv[OCB];
                 LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) wv[o] = V::set1(wrow[o * wstride + kx]);
                 LENET_TILE_LOOP for (int d = 0; d < 4; ++d)
