@@ -49,6 +49,8 @@ CONV_CASES = [  # (batch, in_ch, H, W, out_ch, kernel, stride, padding)
     (1, 2, 7, 13, 7, (3, 3), (1, 1), (2, 1)),     # widths 13+2 -> tails of every pixel tile
     (2, 5, 6, 6, 9, (1, 1), (1, 1), (0, 0)),      # 1x1
     (2, 4, 8, 8, 3, (4, 4), (4, 4), (0, 0)),      # non-overlapping windows
+    (2, 3, 9, 8, 7, (3, 2), (1, 1), (1, 0)),      # narrow kernels: dW two kernel rows at a time, and an odd one
+    (2, 4, 6, 7, 5, (2, 1), (1, 1), (1, 0)),
 ]
 
 

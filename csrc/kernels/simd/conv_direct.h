@@ -445,61 +445,78 @@ void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, cons
 }
 
 // ---- weight gradient: dw[o][c][ky][kx] = sum_{y,x,lanes} dy[o][y][x] * xpad[c][y+ky][x+kx] ----------------------
-// Register tile: OCB output channels x KXB kernel columns x LV vectors, one (c, ky) at a time; the accumulators are
-// vectors of per-lane partial sums, reduced by one horizontal sum per weight at the end.
+// Register tile: OCB output channels x KYB kernel rows x KXB kernel columns x LV vectors, one input channel c at a
+// time; the accumulators are vectors of per-lane partial sums, reduced by one horizontal sum per weight at the end.
+// Kernels of 3 to 5 columns take one row at a time; narrow ones (1 or 2 columns, as in the MNIST-CoreML-Training
+// graph's 2x2 convolution) two rows and more channels, so that each dy vector feeds enough FMAs.
 template <class V> constexpr int direct_dw_kxb() {
     return V::acc_budget / (direct_ocb<V>() * (kDirectLanes / V::W)) - (V::W >= 16 ? 1 : 0);  // 5 / 3
 }
+template <class V, int KYB, int KXB> constexpr int direct_dw_ocb() {
+    if (KYB == 1) return direct_ocb<V>();  // the one-row tile: as many channels as the forward tile
+    constexpr int n = V::acc_budget / (KYB * KXB * (kDirectLanes / V::W));
+    return n > 8 ? 8 : (n < 1 ? 1 : n);
+}
 
-template <class V, int OCB, int KXB>
+template <class V, int OCB, int KYB, int KXB>
 LENET_TILE_FUNCTION
-void conv_direct_dw_tile(const ConvShape* s, const float* xpad, const float* dy, float* dw, int o0, int c, int ky,
+void conv_direct_dw_tile(const ConvShape* s, const float* xpad, const float* dy, float* dw, int o0, int c, int ky0,
                          int kx0) {
     constexpr int LV = kDirectLanes / V::W, L = kDirectLanes;
     const ptrdiff_t pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1, plane = ptrdiff_t(s->oh) * s->ow * L;
-    typename V::T acc[OCB][KXB][LV];
+    typename V::T acc[OCB][KYB][KXB][LV];
     LENET_TILE_LOOP for (int o = 0; o < OCB; ++o)
-        LENET_TILE_LOOP for (int k = 0; k < KXB; ++k)
-            LENET_TILE_LOOP for (int v = 0; v < LV; ++v) acc[o][k][v] = V::zero();
+        LENET_TILE_LOOP for (int r = 0; r < KYB; ++r)
+            LENET_TILE_LOOP for (int k = 0; k < KXB; ++k)
+                LENET_TILE_LOOP for (int v = 0; v < LV; ++v) acc[o][r][k][v] = V::zero();
     for (int oy = 0; oy < s->oh; ++oy) {
-        const float* xrow = xpad + ((c * ph + oy + ky) * pw + kx0) * L;
+        const float* xrow = xpad + ((c * ph + oy + ky0) * pw + kx0) * L;  // kernel row ky0 + r: xrow + r * pw * L
         const float* dyrow = dy + (ptrdiff_t(o0) * s->oh + oy) * s->ow * L;
         for (int ox = 0; ox < s->ow; ++ox)
             LENET_TILE_LOOP for (int v = 0; v < LV; ++v) {
                 typename V::T g[OCB];
                 LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) g[o] = V::load(dyrow + o * plane + ox * L + v * V::W);
-                LENET_TILE_LOOP for (int k = 0; k < KXB; ++k) {
-                    const typename V::T xv = V::load(xrow + (ox + k) * L + v * V::W);
-                    LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) acc[o][k][v] = V::fmadd(g[o], xv, acc[o][k][v]);
-                }
+                LENET_TILE_LOOP for (int r = 0; r < KYB; ++r)
+                    LENET_TILE_LOOP for (int k = 0; k < KXB; ++k) {
+                        const typename V::T xv = V::load(xrow + (r * pw + ox + k) * L + v * V::W);
+                        LENET_TILE_LOOP for (int o = 0; o < OCB; ++o)
+                            acc[o][r][k][v] = V::fmadd(g[o], xv, acc[o][r][k][v]);
+                    }
             }
     }
     LENET_TILE_LOOP for (int o = 0; o < OCB; ++o)
-        LENET_TILE_LOOP for (int k = 0; k < KXB; ++k) {
-            typename V::T sum = acc[o][k][0];
-            LENET_TILE_LOOP for (int v = 1; v < LV; ++v) sum = V::add(sum, acc[o][k][v]);
-            dw[(((o0 + o) * s->ic + c) * s->kh + ky) * s->kw + kx0 + k] = V::hsum(sum);
-        }
+        LENET_TILE_LOOP for (int r = 0; r < KYB; ++r)
+            LENET_TILE_LOOP for (int k = 0; k < KXB; ++k) {
+                typename V::T sum = acc[o][r][k][0];
+                LENET_TILE_LOOP for (int v = 1; v < LV; ++v) sum = V::add(sum, acc[o][r][k][v]);
+                dw[(((o0 + o) * s->ic + c) * s->kh + ky0 + r) * s->kw + kx0 + k] = V::hsum(sum);
+            }
+}
+
+// Every tile of KYB kernel rows (the last may have fewer) and KXB columns (likewise), OCB channels at a time.
+template <class V, int KYB, int KXB>
+void conv_direct_dw_tiles(const ConvShape* s, const float* xpad, const float* dy, float* dw) {
+    constexpr int OCB = direct_dw_ocb<V, KYB, KXB>();
+    for (int o0 = 0; o0 < s->oc; o0 += OCB)
+        with_size<OCB>(s->oc - o0 < OCB ? s->oc - o0 : OCB, [&](auto o) {
+            for (int c = 0; c < s->ic; ++c)
+                for (int ky0 = 0; ky0 < s->kh; ky0 += KYB)
+                    with_size<KYB>(s->kh - ky0 < KYB ? s->kh - ky0 : KYB, [&](auto r) {
+                        for (int kx0 = 0; kx0 < s->kw; kx0 += KXB)
+                            with_size<KXB>(s->kw - kx0 < KXB ? s->kw - kx0 : KXB, [&](auto k) {
+                                conv_direct_dw_tile<V, decltype(o)::value, decltype(r)::value, decltype(k)::value>(
+                                    s, xpad, dy, dw, o0, c, ky0, kx0);
+                            });
+                    });
+        });
 }
 
 // xpad [ic][oh+kh-1][ow+kw-1][16], dy [oc][oh][ow][16] -> dw [oc][ic][kh][kw] (overwritten).
 template <class V>
 void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, float* dw) {
-    constexpr int OCB = direct_ocb<V>(), KXB = direct_dw_kxb<V>();
-    for (int o0 = 0; o0 < s->oc; o0 += OCB) {
-        const int ocb = s->oc - o0 < OCB ? s->oc - o0 : OCB;
-        for (int c = 0; c < s->ic; ++c)
-            for (int ky = 0; ky < s->kh; ++ky)
-                for (int kx0 = 0; kx0 < s->kw; kx0 += KXB) {
-                    const int kxb = s->kw - kx0 < KXB ? s->kw - kx0 : KXB;
-                    with_size<OCB>(ocb, [&](auto o) {
-                        with_size<KXB>(kxb, [&](auto k) {
-                            conv_direct_dw_tile<V, decltype(o)::value, decltype(k)::value>(s, xpad, dy, dw, o0, c, ky,
-                                                                                            kx0);
-                        });
-                    });
-                }
-    }
+    constexpr int KXB = direct_dw_kxb<V>();
+    if (KXB >= 4 && s->kw <= KXB / 2 && s->kh >= 2) return conv_direct_dw_tiles<V, 2, KXB / 2>(s, xpad, dy, dw);
+    conv_direct_dw_tiles<V, 1, KXB>(s, xpad, dy, dw);
 }
 
 }  // namespace
