@@ -458,22 +458,25 @@ template <class V, int KYB, int KXB> constexpr int direct_dw_ocb() {
     return n > 8 ? 8 : (n < 1 ? 1 : n);
 }
 
-template <class V, int OCB, int KYB, int KXB>
+// LVT: the vectors of the 16 lanes this tile covers, from vector v0: all of them (LV), or one (split lanes: each
+// pass reads dy and x once per vector instead of once per pixel, and the passes add up their sums).
+template <class V, int OCB, int KYB, int KXB, int LVT>
 LENET_TILE_FUNCTION
 void conv_direct_dw_tile(const ConvShape* s, const float* xpad, const float* dy, float* dw, int o0, int c, int ky0,
-                         int kx0) {
-    constexpr int LV = kDirectLanes / V::W, L = kDirectLanes;
+                         int kx0, int v0) {
+    constexpr int L = kDirectLanes;
     const ptrdiff_t pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1, plane = ptrdiff_t(s->oh) * s->ow * L;
-    typename V::T acc[OCB][KYB][KXB][LV];
+    typename V::T acc[OCB][KYB][KXB][LVT];
     LENET_TILE_LOOP for (int o = 0; o < OCB; ++o)
         LENET_TILE_LOOP for (int r = 0; r < KYB; ++r)
             LENET_TILE_LOOP for (int k = 0; k < KXB; ++k)
-                LENET_TILE_LOOP for (int v = 0; v < LV; ++v) acc[o][r][k][v] = V::zero();
+                LENET_TILE_LOOP for (int v = 0; v < LVT; ++v) acc[o][r][k][v] = V::zero();
     for (int oy = 0; oy < s->oh; ++oy) {
-        const float* xrow = xpad + ((c * ph + oy + ky0) * pw + kx0) * L;  // kernel row ky0 + r: xrow + r * pw * L
-        const float* dyrow = dy + (ptrdiff_t(o0) * s->oh + oy) * s->ow * L;
+        // kernel row ky0 + r: xrow + r * pw * L
+        const float* xrow = xpad + ((c * ph + oy + ky0) * pw + kx0) * L + v0 * V::W;
+        const float* dyrow = dy + (ptrdiff_t(o0) * s->oh + oy) * s->ow * L + v0 * V::W;
         for (int ox = 0; ox < s->ow; ++ox)
-            LENET_TILE_LOOP for (int v = 0; v < LV; ++v) {
+            LENET_TILE_LOOP for (int v = 0; v < LVT; ++v) {
                 typename V::T g[OCB];
                 LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) g[o] = V::load(dyrow + o * plane + ox * L + v * V::W);
                 LENET_TILE_LOOP for (int r = 0; r < KYB; ++r)
@@ -488,15 +491,17 @@ void conv_direct_dw_tile(const ConvShape* s, const float* xpad, const float* dy,
         LENET_TILE_LOOP for (int r = 0; r < KYB; ++r)
             LENET_TILE_LOOP for (int k = 0; k < KXB; ++k) {
                 typename V::T sum = acc[o][r][k][0];
-                LENET_TILE_LOOP for (int v = 1; v < LV; ++v) sum = V::add(sum, acc[o][r][k][v]);
-                dw[(((o0 + o) * s->ic + c) * s->kh + ky0 + r) * s->kw + kx0 + k] = V::hsum(sum);
+                LENET_TILE_LOOP for (int v = 1; v < LVT; ++v) sum = V::add(sum, acc[o][r][k][v]);
+                float& out = dw[(((o0 + o) * s->ic + c) * s->kh + ky0 + r) * s->kw + kx0 + k];
+                out = v0 == 0 ? V::hsum(sum) : out + V::hsum(sum);
             }
 }
 
-// Every tile of KYB kernel rows (the last may have fewer) and KXB columns (likewise), OCB channels at a time.
-template <class V, int KYB, int KXB>
+// Every tile of KYB kernel rows (the last may have fewer) and KXB columns (likewise), OCB channels at a time, LVT
+// vectors of lanes at a time.
+template <class V, int KYB, int KXB, int LVT>
 void conv_direct_dw_tiles(const ConvShape* s, const float* xpad, const float* dy, float* dw) {
-    constexpr int OCB = direct_dw_ocb<V, KYB, KXB>();
+    constexpr int OCB = direct_dw_ocb<V, KYB, KXB>(), LV = kDirectLanes / V::W;
     for (int o0 = 0; o0 < s->oc; o0 += OCB)
         with_size<OCB>(s->oc - o0 < OCB ? s->oc - o0 : OCB, [&](auto o) {
             for (int c = 0; c < s->ic; ++c)
@@ -504,8 +509,9 @@ void conv_direct_dw_tiles(const ConvShape* s, const float* xpad, const float* dy
                     with_size<KYB>(s->kh - ky0 < KYB ? s->kh - ky0 : KYB, [&](auto r) {
                         for (int kx0 = 0; kx0 < s->kw; kx0 += KXB)
                             with_size<KXB>(s->kw - kx0 < KXB ? s->kw - kx0 : KXB, [&](auto k) {
-                                conv_direct_dw_tile<V, decltype(o)::value, decltype(r)::value, decltype(k)::value>(
-                                    s, xpad, dy, dw, o0, c, ky0, kx0);
+                                for (int v0 = 0; v0 < LV; v0 += LVT)
+                                    conv_direct_dw_tile<V, decltype(o)::value, decltype(r)::value, decltype(k)::value,
+                                                        LVT>(s, xpad, dy, dw, o0, c, ky0, kx0, v0);
                             });
                     });
         });
@@ -514,9 +520,13 @@ void conv_direct_dw_tiles(const ConvShape* s, const float* xpad, const float* dy
 // xpad [ic][oh+kh-1][ow+kw-1][16], dy [oc][oh][ow][16] -> dw [oc][ic][kh][kw] (overwritten).
 template <class V>
 void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, float* dw) {
-    constexpr int KXB = direct_dw_kxb<V>();
-    if (KXB >= 4 && s->kw <= KXB / 2 && s->kh >= 2) return conv_direct_dw_tiles<V, 2, KXB / 2>(s, xpad, dy, dw);
-    conv_direct_dw_tiles<V, 1, KXB>(s, xpad, dy, dw);
+    constexpr int KXB = direct_dw_kxb<V>(), LV = kDirectLanes / V::W;
+    if (KXB >= 4 && s->kw <= KXB / 2 && s->kh >= 2) return conv_direct_dw_tiles<V, 2, KXB / 2, LV>(s, xpad, dy, dw);
+    // AVX2 (two vectors of lanes): one vector at a time fits a whole row of up to 6 kernel columns (LeNet-5's 5) in
+    // one tile, where both vectors at once took tiles of 3 and 2 columns.
+    constexpr int kSplitKXB = V::acc_budget / direct_ocb<V>();
+    if (LV == 2 && s->kw > KXB && s->kw <= kSplitKXB) return conv_direct_dw_tiles<V, 1, kSplitKXB, 1>(s, xpad, dy, dw);
+    conv_direct_dw_tiles<V, 1, KXB, LV>(s, xpad, dy, dw);
 }
 
 }  // namespace
