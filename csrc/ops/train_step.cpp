@@ -26,6 +26,14 @@ size_t bias_floats(const LayerSpec& l) { return l.b ? size_t(l.s.oc) : 0; }
 bool trainable(const LayerSpec& l) { return l.dw || l.db; }
 // Floats of a conv layer's per-block partial gradient: [dw | db], each part only when asked for.
 size_t partial_floats(const LayerSpec& l) { return (l.dw ? weight_floats(l) : 0) + (l.db ? bias_floats(l) : 0); }
+// The dw and db parts of a conv layer's partial gradient p (null where not computed).
+struct ConvGrads {
+    float* dw;
+    float* db;
+};
+ConvGrads conv_grads(const LayerSpec& l, float* p) {
+    return {l.dw ? p : nullptr, l.db ? p + (l.dw ? weight_floats(l) : 0) : nullptr};
+}
 
 }  // namespace
 
@@ -104,11 +112,9 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
             const ptrdiff_t cnt = ptrdiff_t(fwd.out_floats(size_t(i)));
             switch (l.kind) {
                 case LayerKind::Conv2d: {
-                    float* p = part + param_offset_[size_t(i)];  // this block's partial [dw | db]
-                    float* dw = l.dw ? p : nullptr;
-                    float* db = l.db ? p + (l.dw ? weight_floats(l) : 0) : nullptr;
-                    block::conv_backward(k, l.s, fwd.direct(size_t(i)), x_in, l.w, wt_[size_t(i)].data(), grad_a, dw, db,
-                                         dx, thread);
+                    const ConvGrads g = conv_grads(l, part + param_offset_[size_t(i)]);  // this block's partial
+                    block::conv_backward(k, l.s, fwd.direct(size_t(i)), x_in, l.w, wt_[size_t(i)].data(), grad_a, g.dw,
+                                         g.db, dx, thread);
                     break;
                 }
                 case LayerKind::MaxPool:
@@ -122,9 +128,8 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
                 case LayerKind::Tanh: if (dx) k.tanh_bwd(cnt, y, grad_a, dx); break;
                 case LayerKind::Flatten: dx = grad_a; break;  // same memory, new shape
                 case LayerKind::ConvPool: {  // the first layer: weight and bias gradients only
-                    float* p = part + param_offset_[size_t(i)];
-                    block::conv_pool_backward(k, l.s, l.relu, x_in, y, fwd.argmax(size_t(i), acts), grad_a,
-                                              l.dw ? p : nullptr, l.db ? p + (l.dw ? weight_floats(l) : 0) : nullptr,
+                    const ConvGrads g = conv_grads(l, part + param_offset_[size_t(i)]);
+                    block::conv_pool_backward(k, l.s, l.relu, x_in, y, fwd.argmax(size_t(i), acts), grad_a, g.dw, g.db,
                                               thread);
                     break;
                 }

@@ -1,6 +1,6 @@
 // A captured training step: the layers of a Sequential model, recorded once from Python, run forward, loss and
-// backward block by block in one call. Each thread takes whole blocks of 16 samples through every layer and
-// back while the block's activations stay in its cache. Convolution weight gradients are kept per block and summed
+// backward block by block in one call. Each thread takes whole blocks of 16 samples (gathered from the data set by
+// that thread) through every layer and back while the block's activations stay in its cache. Convolution weight gradients are kept per block and summed
 // in block order; a dense layer's input and output gradient are gathered for the whole batch and its weight
 // gradient is one GEMM over the batch afterwards (results do not depend on the thread count either way). Two pool
 // wake-ups per step instead of one per op.
@@ -15,8 +15,9 @@
 
 namespace lenet::ops {
 
-// ConvPool: a stride-1 conv2d followed by a 2x2 stride-2 max pooling (and a ReLU if relu), one sample at a time
-// (lanes 1, inference only; s is the convolution's shape).
+// ConvPool: a stride-1 conv2d followed by a 2x2 stride-2 max pooling (and a ReLU if relu) as one kernel (s is the
+// convolution's shape): one sample at a time in inference, and at 16 lanes as the first layer of a training step
+// (model::plan decides where).
 enum class LayerKind { Conv2d, Linear, MaxPool, AvgPool, Relu, Tanh, Flatten, ConvPool };
 
 struct LayerSpec {
