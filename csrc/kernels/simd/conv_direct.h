@@ -521,11 +521,15 @@ void conv_direct_dw_tiles(const ConvShape* s, const float* xpad, const float* dy
 template <class V>
 void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, float* dw) {
     constexpr int KXB = direct_dw_kxb<V>(), LV = kDirectLanes / V::W;
-    if (KXB >= 4 && s->kw <= KXB / 2 && s->kh >= 2) return conv_direct_dw_tiles<V, 2, KXB / 2, LV>(s, xpad, dy, dw);
+    if constexpr (KXB >= 4) {
+        if (s->kw <= KXB / 2 && s->kh >= 2) return conv_direct_dw_tiles<V, 2, KXB / 2, LV>(s, xpad, dy, dw);
+    }
     // AVX2 (two vectors of lanes): one vector at a time fits a whole row of up to 6 kernel columns (LeNet-5's 5) in
     // one tile, where both vectors at once took tiles of 3 and 2 columns.
-    constexpr int kSplitKXB = V::acc_budget / direct_ocb<V>();
-    if (LV == 2 && s->kw > KXB && s->kw <= kSplitKXB) return conv_direct_dw_tiles<V, 1, kSplitKXB, 1>(s, xpad, dy, dw);
+    if constexpr (LV == 2) {
+        constexpr int kSplitKXB = V::acc_budget / direct_ocb<V>();
+        if (s->kw > KXB && s->kw <= kSplitKXB) return conv_direct_dw_tiles<V, 1, kSplitKXB, 1>(s, xpad, dy, dw);
+    }
     conv_direct_dw_tiles<V, 1, KXB, LV>(s, xpad, dy, dw);
 }
 
