@@ -69,6 +69,31 @@ def test_step_on_gathered_images_equals_step_on_packed_blocks(isa, rng, name, ba
         assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("name", ["lenet5", "coreml"])
+@pytest.mark.parametrize("batch", [37, 128])
+def test_step_does_not_depend_on_the_thread_count(isa, rng, name, batch):
+    """Bit-identical losses and gradients on 1, 2 and 3 threads. (The CoreML graph's large dense head runs on groups
+    of a thread's blocks, so the grouping changes with the thread count: 3, 2 and 1 blocks per group for 37
+    samples, with a partial last group.)"""
+    images = rng.integers(0, 256, (150, 28, 28), dtype=np.uint8)
+    idx, y = rng.permutation(150)[:batch], rng.integers(0, 10, batch)
+    results = []
+    old = lenet.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            lenet.set_num_threads(threads)
+            lenet.seed(6)
+            model = MODELS[name]()
+            loss = CapturedStep(model).run_images(images, idx, y)
+            results.append((loss, [p.grad.copy() for p in model.parameters()]))
+    finally:
+        lenet.set_num_threads(old)
+    for loss, grads in results[1:]:
+        assert loss == results[0][0]
+        for a, b in zip(grads, results[0][1]):
+            assert np.array_equal(a, b)
+
+
 def test_step_on_gathered_images_refuses_bad_input(rng):
     step = CapturedStep(lenet.LeNet5())
     images = rng.integers(0, 256, (10, 28, 28), dtype=np.uint8)
