@@ -89,10 +89,13 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
         } else {  // this block's samples, packed here (scratch slot 5: the block's input until its backward ends)
             const size_t F = fwd.input_floats() / L;
             const int first = blk * L, count = std::min(L, x.n - first);
-            const int64_t* rows = x.rows ? x.rows + first : nullptr;
             float* packed = scratch(thread, 5, fwd.input_floats());
-            if (x.pixels) block::pack(count, F, L, x.rows ? x.pixels : x.pixels + size_t(first) * F, rows, packed);
-            else block::pack(count, F, L, x.rows ? x.samples : x.samples + size_t(first) * F, rows, packed);
+            auto pack_from = [&](const auto* samples) {  // rows index the whole set; without, the block's are next
+                if (x.rows) block::pack(count, F, L, samples, x.rows + first, packed);
+                else block::pack(count, F, L, samples + size_t(first) * F, nullptr, packed);
+            };
+            if (x.pixels) pack_from(x.pixels);
+            else pack_from(x.samples);
             in[0] = packed;
         }
         fwd.run_block(k, in, acts, thread);

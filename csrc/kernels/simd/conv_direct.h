@@ -152,12 +152,22 @@ bool conv_channels_fit(const ConvShape* s) {
            s->oc * s->ic * s->kh * s->kw <= kChannelMaxWeights;
 }
 
-template <class V>
-void conv_channel_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y) {
-    float wt[kChannelMaxWeights];  // wt[c][ky][kx][oc] = w[oc][c][ky][kx]
+// wt[c][ky][kx][oc] = w[oc][c][ky][kx]: the weights as the channel tiles read them.
+inline void channels_last_weights(const ConvShape* s, const float* w, float* wt) {
     const int taps = s->ic * s->kh * s->kw;
     for (int o = 0; o < s->oc; ++o)
         for (int t = 0; t < taps; ++t) wt[t * s->oc + o] = w[o * taps + t];
+}
+// One output row as the channel tiles write it, row [width][oc], into its place in y [oc][height][width].
+inline void store_channels_last_row(const float* row, int oc, int height, int width, int y_row, float* y) {
+    for (int o = 0; o < oc; ++o)
+        for (int x = 0; x < width; ++x) y[(ptrdiff_t(o) * height + y_row) * width + x] = row[x * oc + o];
+}
+
+template <class V>
+void conv_channel_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y) {
+    float wt[kChannelMaxWeights];
+    channels_last_weights(s, w, wt);
     float out[kChannelMaxVectors * V::W * V::W];  // one output row [ow][oc] (ow < W), then transposed into y
     with_size<kChannelMaxVectors>(s->oc / V::W, [&](auto ov) {
         constexpr int OV = decltype(ov)::value, PXB = channel_pxb<V, OV>();
@@ -167,8 +177,7 @@ void conv_channel_fwd(const ConvShape* s, const float* xpad, const float* w, con
                     conv_channel_tile<V, OV, decltype(p)::value>(s, xpad, wt, bias, out + ptrdiff_t(ox0) * s->oc, oy,
                                                                  ox0, 0);
                 });
-            for (int o = 0; o < s->oc; ++o)
-                for (int ox = 0; ox < s->ow; ++ox) y[(ptrdiff_t(o) * s->oh + oy) * s->ow + ox] = out[ox * s->oc + o];
+            store_channels_last_row(out, s->oc, s->oh, s->ow, oy, y);
         }
     });
 }
@@ -387,10 +396,8 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
         return;
     }
     if (conv_channels_fit<V>(s)) {
-        float wt[kChannelMaxWeights];  // wt[c][ky][kx][oc] = w[oc][c][ky][kx]
-        const int taps = s->ic * s->kh * s->kw;
-        for (int o = 0; o < s->oc; ++o)
-            for (int t = 0; t < taps; ++t) wt[t * s->oc + o] = w[o * taps + t];
+        float wt[kChannelMaxWeights];
+        channels_last_weights(s, w, wt);
         float out[kChannelMaxVectors * V::W * V::W / 2];  // one pooled row [out_w][oc] (ow < W), then transposed into y
         with_size<kChannelMaxVectors>(s->oc / V::W, [&](auto ov) {
             constexpr int OV = decltype(ov)::value, PXB = channel_pool_pxb<V, OV>();
@@ -403,8 +410,7 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
                                                                                    py, ox0, relu);
                     });
                 }
-                for (int o = 0; o < s->oc; ++o)
-                    for (int px = 0; px < out_w; ++px) y[(ptrdiff_t(o) * out_h + py) * out_w + px] = out[px * s->oc + o];
+                store_channels_last_row(out, s->oc, out_h, out_w, py, y);
             }
         });
         return;
