@@ -9,6 +9,7 @@ with the gradients written into each parameter's `.grad`.
 from __future__ import annotations
 
 import json
+import weakref
 
 import numpy as np
 
@@ -31,25 +32,53 @@ class CapturedStep:
         self._arrays = [(p.data, grad_buffer(p) if p.requires_grad else None) for p in self.params]
         self._step = _core.TrainStep(json.dumps(graph.describe(model, input_shape)), [d for d, _ in self._arrays],
                                      [g for _, g in self._arrays])
+        self._fusable = weakref.WeakKeyDictionary()  # optimiser -> whether its update runs inside the step
         if self._step.classes != classes:
             raise ValueError(f"the model ends in {self._step.classes} outputs, expected {classes} classes")
 
-    def __call__(self, x: np.ndarray, labels) -> float:
-        """x: a batch in the lanes layout (nblk, C, H, W, 16), e.g. from lenet.functional.image_batch."""
+    def __call__(self, x: np.ndarray, labels, optimizer=None) -> float:
+        """x: a batch in the lanes layout (nblk, C, H, W, 16), e.g. from lenet.functional.image_batch.
+        optimizer: also take its step (see run_images)."""
         self._check_arrays()
         labels = np.asarray(labels)
         batch = len(labels)
         lab = lane_labels(labels, batch, x.shape[0], LANES)
-        return self._step.run(x, lab, 1.0 / batch) / batch
+        return self._with_update(optimizer, lambda update: self._step.run(x, lab, 1.0 / batch, update)) / batch
 
-    def run_images(self, images: np.ndarray, indices, labels) -> float:
+    def run_images(self, images: np.ndarray, indices, labels, optimizer=None) -> float:
         """The step on images[indices] of a uint8 data set (N, H, W) with their labels (len(indices),): each block's
-        thread gathers and scales its own 16 images, in parallel, right before its forward pass."""
+        thread gathers and scales its own 16 images, in parallel, right before its forward pass.
+
+        optimizer: also take its step. When it trains exactly this model's trainable parameters (fusable), each
+        range of gradients goes through its update as soon as it is final, on the thread that computed it, with
+        results bit-identical to optimizer.step() afterwards; otherwise optimizer.step() runs afterwards."""
         self._check_arrays()
         indices = np.ascontiguousarray(indices, dtype=np.int64)
         batch = len(indices)
         lab = lane_labels(labels, batch, -(-batch // LANES), LANES)
-        return self._step.run_images(images, indices, lab, 1.0 / batch) / batch
+        run = lambda update: self._step.run_images(images, indices, lab, 1.0 / batch, update)  # noqa: E731
+        return self._with_update(optimizer, run) / batch
+
+    def fusable(self, optimizer) -> bool:
+        """Whether `optimizer`'s update can run inside this step: it has a fused form and trains exactly the
+        captured model's trainable parameters, in its flat buffers."""
+        update = optimizer.next_update()
+        if update is None:
+            return False
+        try:
+            self._step.check_update(update)
+        except ValueError:
+            return False
+        return True
+
+    def _with_update(self, optimizer, run) -> float:
+        if optimizer is not None and optimizer not in self._fusable:
+            self._fusable[optimizer] = self.fusable(optimizer)  # its buffers and these layers are fixed
+        update = optimizer.next_update() if optimizer is not None and self._fusable[optimizer] else None
+        loss = run(update)
+        if optimizer is not None:
+            optimizer.step(applied=update is not None)
+        return loss
 
     def _check_arrays(self) -> None:
         for p, (data, grad) in zip(self.params, self._arrays):

@@ -42,9 +42,17 @@ class Optimizer:
     def zero_grad(self) -> None:
         self.flat_grad.fill(0.0)
 
-    def step(self) -> None:
+    def step(self, applied: bool = False) -> None:
+        """Update every parameter from its gradient. applied: a captured training step already applied this
+        update (lenet.capture.CapturedStep with optimizer=); only count it."""
         self.steps += 1
-        self._update()
+        if not applied:
+            self._update()
+
+    def next_update(self) -> dict | None:
+        """The next step's update as the captured training step applies it while computing the gradients
+        (the rule, its hyper-parameters and the flat buffers), or None if this optimiser has no such form."""
+        return None
 
     def _update(self) -> None:
         raise NotImplementedError
@@ -79,6 +87,10 @@ class SGD(Optimizer):
         _core.sgd_update(self.flat, self.flat_grad, self.velocity, self.lr, self.momentum, self.weight_decay,
                          self.nesterov)
 
+    def next_update(self) -> dict:
+        return {"kind": "sgd", "params": self.flat, "grads": self.flat_grad, "state": [self.velocity], "lr": self.lr,
+                "momentum": self.momentum, "weight_decay": self.weight_decay, "nesterov": self.nesterov}
+
     def _buffers(self):
         return {"velocity": self.velocity}
 
@@ -98,6 +110,11 @@ class Adam(Optimizer):
     def _update(self):
         _core.adam_update(self.flat, self.flat_grad, self.exp_avg, self.exp_avg_sq, self.lr, self.betas[0],
                           self.betas[1], self.eps, self.weight_decay, self.steps)
+
+    def next_update(self) -> dict:
+        return {"kind": "adam", "params": self.flat, "grads": self.flat_grad, "state": [self.exp_avg, self.exp_avg_sq],
+                "lr": self.lr, "b1": self.betas[0], "b2": self.betas[1], "eps": self.eps,
+                "weight_decay": self.weight_decay, "step": self.steps + 1}
 
     def _buffers(self):
         return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}

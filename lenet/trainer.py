@@ -48,17 +48,7 @@ class Trainer:
         progress = _Progress(n) if sys.stderr.isatty() else None
         for i in range(0, n, bs):
             idx = order[i : i + bs]
-            if self.captured is not None and images.dtype == np.uint8:
-                loss = self.captured.run_images(images, idx, labels[idx])  # gather, forward, loss, backward: one call
-            elif self.captured is not None:  # forward, loss and backward in one call; it overwrites the gradients
-                loss = self.captured(_batch(images, idx, LANES).data, labels[idx])
-            else:
-                loss_t = F.cross_entropy(self.model(_batch(images, idx)), labels[idx])
-                self.optimizer.zero_grad()
-                loss_t.backward()
-                loss = float(loss_t.data)
-            self._schedule()
-            self.optimizer.step()
+            loss = self.step(images, labels, idx)
             total_loss += loss * len(idx)
             if progress:
                 progress.update(i + len(idx), total_loss / (i + len(idx)))
@@ -66,6 +56,20 @@ class Trainer:
         if progress:
             progress.clear()
         return {"loss": total_loss / n, "seconds": seconds, "samples_per_s": n / seconds}
+
+    def step(self, images, labels, idx) -> float:
+        """One optimiser step on the samples images[idx] (images and labels as train_epoch checked them);
+        returns the batch's mean loss."""
+        self._schedule()
+        if self.captured is not None and images.dtype == np.uint8:  # gather, forward, loss, backward, update: one call
+            return self.captured.run_images(images, idx, labels[idx], self.optimizer)
+        if self.captured is not None:  # forward, loss, backward and update in one call
+            return self.captured(_batch(images, idx, LANES).data, labels[idx], self.optimizer)
+        loss_t = F.cross_entropy(self.model(_batch(images, idx)), labels[idx])
+        self.optimizer.zero_grad()
+        loss_t.backward()
+        self.optimizer.step()
+        return float(loss_t.data)
 
     def plan_schedule(self, epochs: int, n_samples: int) -> None:
         """Spread the learning-rate schedule over `epochs` passes of `n_samples` (fit does this itself; call it

@@ -298,3 +298,37 @@ def test_compare_with_a_failing_peer_exits_1(tmp_path, monkeypatch, capsys, rest
     assert rc == 1
     assert "FAILED with exit status 3" in text and "something broke" in text
     assert re.search(r"broken\s+-\s+failed", text), text
+
+
+def test_scaling_runs_every_batch_once_per_thread_count(rng, restore_threads):
+    """measure_scaling: one epoch of steps at 1 thread and one at N, in alternating chunks, each chunk after one
+    untimed step; the thread count is restored."""
+    from lenet.bench.scaling import measure_scaling
+
+    lenet.set_num_threads(2)
+    images = rng.integers(0, 256, (640, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 640)
+    lenet.seed(0)
+    model = lenet.LeNet5()
+    trainer = lenet.Trainer(model, lenet.optim.SGD(model.parameters(), lr=0.01), batch_size=64, captured=True,
+                            log=None)
+    result = measure_scaling(trainer, images, labels, threads=3, chunk=4)
+    assert result["threads"] == [1, 3] and result["steps_per_count"] == 10 and result["chunk_steps"] == 4
+    assert trainer.optimizer.steps == 2 * 10 + 2 * 3  # every batch at each count, plus one untimed step per chunk
+    t1, t3 = result["epoch_seconds"]
+    assert t1 > 0 and t3 > 0 and result["speedup"] == pytest.approx(t1 / t3)
+    assert lenet.get_num_threads() == 2
+    with pytest.raises(ValueError, match="at least 2 threads"):
+        measure_scaling(trainer, images, labels, threads=1)
+
+
+def test_cli_scaling_reports_and_writes_json(tmp_path):
+    out = tmp_path / "scaling.json"
+    p = _bench(tmp_path, "--data", "synthetic", "--limit", "640", "--epochs", "1", "--threads", "2", "--scaling",
+               "--json", str(out))
+    assert p.returncode == 0, p.stdout + p.stderr
+    scaling = json.loads(out.read_text())["lenet"]["scaling"]
+    assert scaling["threads"] == [1, 2] and scaling["steps_per_count"] == 10
+    assert f"{scaling['speedup']:.2f}x" in p.stdout
+    p = _bench(tmp_path, "--data", "synthetic", "--limit", "64", "--epochs", "1", "--threads", "1", "--scaling")
+    assert p.returncode == 0 and "thread scaling: skipped (--threads 1)" in p.stdout, p.stdout + p.stderr

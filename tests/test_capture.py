@@ -189,3 +189,93 @@ def test_capture_errors(rng):
     model.parameters()[0].data = model.parameters()[0].data.copy()
     with pytest.raises(RuntimeError, match="replaced, or a layer frozen or unfrozen, after capture"):
         step(x, np.array([0, 1, 2, 3]))
+
+
+OPTIMIZERS = {
+    "sgd": lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),
+    "nesterov": lambda ps: optim.SGD(ps, lr=0.05, momentum=0.8, nesterov=True),
+    "adam": lambda ps: optim.Adam(ps, lr=1e-3, weight_decay=1e-3),
+}
+
+
+def _train_steps(name, make_opt, images, batches, fused, frozen=(), opt_params=None):
+    """Three captured steps; fused: the optimiser's update inside the step, else optimizer.step() after it."""
+    lenet.seed(8)
+    model = MODELS[name]()
+    for i in frozen:
+        for p in [m for m in model.layers if m.parameters()][i].parameters():
+            p.requires_grad = False
+    opt = make_opt(opt_params(model) if opt_params else model.trainable_parameters())
+    step = CapturedStep(model)
+    losses = []
+    for idx, y in batches:
+        if fused:
+            losses.append(step.run_images(images, idx, y, opt))
+        else:
+            losses.append(step.run_images(images, idx, y))
+            opt.step()
+    return losses, [p.data.copy() for p in model.parameters()], step, opt
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+@pytest.mark.parametrize("threads", [1, 2])
+def test_update_inside_the_step_is_bit_identical_to_optimizer_step(isa, rng, name, opt, threads):
+    """The optimiser's update applied by the step to each gradient range as it is computed gives exactly the
+    weights of optimizer.step() after the step, over several steps (the state carries over)."""
+    images = rng.integers(0, 256, (90, 28, 28), dtype=np.uint8)
+    batches = [(rng.permutation(90)[:b], rng.integers(0, 10, b)) for b in (37, 16, 5)]
+    old = lenet.get_num_threads()
+    try:
+        lenet.set_num_threads(threads)
+        want = _train_steps(name, OPTIMIZERS[opt], images, batches, fused=False)
+        got = _train_steps(name, OPTIMIZERS[opt], images, batches, fused=True)
+    finally:
+        lenet.set_num_threads(old)
+    step, optimizer = got[2], got[3]
+    assert step.fusable(optimizer) and optimizer.steps == 3
+    assert got[0] == want[0]
+    for a, b in zip(got[1], want[1]):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("case", ["frozen_first", "optimiser_on_a_subset"])
+def test_update_inside_the_step_with_frozen_layers_or_a_partial_optimiser(rng, case):
+    """With frozen layers the optimiser over the trainable parameters still fuses; an optimiser over only some of
+    the trained parameters cannot, and the step falls back to optimizer.step() with the same results."""
+    images = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8)
+    batches = [(rng.permutation(50)[:b], rng.integers(0, 10, b)) for b in (21, 40)]
+    kw = {"frozen": (0,)} if case == "frozen_first" else {"opt_params": lambda m: m.layers[-1].parameters()}
+    want = _train_steps("lenet5", OPTIMIZERS["adam"], images, batches, fused=False, **kw)
+    got = _train_steps("lenet5", OPTIMIZERS["adam"], images, batches, fused=True, **kw)
+    assert got[2].fusable(got[3]) == (case == "frozen_first")
+    assert got[0] == want[0]
+    for a, b in zip(got[1], want[1]):
+        assert np.array_equal(a, b)
+
+
+def test_update_inside_the_step_refuses_foreign_buffers(rng):
+    lenet.seed(0)
+    model = lenet.LeNet5()
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step = CapturedStep(model)._step
+    good = opt.next_update()
+    step.check_update(good)
+    other = optim.SGD(lenet.LeNet5().parameters(), lr=0.1).next_update()
+    with pytest.raises(ValueError, match="not the captured model's trainable ones"):
+        step.check_update(other)
+    with pytest.raises(ValueError, match="state must hold 1 buffer"):
+        step.check_update({**good, "state": []})
+    with pytest.raises(ValueError, match="update kind must be 'sgd' or 'adam'"):
+        step.check_update({**good, "kind": "rmsprop"})
+    with pytest.raises(ValueError, match="update has no 'lr'"):
+        step.check_update({k: v for k, v in good.items() if k != "lr"})
+    with pytest.raises(ValueError, match="update grads has shape"):
+        step.check_update({**good, "grads": good["grads"][:-1]})
+    with pytest.raises(ValueError, match="must be writable"):
+        frozen = good["params"].copy()
+        frozen.flags.writeable = False
+        step.check_update({**good, "params": frozen})
+    small = optim.SGD(model.parameters()[:-2], lr=0.1).next_update()  # re-homes the first ones only
+    with pytest.raises(ValueError, match="not the captured model's|must be the same"):
+        CapturedStep(model)._step.check_update(small)

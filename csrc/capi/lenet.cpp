@@ -127,9 +127,16 @@ int train_step(lenet_model* m, const T* images, const int32_t* labels, int n, fl
     const int nblk = (n + L - 1) / L;
     m->labels.assign(size_t(nblk) * L, -1);  // -1: a padding lane
     std::copy(labels, labels + n, m->labels.begin());
-    const double total = m->step->run(n, images, nullptr, m->labels.data(), 1.0f / float(n));
-    ops::sgd_update(ptrdiff_t(m->params.size()), m->params.data(), m->grads.data(), m->velocity.data(), lr, momentum,
-                    0.0f, 0);
+    ops::Update sgd;  // applied by the step to each gradient range as soon as it is final
+    sgd.kind = ops::Update::Kind::Sgd;
+    sgd.lr = lr;
+    sgd.momentum = momentum;
+    sgd.w = m->params.data();
+    sgd.g = m->grads.data();
+    sgd.s1 = m->velocity.data();
+    sgd.n = ptrdiff_t(m->params.size());
+    m->step->check_update(sgd);  // every parameter trains: the flat buffers are exactly the step's
+    const double total = m->step->run(n, images, nullptr, m->labels.data(), 1.0f / float(n), &sgd);
     if (loss) *loss = float(total / n);
     return 0;
 }

@@ -46,7 +46,11 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
         param_offset_.push_back(param_floats_);
         batch_offset_.push_back(batch_floats_per_sample_);
         if (trainable(l) && first_trainable_ == int(fwd_->layers().size())) first_trainable_ = int(i);
-        if (is_conv(l)) param_floats_ += partial_floats(l);
+        if (is_conv(l)) {
+            if (l.dw) conv_parts_.push_back({param_floats_, weight_floats(l), l.dw});
+            if (l.db) conv_parts_.push_back({param_floats_ + (l.dw ? weight_floats(l) : 0), bias_floats(l), l.db});
+            param_floats_ += partial_floats(l);
+        }
         if (l.kind == LayerKind::ConvPool && i > 0)
             throw std::invalid_argument("a fused conv-pool layer trains only as the first layer (no input gradient)");
         if (l.kind == LayerKind::Linear && trainable(l)) batch_floats_per_sample_ += size_t(l.s.ic) + l.s.oc;
@@ -56,17 +60,45 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
 
 TrainStep::~TrainStep() = default;
 
-double TrainStep::run(int nblk, const float* x, const int32_t* label, float scale) {
-    return run_blocks(nblk, Input{x, nullptr, nullptr, nullptr, 0}, label, scale);
-}
-double TrainStep::run(int n, const uint8_t* x, const int64_t* rows, const int32_t* label, float scale) {
-    return run_blocks((n + kLanes - 1) / kLanes, Input{nullptr, x, nullptr, rows, n}, label, scale);
-}
-double TrainStep::run(int n, const float* x, const int64_t* rows, const int32_t* label, float scale) {
-    return run_blocks((n + kLanes - 1) / kLanes, Input{nullptr, nullptr, x, rows, n}, label, scale);
+void Update::apply(const KernelTable& k, const float* grad, ptrdiff_t count) const {
+    const ptrdiff_t o = grad - g;
+    if (kind == Kind::Sgd) k.sgd_update(count, w + o, grad, s1 + o, lr, momentum, weight_decay, nesterov);
+    else k.adam_update(count, w + o, grad, s1 + o, s2 + o, lr, b1, b2, eps, weight_decay, step);
 }
 
-double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, float scale) {
+void TrainStep::check_update(const Update& u) const {
+    if (!u.w || !u.g || !u.s1 || (u.kind == Update::Kind::Adam && !u.s2))
+        throw std::invalid_argument("the optimiser update lacks a buffer");
+    ptrdiff_t covered = 0;
+    auto check = [&](const float* param, const float* grad, size_t floats) {
+        const ptrdiff_t o = grad - u.g;
+        if (o < 0 || o + ptrdiff_t(floats) > u.n || param != u.w + o)
+            throw std::invalid_argument("the optimiser's parameters are not the captured model's trainable ones "
+                                        "(each gradient must sit at its parameter's offset in the flat buffers)");
+        covered += ptrdiff_t(floats);
+    };
+    for (const LayerSpec& l : fwd_->layers()) {
+        if (l.dw) check(l.w, l.dw, weight_floats(l));
+        if (l.db) check(l.b, l.db, bias_floats(l));
+    }
+    if (covered != u.n)
+        throw std::invalid_argument("the optimiser holds " + std::to_string(u.n) + " parameters, the captured " +
+                                    "model trains " + std::to_string(covered) + ": they must be the same");
+}
+
+double TrainStep::run(int nblk, const float* x, const int32_t* label, float scale, const Update* update) {
+    return run_blocks(nblk, Input{x, nullptr, nullptr, nullptr, 0}, label, scale, update);
+}
+double TrainStep::run(int n, const uint8_t* x, const int64_t* rows, const int32_t* label, float scale,
+                      const Update* update) {
+    return run_blocks((n + kLanes - 1) / kLanes, Input{nullptr, x, nullptr, rows, n}, label, scale, update);
+}
+double TrainStep::run(int n, const float* x, const int64_t* rows, const int32_t* label, float scale,
+                      const Update* update) {
+    return run_blocks((n + kLanes - 1) / kLanes, Input{nullptr, nullptr, x, rows, n}, label, scale, update);
+}
+
+double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, float scale, const Update* update) {
     const KernelTable& k = kernels();
     const Forward& fwd = *fwd_;
     const std::vector<LayerSpec>& layers = fwd.layers();
@@ -147,39 +179,42 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
         }
     });
 
-    // Then, in one parallel pass: the convolution gradients summed over blocks in block order (split by
-    // parameter range), and each dense layer's dW = dy [out][B] . x^T [B][in] as one GEMM (split by rows).
-    std::vector<Task>& tasks = tasks_;  // layer -1: a range of the conv partials; else rows of a dense dW
+    // Then, in one parallel pass: the convolution gradients summed over blocks in block order (split into ranges),
+    // and each dense layer's dW = dy [out][B] . x^T [B][in] as one GEMM (split by rows); each range goes through
+    // the optimiser update, if any, right where it was computed.
+    std::vector<Task>& tasks = tasks_;
     tasks.clear();
     constexpr size_t kChunk = 4096, kRows = 16;
-    for (size_t b = 0; b < param_floats_; b += kChunk) tasks.push_back({-1, b, std::min(param_floats_, b + kChunk)});
+    for (size_t p = 0; p < conv_parts_.size(); ++p)
+        for (size_t b = 0; b < conv_parts_[p].floats; b += kChunk)
+            tasks.push_back({true, int(p), b, std::min(conv_parts_[p].floats, b + kChunk)});
     for (int i = 0; i < n; ++i)
         if (layers[size_t(i)].kind == LayerKind::Linear && trainable(layers[size_t(i)]))
             for (size_t r = 0; r < size_t(layers[size_t(i)].s.oc); r += kRows)
-                tasks.push_back({i, r, std::min(size_t(layers[size_t(i)].s.oc), r + kRows)});
-    float* sums = scratch(0, 6, param_floats_);
+                tasks.push_back({false, i, r, std::min(size_t(layers[size_t(i)].s.oc), r + kRows)});
     ThreadPool::instance().parallel_for(int(tasks.size()), [&](int t, int) {
         const Task task = tasks[size_t(t)];
-        if (task.layer < 0) {
-            std::memcpy(sums + task.begin, partials_.data() + task.begin, (task.end - task.begin) * sizeof(float));
+        const size_t count = task.end - task.begin;
+        if (task.conv) {
+            const ConvPart& part = conv_parts_[size_t(task.index)];
+            float* dst = part.dst + task.begin;
+            const float* src = partials_.data() + part.offset + task.begin;
+            std::memcpy(dst, src, count * sizeof(float));
             for (int blk = 1; blk < nblk; ++blk) {
-                const float* p = partials_.data() + param_floats_ * size_t(blk);
-                for (size_t j = task.begin; j < task.end; ++j) sums[j] += p[j];
+                const float* p = src + param_floats_ * size_t(blk);
+                for (size_t j = 0; j < count; ++j) dst[j] += p[j];
             }
+            if (update) update->apply(k, dst, ptrdiff_t(count));
             return;
         }
-        const LayerSpec& l = layers[size_t(task.layer)];
-        const float* xT = batch_.data() + batch_offset_[size_t(task.layer)] * B;
-        block::dense_dw_rows(k, l.s.ic, ptrdiff_t(B), int(task.begin), int(task.end - task.begin), xT,
-                             xT + size_t(l.s.ic) * B, l.dw, l.db, false);
+        const LayerSpec& l = layers[size_t(task.index)];
+        const float* xT = batch_.data() + batch_offset_[size_t(task.index)] * B;
+        block::dense_dw_rows(k, l.s.ic, ptrdiff_t(B), int(task.begin), int(count), xT, xT + size_t(l.s.ic) * B, l.dw,
+                             l.db, false);
+        if (!update) return;
+        if (l.dw) update->apply(k, l.dw + task.begin * size_t(l.s.ic), ptrdiff_t(count * size_t(l.s.ic)));
+        if (l.db) update->apply(k, l.db + task.begin, ptrdiff_t(count));
     });
-    for (int i = 0; i < n; ++i) {
-        const LayerSpec& l = layers[size_t(i)];
-        if (!is_conv(l)) continue;
-        const size_t wf = l.dw ? weight_floats(l) : 0;
-        if (l.dw) std::memcpy(l.dw, sums + param_offset_[size_t(i)], wf * sizeof(float));
-        if (l.db) std::memcpy(l.db, sums + param_offset_[size_t(i)] + wf, bias_floats(l) * sizeof(float));
-    }
     double total = 0;
     for (double v : block_loss_) total += v;
     return total;

@@ -30,6 +30,29 @@ struct LayerSpec {
     float* db = nullptr;
 };
 
+// An optimiser update that the step applies to each range of gradients as soon as that range is final, on the
+// thread that computed it and while it is in cache, instead of a separate pass over every parameter afterwards
+// (which on two threads also pulls the other core's half of the gradients across). The same kernels, element by
+// element, as a separate sgd_update / adam_update over the whole buffer: the results are bit-identical.
+// w, g: the optimiser's flat parameter and gradient buffers of n floats; s1, s2 its state (SGD: the velocity in
+// s1; Adam: the first and second moments). Every trainable layer's dw / db must lie in g at the offset of its
+// w / b in w, and they must cover g exactly (TrainStep::check_update).
+struct Update {
+    enum class Kind { Sgd, Adam };
+    Kind kind = Kind::Sgd;
+    float lr = 0, momentum = 0, weight_decay = 0;  // SGD: momentum; both: L2 weight decay added to the gradient
+    int nesterov = 0;
+    float b1 = 0, b2 = 0, eps = 0;                 // Adam
+    int step = 0;                                  // Adam: 1-based count of updates, this one included
+    float* w = nullptr;
+    const float* g = nullptr;
+    float* s1 = nullptr;
+    float* s2 = nullptr;
+    ptrdiff_t n = 0;
+    // The update of the count parameters whose gradients start at grad (inside g).
+    void apply(const KernelTable& k, const float* grad, ptrdiff_t count) const;
+};
+
 class Forward;
 
 class TrainStep {
@@ -42,13 +65,19 @@ public:
 
     // x [nblk][input][16], label [nblk*16] (-1 marks a padding lane). Overwrites every dw/db with the gradient of
     // scale * (sum of the per-sample losses); returns that sum (not scaled).
-    double run(int nblk, const float* x, const int32_t* label, float scale);
+    // With an update, each gradient range is also applied to the parameters as soon as it is final (see Update).
+    double run(int nblk, const float* x, const int32_t* label, float scale, const Update* update = nullptr);
     // The same on n samples gathered from a data set: x [*][input] (uint8 pixels, scaled by 1/255, or floats),
     // rows [n] which samples (null: the first n), label [ceil(n/16)*16] as above. Each block's thread packs its own
     // 16 samples into the lanes layout, so the gather runs in parallel and its output is still in cache for the
     // first layer.
-    double run(int n, const uint8_t* x, const int64_t* rows, const int32_t* label, float scale);
-    double run(int n, const float* x, const int64_t* rows, const int32_t* label, float scale);
+    double run(int n, const uint8_t* x, const int64_t* rows, const int32_t* label, float scale,
+               const Update* update = nullptr);
+    double run(int n, const float* x, const int64_t* rows, const int32_t* label, float scale,
+               const Update* update = nullptr);
+    // Throws std::invalid_argument unless u's buffers hold exactly this step's trainable parameters and gradients
+    // (each at the same offset in w and g, covering all n floats).
+    void check_update(const Update& u) const;
 
 private:
     // One block's input: [input][16], either given (x_blocks) or packed from samples into a scratch slot.
@@ -59,7 +88,7 @@ private:
         const int64_t* rows;    // [n] which samples (null: the first n)
         int n;
     };
-    double run_blocks(int nblk, const Input& x, const int32_t* label, float scale);
+    double run_blocks(int nblk, const Input& x, const int32_t* label, float scale, const Update* update);
 
     std::unique_ptr<Forward> fwd_;       // the layers and their forward pass, keeping every activation
     std::vector<size_t> param_offset_;   // per conv layer: where its [dw | db] lives in a block's partial gradient
@@ -71,8 +100,17 @@ private:
     std::vector<float> batch_;           // dense layers' whole-batch x^T and dy
     size_t batch_floats_per_sample_ = 0;
     std::vector<double> block_loss_;
+    // A conv layer's dw or db: floats [offset, offset + floats) of a block's partial gradient, summed into dst.
+    struct ConvPart {
+        size_t offset, floats;
+        float* dst;
+    };
+    std::vector<ConvPart> conv_parts_;
+    // The pass after the blocks: a range [begin, end) of conv part `index` summed over the blocks, or rows
+    // [begin, end) of dense layer `index`'s dW as one GEMM over the batch.
     struct Task {
-        int layer;
+        bool conv;
+        int index;
         size_t begin, end;
     };
     std::vector<Task> tasks_;

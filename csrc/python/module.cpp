@@ -553,6 +553,45 @@ GraphArrays graph_arrays(const std::string& graph_json, py::list params, py::obj
     return g;
 }
 
+// The optimiser update a captured step applies as it goes (Optimizer.fused_update() in lenet/optim.py), a dict:
+// kind "sgd" (lr, momentum, weight_decay, nesterov) or "adam" (lr, b1, b2, eps, weight_decay, step), and the flat
+// float32 buffers params, grads and state ([velocity] or [exp_avg, exp_avg_sq]), which the dict keeps alive.
+ops::Update checked_update(py::handle spec_) {
+    if (!py::isinstance<py::dict>(spec_)) throw py::type_error("update must be a dict (Optimizer.fused_update())");
+    py::dict spec = py::reinterpret_borrow<py::dict>(spec_);
+    auto item = [&](const char* key) -> py::object {
+        if (!spec.contains(key)) throw py::value_error(std::string("update has no '") + key + "'");
+        return spec[key];
+    };
+    ops::Update u;
+    const std::string kind = py::cast<std::string>(item("kind"));
+    if (kind != "sgd" && kind != "adam") throw py::value_error("update kind must be 'sgd' or 'adam', got '" + kind + "'");
+    u.kind = kind == "sgd" ? ops::Update::Kind::Sgd : ops::Update::Kind::Adam;
+    auto params = checked<float>(item("params"), "update params", {kAny}, true);
+    auto grads = checked<float>(item("grads"), "update grads", {params.shape(0)});
+    py::list state = py::cast<py::list>(item("state"));
+    if (py::len(state) != (u.kind == ops::Update::Kind::Sgd ? 1u : 2u))
+        throw py::value_error("update state must hold " + std::string(kind == "sgd" ? "1 buffer" : "2 buffers"));
+    u.n = params.shape(0);
+    u.w = params.mutable_data();
+    u.g = grads.data();
+    u.s1 = checked<float>(state[0], "update state", {u.n}, true).mutable_data();
+    if (u.kind == ops::Update::Kind::Adam) u.s2 = checked<float>(state[1], "update state", {u.n}, true).mutable_data();
+    u.lr = py::cast<float>(item("lr"));
+    u.weight_decay = py::cast<float>(item("weight_decay"));
+    if (u.kind == ops::Update::Kind::Sgd) {
+        u.momentum = py::cast<float>(item("momentum"));
+        u.nesterov = py::cast<bool>(item("nesterov"));
+    } else {
+        u.b1 = py::cast<float>(item("b1"));
+        u.b2 = py::cast<float>(item("b2"));
+        u.eps = py::cast<float>(item("eps"));
+        u.step = py::cast<int>(item("step"));
+        positive(u.step, "update step");
+    }
+    return u;
+}
+
 // The captured training step over a graph and its parameter and gradient arrays (see lenet/capture.py).
 class PyTrainStep {
 public:
@@ -564,7 +603,7 @@ public:
         step_ = std::make_unique<ops::TrainStep>(std::move(p.layers), p.input_floats, p.classes);
     }
 
-    double run(py::handle x_, py::handle labels_, float scale) {
+    double run(py::handle x_, py::handle labels_, float scale, py::handle update_) {
         auto x = checked<float>(x_, "x", nullptr);
         const ptrdiff_t L = ops::TrainStep::kLanes;
         if (x.ndim() < 2 || x.shape(x.ndim() - 1) != L || size_t(x.size()) % input_floats_ != 0 ||
@@ -572,25 +611,39 @@ public:
             throw py::value_error("x must be a batch in the lanes layout (nblk, C, H, W, 16) matching the input shape");
         const int nblk = int(x.shape(0));
         const int32_t* lp = checked_labels(labels_, nblk);
+        const ops::Update u = update(update_);
         KernelCall call;
-        return step_->run(nblk, x.data(), lp, scale);
+        return step_->run(nblk, x.data(), lp, scale, update_.is_none() ? nullptr : &u);
     }
 
     // The same on a batch gathered from a data set: images (N, H, W) or (N, 1, H, W) uint8, indices [B] the rows
     // of the batch, labels [ceil(B/16)*16]; each block's thread packs its own samples.
-    double run_images(py::handle images_, py::handle indices_, py::handle labels_, float scale) {
+    double run_images(py::handle images_, py::handle indices_, py::handle labels_, float scale, py::handle update_) {
         const ImageRows r = image_rows(images_, indices_);
         if (size_t(r.hw) != input_floats_ / ops::TrainStep::kLanes)
             throw py::value_error("images of " + std::to_string(r.hw) + " pixels for a model that takes " +
                                   std::to_string(input_floats_ / ops::TrainStep::kLanes));
         const int n = int(r.indices.shape(0)), nblk = (n + ops::TrainStep::kLanes - 1) / ops::TrainStep::kLanes;
         const int32_t* lp = checked_labels(labels_, nblk);
+        const ops::Update u = update(update_);
         KernelCall call;
-        return step_->run(n, r.images.data(), r.indices.data(), lp, scale);
+        return step_->run(n, r.images.data(), r.indices.data(), lp, scale, update_.is_none() ? nullptr : &u);
     }
     int classes() const { return classes_; }
+    void check_update(py::handle spec) const { update(spec); }
 
 private:
+    // None: no update (a default Update, unused); else the checked update, which must cover this step's parameters.
+    ops::Update update(py::handle spec) const {
+        if (spec.is_none()) return {};
+        const ops::Update u = checked_update(spec);
+        try {
+            step_->check_update(u);
+        } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+        }
+        return u;
+    }
     // labels [nblk*16] int32, each a class or -1 (a padding lane); the array is the caller's argument, alive
     // for the call.
     const int32_t* checked_labels(py::handle labels_, int nblk) const {
@@ -877,9 +930,11 @@ PYBIND11_MODULE(_core, m) {
         .def(py::init<const std::string&, py::list, py::list>(), py::arg("graph"), py::arg("params"),
              py::arg("grads"))
         .def_property_readonly("classes", &PyTrainStep::classes)
-        .def("run", &PyTrainStep::run, py::arg("x"), py::arg("labels"), py::arg("scale"))
+        .def("check_update", &PyTrainStep::check_update, py::arg("update"),
+             "Raise ValueError unless the update's buffers hold exactly this step's trainable parameters.")
+        .def("run", &PyTrainStep::run, py::arg("x"), py::arg("labels"), py::arg("scale"), py::arg("update") = py::none())
         .def("run_images", &PyTrainStep::run_images, py::arg("images"), py::arg("indices"), py::arg("labels"),
-             py::arg("scale"));
+             py::arg("scale"), py::arg("update") = py::none());
     m.def("kernel_info", &kernel_info);
     m.def("kernel_seconds", [] { return double(g_kernel_ns.load()) * 1e-9; },
           "Wall seconds spent inside op calls (GIL released) since import.");

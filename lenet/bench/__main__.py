@@ -32,6 +32,7 @@ from lenet.models import MODELS
 from . import (PEER_ALIASES, PEERS, CpuMeter, epoch_time, loadavg, machine_info, peer_available, peer_script,
                peer_version, usable_cores, write_json_atomic)
 from .flops import count_flops
+from .scaling import measure_scaling
 
 PROG = "python -m lenet.bench"
 
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", action="store_true",
                    help="also measure batch-1 inference latency from Python on 1 thread (lenet, and the peers: "
                         "PyTorch eager, the TensorFlow Lite interpreter fp32 and int8)")
+    p.add_argument("--scaling", action="store_true",
+                   help="also measure thread scaling in this run: one epoch of training steps at 1 thread and one at "
+                        "--threads, alternating every few steps, and report the speedup")
     p.add_argument("--plot", metavar="FILE", default=None,
                    help="draw epoch time per framework and the loss / test-accuracy curves as a PNG (needs matplotlib)")
     return p
@@ -217,8 +221,8 @@ def _ratio(x) -> str:
 
 
 # ---- lenet -------------------------------------------------------------------------------------------------------
-def run_lenet(args, x_train, y_train, x_test, y_test, flops, peak) -> list:
-    """Train and evaluate; print and return the per-epoch records. `peak` is the measured FMA peak (GFLOP/s)."""
+def make_trainer(args):
+    """(model, Trainer) for the configuration, initialised from args.seed."""
     lenet.seed(args.seed)
     model = MODELS[args.model]()
     if args.optimizer == "sgd":
@@ -228,6 +232,12 @@ def run_lenet(args, x_train, y_train, x_test, y_test, flops, peak) -> list:
     trainer = lenet.Trainer(model, opt, batch_size=args.batch, seed=args.seed, log=None,
                             captured=args.step == "captured",
                             lr_schedule=None if args.schedule == "constant" else args.schedule)
+    return model, trainer
+
+
+def run_lenet(args, x_train, y_train, x_test, y_test, flops, peak) -> list:
+    """Train and evaluate; print and return the per-epoch records. `peak` is the measured FMA peak (GFLOP/s)."""
+    model, trainer = make_trainer(args)
     n = len(x_train)
     trainer.plan_schedule(args.epochs, n)
     header = ["epoch", "time (s)", "samples/s", "GFLOP/s", "% peak", "outside", "train loss", "test acc",
@@ -448,6 +458,18 @@ def _run(args) -> int:
              f"{latency['batches']} batches of {latency['calls'] // latency['batches']} calls); int8 "
              f"(lenet.quantize): {latency['int8']['median_us']:.1f} us")
 
+    scaling = None
+    if args.scaling:
+        if args.threads < 2:
+            _say("thread scaling: skipped (--threads 1)")
+        else:
+            _, fresh = make_trainer(args)  # its own model: the trained one stays as reported
+            fresh.plan_schedule(1, n_train)
+            scaling = measure_scaling(fresh, x_train, y_train, args.threads)
+            t1, tn = scaling["epoch_seconds"]
+            _say(f"thread scaling: {t1:.2f} s per epoch on 1 thread, {tn:.2f} s on {args.threads}: "
+                 f"{scaling['speedup']:.2f}x ({scaling['rule']})")
+
     rows = [{"framework": "lenet", "version": lenet.__version__, "status": "ok", "epoch_seconds": t_lenet,
              "epoch_time_rule": how, "samples_per_s": n_train / t_lenet,
              "gflops": flops.step * n_train / t_lenet / 1e9, "test_acc": records[-1]["test_acc"],
@@ -551,7 +573,7 @@ def _run(args) -> int:
                       "samples_per_s": n_train / t_lenet, "gflops": flops.step * n_train / t_lenet / 1e9,
                       "peak_gflops": peak, "peak_share": flops.step * n_train / t_lenet / 1e9 / peak,
                       "outside_kernels": outside, "final_test_acc": records[-1]["test_acc"],
-                      "infer_latency_us": latency},
+                      "infer_latency_us": latency, "scaling": scaling},
             "peers": peers,
             "comparison": rows,
             "ratios": {r["framework"]: r["lenet_over_peer"] for r in rows[1:] if r["status"] == "ok"},

@@ -1,0 +1,39 @@
+"""Thread scaling measured in one run: the same training steps at 1 thread and at N threads, alternating in short
+chunks so that a slow phase of a shared machine slows both counts alike instead of whichever ran during it."""
+from __future__ import annotations
+
+import time
+
+import lenet
+
+CHUNK_STEPS = 20  # steps per chunk: 10-40 ms, short against the machine's slow phases, long against a switch
+
+
+def measure_scaling(trainer, images, labels, threads: int, chunk: int = CHUNK_STEPS) -> dict:
+    """Run one epoch's minibatches (a fresh shuffle) through trainer.step at 1 thread and again at `threads`,
+    chunk by chunk: each chunk of `chunk` steps runs at one count and then at the other (in ABBA order across
+    chunks, so a drift over the run cancels). Every count sees every batch once. One untimed step after each
+    switch lets the pool's workers start. Returns the epoch time at each count and the speedup."""
+    if threads < 2:
+        raise ValueError(f"thread scaling needs at least 2 threads, got {threads}")
+    counts = (1, threads)
+    before = lenet.get_num_threads()
+    n, bs = len(images), trainer.batch_size
+    order = trainer.rng.permutation(n)
+    batches = [order[i : i + bs] for i in range(0, n, bs)]
+    seconds = dict.fromkeys(counts, 0.0)
+    try:
+        for k, start in enumerate(range(0, len(batches), chunk)):
+            part = batches[start : start + chunk]
+            for t in (counts if k % 2 == 0 else counts[::-1]):
+                lenet.set_num_threads(t)
+                trainer.step(images, labels, part[0])  # untimed: the workers start
+                t0 = time.perf_counter()
+                for idx in part:
+                    trainer.step(images, labels, idx)
+                seconds[t] += time.perf_counter() - t0
+    finally:
+        lenet.set_num_threads(before)
+    return {"threads": list(counts), "epoch_seconds": [seconds[t] for t in counts],
+            "speedup": seconds[1] / seconds[threads], "chunk_steps": chunk, "steps_per_count": len(batches),
+            "rule": f"one epoch of steps at each count, alternating every {chunk} steps (ABBA)"}
