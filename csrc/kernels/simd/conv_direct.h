@@ -33,6 +33,12 @@ template <class V> constexpr int direct_pxb() {
     return V::acc_budget / (direct_ocb<V>() * (kDirectLanes / V::W)) - (V::W >= 16 ? 1 : 0);  // 5 / 3 / ...
 }
 
+// The forward's own choice: on AVX2 (12 accumulators, two vectors of lanes) 6 channels x 1 pixel, 8 loads per 12
+// FMAs. With 2 channels x 3 pixels, gcc's predictive commoning keeps the loads that kernel column kx + 1 shares with
+// column kx in registers, which pushes accumulators onto the stack.
+template <class V> constexpr int direct_fwd_ocb() { return V::W == 8 ? 2 : direct_ocb<V>(); }
+template <class V> constexpr int direct_fwd_pxb() { return V::W == 8 ? 2 : direct_pxb<V>(); }
+
 template <class V, int OCB, int PXB>
 LENET_TILE_FUNCTION
 void conv_direct_tile(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, int o0,
@@ -435,7 +441,7 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
 template <class V>
 void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y) {
     if (s->lanes == 1) return conv_row_fwd<V>(s, xpad, w, bias, y);
-    constexpr int OCB = direct_ocb<V>(), PXB = direct_pxb<V>();
+    constexpr int OCB = direct_fwd_ocb<V>(), PXB = direct_fwd_pxb<V>();
     for (int o0 = 0; o0 < s->oc; o0 += OCB) {
         const int ocb = s->oc - o0 < OCB ? s->oc - o0 : OCB;
         for (int oy = 0; oy < s->oh; ++oy)
