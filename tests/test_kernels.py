@@ -51,6 +51,8 @@ CONV_CASES = [  # (batch, in_ch, H, W, out_ch, kernel, stride, padding)
     (2, 4, 8, 8, 3, (4, 4), (4, 4), (0, 0)),      # non-overlapping windows
     (2, 3, 9, 8, 7, (3, 2), (1, 1), (1, 0)),      # narrow kernels: dW two kernel rows at a time, and an odd one
     (2, 4, 6, 7, 5, (2, 1), (1, 1), (1, 0)),
+    (2, 3, 7, 11, 18, (3, 3), (1, 1), (1, 1)),    # 6-channel tiles (18 channels: 6s, not 4s), a 2-pixel tail
+    (2, 6, 9, 10, 4, (3, 3), (1, 1), (0, 0)),     # and in the input gradient (6 channels), a 1-pixel tail
 ]
 
 
