@@ -4,6 +4,7 @@
 
 #include "../kernels.h"
 #include "../ref/ref.h"
+#include "tile.h"
 
 namespace lenet::simd {
 namespace {
@@ -56,9 +57,54 @@ void maxpool_one_sample(const ConvShape* s, const float* x, float* y, int relu) 
         }
 }
 
+// 2x2 windows of stride 2 over whole vectors of lanes (the training blocks: both LeNets pool so): the four loads of a
+// window unrolled, no lane count checked per load, and in the backward one plain store per input position (the
+// windows do not overlap; positions no window covers, an odd last row or column, stay as the caller zeroed them).
+template <class V> bool pool2x2_whole_vectors(const ConvShape* s) {
+    return s->kh == 2 && s->kw == 2 && s->sh == 2 && s->sw == 2 && s->lanes % V::W == 0;
+}
+
+// Calls f(out_offset, offset of the window's top-left input) for every output pixel and vector of lanes.
+template <class V, class F>
+void pool2x2_for_each(const ConvShape* s, F&& f) {
+    const int L = s->lanes;
+    for (int c = 0; c < s->ic; ++c)
+        for (int oy = 0; oy < s->oh; ++oy) {
+            const ptrdiff_t o = (ptrdiff_t(c) * s->oh + oy) * s->ow * L, i = (ptrdiff_t(c) * s->ih + 2 * oy) * s->iw * L;
+            for (int ox = 0; ox < s->ow; ++ox)
+                for (int l0 = 0; l0 < L; l0 += V::W) f(o + ptrdiff_t(ox) * L + l0, i + ptrdiff_t(2 * ox) * L + l0);
+        }
+}
+
+template <class V>
+void maxpool2x2_fwd(const ConvShape* s, const float* x, float* y, int relu) {
+    const ptrdiff_t row = ptrdiff_t(s->iw) * s->lanes, col = s->lanes;
+    pool2x2_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i) {
+        const typename V::T top = V::max(V::load(x + i), V::load(x + i + col));
+        const typename V::T best = V::max(top, V::max(V::load(x + i + row), V::load(x + i + row + col)));
+        V::store(y + o, relu ? V::max(best, V::zero()) : best);
+    });
+}
+
+template <class V>
+void maxpool2x2_bwd(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx, int relu) {
+    const ptrdiff_t row = ptrdiff_t(s->iw) * s->lanes, col = s->lanes;
+    pool2x2_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i) {
+        const typename V::T yv = V::load(y + o), g = V::load(dy + o), z = V::zero();
+        typename V::M taken = relu ? V::mandnot(V::gt(yv, z), V::eq(z, z)) : V::mnone();  // y <= 0: no gradient
+        const ptrdiff_t at[4] = {i, i + col, i + row, i + row + col};
+        LENET_TILE_LOOP for (int d = 0; d < 4; ++d) {  // the first position equal to the max takes the gradient
+            const typename V::M hit = V::mandnot(taken, V::eq(V::load(x + at[d]), yv));
+            V::store(dx + at[d], V::select(hit, g, z));
+            taken = V::mor(taken, hit);
+        }
+    });
+}
+
 template <class V>
 void maxpool_fwd(const ConvShape* s, const float* x, float* y, int relu) {
     if (s->lanes == 1) return maxpool_one_sample<V>(s, x, y, relu);
+    if (pool2x2_whole_vectors<V>(s)) return maxpool2x2_fwd<V>(s, x, y, relu);
     if (few_lanes<V>(s)) return ref::maxpool_fwd(s, x, y, relu);
     const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
     pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int n) {
@@ -73,6 +119,7 @@ void maxpool_fwd(const ConvShape* s, const float* x, float* y, int relu) {
 // dx += dy at the first window position equal to the max (same tie rule as the reference).
 template <class V>
 void maxpool_bwd(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx, int relu) {
+    if (pool2x2_whole_vectors<V>(s)) return maxpool2x2_bwd<V>(s, x, y, dy, dx, relu);
     if (few_lanes<V>(s)) return ref::maxpool_bwd(s, x, y, dy, dx, relu);
     const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
     const bool tile = pool_windows_tile(s);
