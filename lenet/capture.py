@@ -4,7 +4,8 @@ The Python layers stay the one definition of the graph: `CapturedStep` hands the
 (lenet.graph.describe) with the parameter and gradient arrays, and the engine then runs each block of 16 samples
 through every layer and back on one thread while its activations stay in cache, instead of one Python call and
 one thread-pool wake-up per op. It computes exactly what `cross_entropy(model(x), y).backward()` computes,
-with the gradients written into each parameter's `.grad`.
+with the gradients written into each parameter's `.grad`; given the optimiser, it also takes the optimiser's step,
+applying the update to each range of parameters as soon as its gradient is final.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ LANES = 16
 
 
 class CapturedStep:
-    """`step(images_in_lanes, labels)` -> mean loss, with every trainable parameter's .grad set to its gradient.
+    """`step(images_in_lanes, labels[, optimizer])` or `step.run_images(images, indices, labels[, optimizer])` ->
+    mean loss, with every trainable parameter's .grad set to its gradient (and the optimiser's step taken).
 
     Frozen parameters (requires_grad False, e.g. after Module.freeze) get none, and the backward pass stops at the
     first layer that has trainable parameters: fine-tuning the last layers costs little more than a forward pass.
