@@ -78,8 +78,10 @@ class CapturedStep:
             self._fusable[optimizer] = self.fusable(optimizer)  # its buffers and these layers are fixed
         update = optimizer.next_update() if optimizer is not None and self._fusable[optimizer] else None
         loss = run(update)
-        if optimizer is not None:
-            optimizer.step(applied=update is not None)
+        if update is not None:
+            optimizer.step(applied=True)  # only counts the step
+        elif optimizer is not None:
+            optimizer.step()
         return loss
 
     def _check_arrays(self) -> None:

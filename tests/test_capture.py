@@ -279,3 +279,29 @@ def test_update_inside_the_step_refuses_foreign_buffers(rng):
     small = optim.SGD(model.parameters()[:-2], lr=0.1).next_update()  # re-homes the first ones only
     with pytest.raises(ValueError, match="not the captured model's|must be the same"):
         CapturedStep(model)._step.check_update(small)
+
+
+def test_step_takes_a_step_of_an_optimiser_of_its_own_kind(rng):
+    """An optimiser with no fused form (any object with step()) gets its step() called after the step."""
+    class Halve:
+        def __init__(self, params):
+            self.params, self.steps = params, 0
+
+        def next_update(self):
+            return None
+
+        def step(self):
+            self.steps += 1
+            for p in self.params:
+                p.data -= 0.5 * p.grad
+
+    lenet.seed(1)
+    model = lenet.LeNet5()
+    opt = Halve(model.parameters())
+    before = [p.data.copy() for p in model.parameters()]
+    images = rng.integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    step = CapturedStep(model)
+    step.run_images(images, np.arange(20), rng.integers(0, 10, 20), opt)
+    assert opt.steps == 1 and not step.fusable(opt)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b - 0.5 * p.grad)
