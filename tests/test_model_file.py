@@ -75,6 +75,22 @@ def test_predict_sees_further_training(rng):
     np.testing.assert_allclose(m.logits(x), before + 1.0, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["lenet5", "coreml"])
+@pytest.mark.parametrize("n", [1, 3])
+def test_predict_sees_convolution_weights_changed_in_place(isa, rng, name, n):
+    """One sample at a time, the engine keeps each convolution's weights regrouped channels-last: a change made in
+    place to any of them (here every convolution's, one after the other) shows in the next call."""
+    model = small_models()[name]
+    m = lenet.Model(model)
+    x = rng.random((n, 1, 28, 28), dtype=np.float32)
+    for conv in [layer for layer in model.layers if isinstance(layer, nn.Conv2d)]:
+        before = m.logits(x)
+        conv.weight.data[...] = conv.weight.data[::-1] * -1.5  # in place: the same array, new values
+        want = reference_logits(model, x)
+        assert not np.allclose(before, want, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(m.logits(x), want, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["lenet5", "coreml", "options"])
 def test_save_load_round_trip(tmp_path, rng, name):
     model = small_models()[name]

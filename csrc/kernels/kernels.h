@@ -32,6 +32,14 @@ static inline bool pool_windows_tile(const ConvShape* s) {
     return s->kh == s->sh && s->kw == s->sw && s->oh * s->kh == s->ih && s->ow * s->kw == s->iw;
 }
 
+// Convolution weights w [oc][ic][kh][kw] regrouped channels-last: w_cl [ic][kh][kw][oc], so that the weights of
+// one tap for every output channel are contiguous (for kernels vectorised along the output channels).
+static inline void conv_weights_channels_last(const ConvShape* s, const float* w, float* w_cl) {
+    const int taps = s->ic * s->kh * s->kw;
+    for (int o = 0; o < s->oc; ++o)
+        for (int t = 0; t < taps; ++t) w_cl[t * s->oc + o] = w[o * taps + t];
+}
+
 struct KernelTable {
     const char* isa;     // "reference", "avx2", "avx512", "neon"
     int vector_floats;   // floats per vector register (1 for the reference)
@@ -47,9 +55,12 @@ struct KernelTable {
     // Shape-specialised direct convolution, forward, one block: stride 1, lanes L == 16 (the samples in the
     // vector lanes) or L == 1 (one sample, vectorised along the output row), input already zero-padded to
     // [ic][oh+kh-1][ow+kw-1][L] (s->ph rows of zeros above the s->ih image rows, which a kernel may skip);
-    // w is [oc][ic][kh][kw]; y[oc][oh][ow][L] = bias + conv.
+    // w is [oc][ic][kh][kw]; y[oc][oh][ow][L] = bias + conv. w_cl: the same weights channels-last
+    // (conv_weights_channels_last below), which the one-sample path vectorised along the output channels reads; null:
+    // that path regroups w itself, on every call.
     // Null where the ISA has none (the ops layer then uses im2col + gemm_nn).
-    void (*conv_direct_fwd)(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y);
+    void (*conv_direct_fwd)(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
+                            float* y);
     // Its weight gradient, one block: dw[oc][ic][kh][kw] = sum over pixels and lanes of dy * xpad (overwritten);
     // the lanes are the reduction, one horizontal sum per weight. Null where the ISA has none.
     void (*conv_direct_dw)(const ConvShape* s, const float* xpad, const float* dy, float* dw);
@@ -57,9 +68,9 @@ struct KernelTable {
     // then a 2x2 stride-2 max pooling, then a ReLU when relu != 0, in one pass that never writes the convolution's
     // output: y [oc][oh/2][ow/2][L] (s: the convolution's shape; an odd last row or column is dropped, as the
     // pooling drops it). argmax (16 lanes only; may be null) [oc][oh/2][ow/2][L]: which position of its window,
-    // 0-3 in row-major order, gave each output (the first maximum), for the backward pass.
-    void (*conv_pool_fwd)(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y,
-                          float* argmax, int relu);
+    // 0-3 in row-major order, gave each output (the first maximum), for the backward pass. w_cl as above.
+    void (*conv_pool_fwd)(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
+                          float* y, float* argmax, int relu);
     // Its pooling backward for pooled rows [py0, py1): dx [oc][2*(py1-py0)][ow][L] (overwritten) gets dy at the
     // argmax position of each window (where y > 0, with relu) and zero elsewhere; y, argmax, dy [oc][oh/2][ow/2][L].
     void (*conv_pool_unpool)(const ConvShape* s, int py0, int py1, const float* y, const float* argmax,

@@ -22,6 +22,7 @@ void Network::run(int n, const T* x, float* logits) const {
     const size_t F = sample_floats();
     const int K = classes();
     const bool blocks = n >= kMinBlockBatch;
+    if (!blocks) one_->refresh_channels_last();  // the parameters are read live: they may have changed in place
     const ops::Forward& fwd = blocks ? *block_ : *one_;
     const int L = fwd.lanes();
     const int ntasks = blocks ? (n + L - 1) / L : n;

@@ -15,13 +15,14 @@ size_t floats(int c, int h, int w, int L);  // one block of a [c][h][w][L] activ
 void pack(int n, size_t F, int L, const float* x, const int64_t* rows, float* out);
 void pack(int n, size_t F, int L, const uint8_t* x, const int64_t* rows, float* out);
 
-// y = conv(x, w) + b. `direct`: the shape-specialised kernels (16 lanes, stride 1), else im2col + GEMM.
+// y = conv(x, w) + b. `direct`: the shape-specialised kernels (16 lanes, stride 1), else im2col + GEMM. w_cl: w
+// channels-last for the one-sample direct kernels (kernels.h: conv_direct_fwd), or null.
 void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,
-                  const float* b, float* y, int thread);
+                  const float* w_cl, const float* b, float* y, int thread);
 // Stride 1, lanes 1 or 16: y [oc][oh/2][ow/2][L] = relu?(2x2 stride-2 max pool of the convolution), and at 16
 // lanes argmax (may be null), the window position that won (kernels.h: conv_pool_fwd).
-void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* b,
-                       bool relu, float* y, float* argmax, int thread);
+void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* w_cl,
+                       const float* b, bool relu, float* y, float* argmax, int thread);
 // Its backward for a first layer (no input gradient): dw and db (overwritten; either may be null) from the pooled
 // output's gradient dy, y and argmax, a band of pooled rows at a time, so that the convolution's full-size gradient
 // is never stored. Uses scratch slots 0, 1, 7 and 8.

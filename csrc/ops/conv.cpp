@@ -136,9 +136,9 @@ void flip_transpose(const ConvShape& s, const float* w, float* wt) {
 }
 
 void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,
-                  const float* b, float* y, int thread) {
+                  const float* w_cl, const float* b, float* y, int thread) {
     if (direct) {
-        k.conv_direct_fwd(&s, padded(s, x, thread, 0), w, b, y);
+        k.conv_direct_fwd(&s, padded(s, x, thread, 0), w, w_cl, b, y);
         return;
     }
     const int K = s.ic * s.kh * s.kw;
@@ -149,9 +149,9 @@ void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const f
     if (b) k.bias_add(s.oc, PL, b, y);
 }
 
-void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* b,
-                       bool relu, float* y, float* argmax, int thread) {
-    k.conv_pool_fwd(&s, padded(s, x, thread, 0), w, b, y, argmax, relu);
+void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* w_cl,
+                       const float* b, bool relu, float* y, float* argmax, int thread) {
+    k.conv_pool_fwd(&s, padded(s, x, thread, 0), w, w_cl, b, y, argmax, relu);
 }
 
 void conv_pool_backward(const KernelTable& k, const ConvShape& s, bool relu, const float* x, const float* y,
@@ -203,7 +203,7 @@ void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const 
     if (!dx) return;
     if (direct) {
         const ConvShape sdx = dx_shape(s);
-        k.conv_direct_fwd(&sdx, padded(sdx, dy, thread, 1), wt, nullptr, dx);
+        k.conv_direct_fwd(&sdx, padded(sdx, dy, thread, 1), wt, nullptr, nullptr, dx);
     } else {
         float* dcol = scratch(thread, 1, size_t(K) * PL);
         k.gemm_nn(K, int(PL), s.oc, w, 1, K, dy, PL, dcol, PL, 0);
@@ -220,7 +220,7 @@ void conv2d_forward(const ConvShape& s, int nblk, const float* x, const float* w
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh, s.ow, s.lanes);
     const bool direct = conv_uses_direct(s, algo, /*backward=*/false);
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
-        block::conv_forward(k, s, direct, x + blk * xb, w, b, y + blk * yb, thread);
+        block::conv_forward(k, s, direct, x + blk * xb, w, nullptr, b, y + blk * yb, thread);
     });
 }
 
@@ -229,8 +229,8 @@ void conv_pool_forward(const ConvShape& s, int nblk, const float* x, const float
     const KernelTable& k = kernels();
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh / 2, s.ow / 2, s.lanes);
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
-        block::conv_pool_forward(k, s, x + blk * xb, w, b, relu, y + blk * yb, argmax ? argmax + blk * yb : nullptr,
-                                 thread);
+        block::conv_pool_forward(k, s, x + blk * xb, w, nullptr, b, relu, y + blk * yb,
+                                 argmax ? argmax + blk * yb : nullptr, thread);
     });
 }
 

@@ -1,6 +1,7 @@
 #include "forward.h"
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 
 #include "block.h"
@@ -39,9 +40,26 @@ Forward::Forward(std::vector<LayerSpec> layers, size_t input_floats, int classes
         max_floats_ = std::max(max_floats_, out);
         // (At 16 lanes the forward and backward choices agree; the training step's backward reads direct().)
         direct_.push_back(l.kind == LayerKind::Conv2d && conv_uses_direct(l.s, ConvAlgo::Auto, /*backward=*/false));
+        const bool regrouped = L == 1 && (direct_.back() || l.kind == LayerKind::ConvPool);
+        const size_t wf = regrouped ? size_t(l.s.oc) * l.s.ic * l.s.kh * l.s.kw : 0;
+        weights_seen_.emplace_back(wf);
+        channels_last_.emplace_back(wf);
+        if (wf) {
+            std::memcpy(weights_seen_.back().data(), l.w, wf * sizeof(float));
+            conv_weights_channels_last(&l.s, l.w, channels_last_.back().data());
+        }
         in = out;
     }
     if (in != size_t(classes) * L) throw std::invalid_argument("the last layer must produce the class logits");
+}
+
+void Forward::refresh_channels_last() {
+    for (size_t i = 0; i < layers_.size(); ++i) {
+        std::vector<float>& seen = weights_seen_[i];
+        if (seen.empty() || std::memcmp(seen.data(), layers_[i].w, seen.size() * sizeof(float)) == 0) continue;
+        std::memcpy(seen.data(), layers_[i].w, seen.size() * sizeof(float));
+        conv_weights_channels_last(&layers_[i].s, layers_[i].w, channels_last_[i].data());
+    }
 }
 
 void Forward::run_block(const KernelTable& k, const float** in, float* acts, int thread) const {
@@ -49,10 +67,12 @@ void Forward::run_block(const KernelTable& k, const float** in, float* acts, int
     for (size_t i = 0; i < layers_.size(); ++i) {
         const LayerSpec& l = layers_[i];
         float* out = acts + act_offset_[i];
+        const float* w_cl = channels_last_[i].empty() ? nullptr : channels_last_[i].data();
         switch (l.kind) {
-            case LayerKind::Conv2d: block::conv_forward(k, l.s, direct_[i], in[i], l.w, l.b, out, thread); break;
+            case LayerKind::Conv2d: block::conv_forward(k, l.s, direct_[i], in[i], l.w, w_cl, l.b, out, thread); break;
             case LayerKind::ConvPool:
-                block::conv_pool_forward(k, l.s, in[i], l.w, l.b, l.relu, out, L > 1 ? argmax(i, acts) : nullptr, thread);
+                block::conv_pool_forward(k, l.s, in[i], l.w, w_cl, l.b, l.relu, out, L > 1 ? argmax(i, acts) : nullptr,
+                                         thread);
                 break;
             case LayerKind::MaxPool: k.maxpool_fwd(&l.s, in[i], out, l.relu); break;
             case LayerKind::AvgPool: k.avgpool_fwd(&l.s, in[i], out); break;

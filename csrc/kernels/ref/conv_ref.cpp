@@ -18,8 +18,9 @@ float conv_at(const ConvShape* s, const float* xpad, const float* w, const float
 }
 }  // namespace
 
-// xpad [ic][oh+kh-1][ow+kw-1][L], w [oc][ic][kh][kw], bias [oc] -> y [oc][oh][ow][L].
-void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y) {
+// xpad [ic][oh+kh-1][ow+kw-1][L], w [oc][ic][kh][kw], bias [oc] -> y [oc][oh][ow][L]. (The reference reads w;
+// w_cl, the same weights channels-last, is for the SIMD kernels.)
+void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, const float*, const float* bias, float* y) {
     for (int o = 0; o < s->oc; ++o)
         for (int oy = 0; oy < s->oh; ++oy)
             for (int ox = 0; ox < s->ow; ++ox)
@@ -47,8 +48,8 @@ void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, floa
 // xpad [ic][oh+kh-1][ow+kw-1][L], w [oc][ic][kh][kw], bias [oc] -> y [oc][oh/2][ow/2][L], the maximum of the
 // convolution over each 2x2 window at stride 2 (then a ReLU if relu), and argmax: the window position of the first
 // maximum, 0-3 row-major.
-void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, float* argmax,
-                   int relu) {
+void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const float*, const float* bias, float* y,
+                   float* argmax, int relu) {
     const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2;
     for (int o = 0; o < s->oc; ++o)
         for (int py = 0; py < out_h; ++py)

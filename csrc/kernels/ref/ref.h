@@ -9,10 +9,11 @@ void gemm_nn(int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, 
              float* C, ptrdiff_t ldc, int accumulate);
 void gemm_nt(int M, int N, int K, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb, float* C,
              ptrdiff_t ldc, int accumulate);
-void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y);
+void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
+                     float* y);
 void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, float* dw);
-void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, float* argmax,
-                   int relu);
+void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
+                   float* y, float* argmax, int relu);
 void conv_pool_unpool(const ConvShape* s, int py0, int py1, const float* y, const float* argmax, const float* dy,
                       float* dx, int relu);
 void maxpool_fwd(const ConvShape* s, const float* x, float* y, int relu);

@@ -124,7 +124,7 @@ void conv_row_tile(const ConvShape* s, const float* xpad, const float* w, const 
 // of a row x OV vectors of output channels; the weights are first regrouped as wt[c][ky][kx][oc] so that each
 // (c, ky, kx) step loads OV weight vectors and broadcasts one input pixel per tile pixel.
 constexpr int kChannelMaxVectors = 4;
-constexpr int kChannelMaxWeights = 8192;  // regrouped weights live on the stack
+constexpr int kChannelMaxWeights = 8192;  // weights regrouped by the kernel itself live on the stack
 template <class V, int OV> constexpr int channel_pxb() {
     return V::acc_budget / OV > 12 ? 12 : V::acc_budget / OV;
 }
@@ -163,22 +163,19 @@ bool conv_channels_fit(const ConvShape* s) {
            s->oc * s->ic * s->kh * s->kw <= kChannelMaxWeights;
 }
 
-// wt[c][ky][kx][oc] = w[oc][c][ky][kx]: the weights as the channel tiles read them.
-inline void channels_last_weights(const ConvShape* s, const float* w, float* wt) {
-    const int taps = s->ic * s->kh * s->kw;
-    for (int o = 0; o < s->oc; ++o)
-        for (int t = 0; t < taps; ++t) wt[t * s->oc + o] = w[o * taps + t];
-}
 // One output row as the channel tiles write it, row [width][oc], into its place in y [oc][height][width].
 inline void store_channels_last_row(const float* row, int oc, int height, int width, int y_row, float* y) {
     for (int o = 0; o < oc; ++o)
         for (int x = 0; x < width; ++x) y[(ptrdiff_t(o) * height + y_row) * width + x] = row[x * oc + o];
 }
 
+// w_cl: the weights channels-last (kernels.h), or null to regroup them here.
 template <class V>
-void conv_channel_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y) {
-    float wt[kChannelMaxWeights];
-    channels_last_weights(s, w, wt);
+void conv_channel_fwd(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
+                      float* y) {
+    float regrouped[kChannelMaxWeights];
+    if (!w_cl) conv_weights_channels_last(s, w, regrouped);
+    const float* wt = w_cl ? w_cl : regrouped;
     float out[kChannelMaxVectors * V::W * V::W];  // one output row [ow][oc] (ow < W), then transposed into y
     with_size<kChannelMaxVectors>(s->oc / V::W, [&](auto ov) {
         constexpr int OV = decltype(ov)::value, PXB = channel_pxb<V, OV>();
@@ -196,8 +193,9 @@ void conv_channel_fwd(const ConvShape* s, const float* xpad, const float* w, con
 // xpad [ic][oh+kh-1][ow+kw-1], w [oc][ic][kh][kw] -> y [oc][oh][ow], in chunks of up to 4 vectors of a row (or along
 // the channels, for narrow rows).
 template <class V>
-void conv_row_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y) {
-    if (conv_channels_fit<V>(s)) return conv_channel_fwd<V>(s, xpad, w, bias, y);
+void conv_row_fwd(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
+                  float* y) {
+    if (conv_channels_fit<V>(s)) return conv_channel_fwd<V>(s, xpad, w, w_cl, bias, y);
     constexpr int chunk = kRowMaxVectors * V::W;
     for (int ox0 = 0; ox0 < s->ow; ox0 += chunk) {
         const int n = s->ow - ox0 < chunk ? s->ow - ox0 : chunk;
@@ -393,8 +391,8 @@ void conv_pool16_tile(const ConvShape* s, const float* xpad, const float* w, con
 // xpad [ic][oh+kh-1][ow+kw-1][L], w [oc][ic][kh][kw] -> y [oc][oh/2][ow/2][L] = relu?(maxpool 2x2 stride 2 of the
 // conv), L = 1 or 16 (then also argmax).
 template <class V>
-void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y, float* argmax,
-                   int relu) {
+void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
+                   float* y, float* argmax, int relu) {
     const int out_h = s->oh / 2, out_w = s->ow / 2;
     if (s->lanes != 1) {
         constexpr int OCB = pool16_ocb<V>();
@@ -407,8 +405,9 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
         return;
     }
     if (conv_channels_fit<V>(s)) {
-        float wt[kChannelMaxWeights];
-        channels_last_weights(s, w, wt);
+        float regrouped[kChannelMaxWeights];
+        if (!w_cl) conv_weights_channels_last(s, w, regrouped);
+        const float* wt = w_cl ? w_cl : regrouped;
         float out[kChannelMaxVectors * V::W * V::W / 2];  // one pooled row [out_w][oc] (ow < W), then transposed into y
         with_size<kChannelMaxVectors>(s->oc / V::W, [&](auto ov) {
             constexpr int OV = decltype(ov)::value, PXB = channel_pool_pxb<V, OV>();
@@ -460,8 +459,9 @@ void conv_direct_tiles(const ConvShape* s, const float* xpad, const float* w, co
 }
 
 template <class V>
-void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y) {
-    if (s->lanes == 1) return conv_row_fwd<V>(s, xpad, w, bias, y);
+void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
+                     float* y) {
+    if (s->lanes == 1) return conv_row_fwd<V>(s, xpad, w, w_cl, bias, y);
     if constexpr (V::W == 16)
         if (six_channel_tiles<V>(s)) return conv_direct_tiles<V, 6, kSixChannelPXB, true>(s, xpad, w, bias, y);
     conv_direct_tiles<V, direct_fwd_ocb<V>(), direct_fwd_pxb<V>(), false>(s, xpad, w, bias, y);
