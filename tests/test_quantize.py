@@ -215,6 +215,19 @@ def test_quantized_accuracy_and_file(trained, mnist, tmp_path):
     assert type(lenet.load(tmp_path / "fp32.lenet")) is lenet.Model
 
 
+def test_float_input_rounds_to_the_nearest_pixel_value(trained, rng):
+    """Float images in [0, 1] become pixel values as numpy.rint(clip(x * 255)) does: ties to even, out-of-range
+    values clamped, NaN as 0 (the model's input check refuses NaN before that, so it is left out here)."""
+    _, q = trained
+    halves = (np.arange(0, 255, dtype=np.float32) + np.float32(0.5)) / np.float32(255)
+    ties = halves[(halves * np.float32(255)) % 1 == 0.5]  # those whose product is an exact tie
+    assert len(ties) > 50
+    values = np.concatenate([ties, rng.random(4000, dtype=np.float32), [-0.3, 0.0, 1.0, 1.7]]).astype(np.float32)
+    x = np.resize(values, (len(values) // 784 + 1) * 784).reshape(-1, 28, 28)
+    codes = np.rint(np.clip(x * np.float32(255), 0, 255)).astype(np.uint8)
+    np.testing.assert_array_equal(q.logits(x), q.logits(codes))
+
+
 def test_quantized_batch_and_threads_agree(trained, mnist):
     _, q = trained
     x = mnist.test_images[:333]

@@ -277,10 +277,14 @@ void QNetwork::run(int n, const T* x, float* logits) const {
             if constexpr (std::is_same<T, uint8_t>::value) {
                 std::memcpy(codes, xi, F);
             } else {
-                for (size_t f = 0; f < F; ++f) {  // [0, 1] -> the nearest pixel value (NaN -> 0)
+                // [0, 1] -> the nearest pixel value, ties to even (NaN -> 0). Adding and subtracting 1.5 * 2^23
+                // rounds a float in [0, 255] to an integer in the default rounding mode, in a loop the compiler
+                // vectorises: std::nearbyint is a library call on baseline x86-64 (1.6 us of a 7.7 us prediction).
+                constexpr float kRound = 12582912.0f;
+                for (size_t f = 0; f < F; ++f) {
                     float v = xi[f] * 255.0f;
                     v = v > 0 ? (v < 255 ? v : 255) : 0;
-                    codes[f] = uint8_t(std::nearbyint(v));
+                    codes[f] = uint8_t(int((v + kRound) - kRound));
                 }
             }
             run_one(codes, logits + size_t(i) * classes_, work);
