@@ -44,21 +44,21 @@ Forward::Forward(std::vector<LayerSpec> layers, size_t input_floats, int classes
         const size_t wf = regrouped ? size_t(l.s.oc) * l.s.ic * l.s.kh * l.s.kw : 0;
         weights_seen_.emplace_back(wf);
         channels_last_.emplace_back(wf);
-        if (wf) {
-            std::memcpy(weights_seen_.back().data(), l.w, wf * sizeof(float));
-            conv_weights_channels_last(&l.s, l.w, channels_last_.back().data());
-        }
+        if (wf) regroup(weights_seen_.size() - 1);  // this layer's
         in = out;
     }
     if (in != size_t(classes) * L) throw std::invalid_argument("the last layer must produce the class logits");
 }
 
+void Forward::regroup(size_t i) {
+    std::memcpy(weights_seen_[i].data(), layers_[i].w, weights_seen_[i].size() * sizeof(float));
+    conv_weights_channels_last(&layers_[i].s, layers_[i].w, channels_last_[i].data());
+}
+
 void Forward::refresh_channels_last() {
     for (size_t i = 0; i < layers_.size(); ++i) {
-        std::vector<float>& seen = weights_seen_[i];
-        if (seen.empty() || std::memcmp(seen.data(), layers_[i].w, seen.size() * sizeof(float)) == 0) continue;
-        std::memcpy(seen.data(), layers_[i].w, seen.size() * sizeof(float));
-        conv_weights_channels_last(&layers_[i].s, layers_[i].w, channels_last_[i].data());
+        const std::vector<float>& seen = weights_seen_[i];
+        if (!seen.empty() && std::memcmp(seen.data(), layers_[i].w, seen.size() * sizeof(float)) != 0) regroup(i);
     }
 }
 

@@ -39,6 +39,8 @@ public:
     void refresh_channels_last();
 
 private:
+    void regroup(size_t i);  // layer i's weights: copied into weights_seen_[i], regrouped into channels_last_[i]
+
     std::vector<LayerSpec> layers_;
     std::vector<size_t> out_floats_;  // per layer: floats of one block's output
     std::vector<size_t> act_offset_;  // per layer: where its output lives in the arena

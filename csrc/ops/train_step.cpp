@@ -24,15 +24,16 @@ size_t weight_floats(const LayerSpec& l) {
 size_t bias_floats(const LayerSpec& l) { return l.b ? size_t(l.s.oc) : 0; }
 // A layer whose parameters get gradients (a frozen layer's dw and db are null).
 bool trainable(const LayerSpec& l) { return l.dw || l.db; }
-// Floats of a conv layer's per-block partial gradient: [dw | db], each part only when asked for.
-size_t partial_floats(const LayerSpec& l) { return (l.dw ? weight_floats(l) : 0) + (l.db ? bias_floats(l) : 0); }
+// A conv layer's per-block partial gradient is [dw | db], each part only when asked for: db starts here.
+size_t partial_db_offset(const LayerSpec& l) { return l.dw ? weight_floats(l) : 0; }
+size_t partial_floats(const LayerSpec& l) { return partial_db_offset(l) + (l.db ? bias_floats(l) : 0); }
 // The dw and db parts of a conv layer's partial gradient p (null where not computed).
 struct ConvGrads {
     float* dw;
     float* db;
 };
 ConvGrads conv_grads(const LayerSpec& l, float* p) {
-    return {l.dw ? p : nullptr, l.db ? p + (l.dw ? weight_floats(l) : 0) : nullptr};
+    return {l.dw ? p : nullptr, l.db ? p + partial_db_offset(l) : nullptr};
 }
 
 }  // namespace
@@ -48,7 +49,7 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
         if (trainable(l) && first_trainable_ == int(fwd_->layers().size())) first_trainable_ = int(i);
         if (is_conv(l)) {
             if (l.dw) conv_parts_.push_back({param_floats_, weight_floats(l), l.dw});
-            if (l.db) conv_parts_.push_back({param_floats_ + (l.dw ? weight_floats(l) : 0), bias_floats(l), l.db});
+            if (l.db) conv_parts_.push_back({param_floats_ + partial_db_offset(l), bias_floats(l), l.db});
             param_floats_ += partial_floats(l);
         }
         if (l.kind == LayerKind::ConvPool && i > 0)

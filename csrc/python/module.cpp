@@ -553,11 +553,11 @@ GraphArrays graph_arrays(const std::string& graph_json, py::list params, py::obj
     return g;
 }
 
-// The optimiser update a captured step applies as it goes (Optimizer.fused_update() in lenet/optim.py), a dict:
+// The optimiser update a captured step applies as it goes (Optimizer.next_update() in lenet/optim.py), a dict:
 // kind "sgd" (lr, momentum, weight_decay, nesterov) or "adam" (lr, b1, b2, eps, weight_decay, step), and the flat
 // float32 buffers params, grads and state ([velocity] or [exp_avg, exp_avg_sq]), which the dict keeps alive.
 ops::Update checked_update(py::handle spec_) {
-    if (!py::isinstance<py::dict>(spec_)) throw py::type_error("update must be a dict (Optimizer.fused_update())");
+    if (!py::isinstance<py::dict>(spec_)) throw py::type_error("update must be a dict (Optimizer.next_update())");
     py::dict spec = py::reinterpret_borrow<py::dict>(spec_);
     auto item = [&](const char* key) -> py::object {
         if (!spec.contains(key)) throw py::value_error(std::string("update has no '") + key + "'");
