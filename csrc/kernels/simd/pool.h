@@ -14,12 +14,14 @@ template <class V, class F>
 void pool_for_each(const ConvShape* s, F&& f) {
     const int L = s->lanes;
     for (int c = 0; c < s->ic; ++c)
-        for (int oy = 0; oy < s->oh; ++oy)
+        for (int oy = 0; oy < s->oh; ++oy) {
+            const ptrdiff_t o_row = (ptrdiff_t(c) * s->oh + oy) * s->ow * L;
+            const ptrdiff_t i_row = (ptrdiff_t(c) * s->ih + oy * s->sh) * s->iw * L;
             for (int ox = 0; ox < s->ow; ++ox) {
-                const ptrdiff_t o = ((ptrdiff_t(c) * s->oh + oy) * s->ow + ox) * L;
-                const ptrdiff_t i = ((ptrdiff_t(c) * s->ih + oy * s->sh) * s->iw + ox * s->sw) * L;
+                const ptrdiff_t o = o_row + ptrdiff_t(ox) * L, i = i_row + ptrdiff_t(ox) * s->sw * L;
                 for (int l0 = 0; l0 < L; l0 += V::W) f(o + l0, i + l0, L - l0 < V::W ? L - l0 : V::W);
             }
+        }
 }
 
 // Fewer lanes than half a vector (one sample at a time): the plain loops beat masked vectors.
@@ -57,84 +59,66 @@ void maxpool_one_sample(const ConvShape* s, const float* x, float* y, int relu) 
         }
 }
 
-// 2x2 windows of stride 2 over whole vectors of lanes (the training blocks: both LeNets pool so): the four loads of a
-// window unrolled, no lane count checked per load, and in the backward one plain store per input position (the
-// windows do not overlap; positions no window covers, an odd last row or column, stay as the caller zeroed them).
+// 2x2 windows of stride 2 over whole vectors of lanes: the training blocks, as both LeNets pool. Their pooling runs
+// with the window size known at compile time (K = 2 below): the loads of a window unrolled, no lane count checked
+// per load, and in the backward one plain store per input position (the windows do not overlap; positions no
+// window covers, an odd last row or column, stay as the caller zeroed them).
 template <class V> bool pool2x2_whole_vectors(const ConvShape* s) {
     return s->kh == 2 && s->kw == 2 && s->sh == 2 && s->sw == 2 && s->lanes % V::W == 0;
 }
 
-// Calls f(out_offset, offset of the window's top-left input) for every output pixel and vector of lanes.
-template <class V, class F>
-void pool2x2_for_each(const ConvShape* s, F&& f) {
-    const int L = s->lanes;
-    for (int c = 0; c < s->ic; ++c)
-        for (int oy = 0; oy < s->oh; ++oy) {
-            const ptrdiff_t o = (ptrdiff_t(c) * s->oh + oy) * s->ow * L, i = (ptrdiff_t(c) * s->ih + 2 * oy) * s->iw * L;
-            for (int ox = 0; ox < s->ow; ++ox)
-                for (int l0 = 0; l0 < L; l0 += V::W) f(o + ptrdiff_t(ox) * L + l0, i + ptrdiff_t(2 * ox) * L + l0);
-        }
-}
-
-template <class V>
-void maxpool2x2_fwd(const ConvShape* s, const float* x, float* y, int relu) {
-    const ptrdiff_t row = ptrdiff_t(s->iw) * s->lanes, col = s->lanes;
-    pool2x2_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i) {
-        const typename V::T top = V::max(V::load(x + i), V::load(x + i + col));
-        const typename V::T best = V::max(top, V::max(V::load(x + i + row), V::load(x + i + row + col)));
-        V::store(y + o, relu ? V::max(best, V::zero()) : best);
+// Max pooling of K x K windows at stride K over whole vectors of lanes (K > 0), or of any window, stride and lane
+// count (K == 0). The window loops are unrolled: whole for K = 2, by 4 otherwise.
+#define LENET_WINDOW_LOOP _Pragma("GCC unroll 4")
+template <class V, int K>
+void maxpool_fwd_windows(const ConvShape* s, const float* x, float* y, int relu) {
+    const int kh = K ? K : s->kh, kw = K ? K : s->kw;
+    const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
+    pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int lanes) {
+        const int n = K ? V::W : lanes;
+        typename V::T best = load_lanes<V>(x + i, n);
+        LENET_WINDOW_LOOP for (int ky = 0; ky < kh; ++ky)
+            LENET_WINDOW_LOOP for (int kx = ky ? 0 : 1; kx < kw; ++kx)
+                best = V::max(best, load_lanes<V>(x + i + ky * rowstep + kx * colstep, n));
+        store_lanes<V>(y + o, relu ? V::max(best, V::zero()) : best, n);
     });
 }
 
-template <class V>
-void maxpool2x2_bwd(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx, int relu) {
-    const ptrdiff_t row = ptrdiff_t(s->iw) * s->lanes, col = s->lanes;
-    pool2x2_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i) {
-        const typename V::T yv = V::load(y + o), g = V::load(dy + o), z = V::zero();
+// dx (+)= dy at the first window position equal to the max (same tie rule as the reference): a plain store where
+// the windows tile the input (or K > 0: they do not overlap), else added to dx as the caller zeroed it.
+template <class V, int K>
+void maxpool_bwd_windows(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx, int relu) {
+    const int kh = K ? K : s->kh, kw = K ? K : s->kw;
+    const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
+    const bool store = K || pool_windows_tile(s);
+    pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int lanes) {
+        const int n = K ? V::W : lanes;
+        const typename V::T yv = load_lanes<V>(y + o, n), g = load_lanes<V>(dy + o, n), z = V::zero();
         typename V::M taken = relu ? V::mandnot(V::gt(yv, z), V::eq(z, z)) : V::mnone();  // y <= 0: no gradient
-        const ptrdiff_t at[4] = {i, i + col, i + row, i + row + col};
-        LENET_TILE_LOOP for (int d = 0; d < 4; ++d) {  // the first position equal to the max takes the gradient
-            const typename V::M hit = V::mandnot(taken, V::eq(V::load(x + at[d]), yv));
-            V::store(dx + at[d], V::select(hit, g, z));
-            taken = V::mor(taken, hit);
-        }
+        LENET_WINDOW_LOOP for (int ky = 0; ky < kh; ++ky)
+            LENET_WINDOW_LOOP for (int kx = 0; kx < kw; ++kx) {
+                const ptrdiff_t at = i + ky * rowstep + kx * colstep;
+                const typename V::M hit = V::mandnot(taken, V::eq(load_lanes<V>(x + at, n), yv));
+                const typename V::T share = V::select(hit, g, z);
+                store_lanes<V>(dx + at, store ? share : V::add(load_lanes<V>(dx + at, n), share), n);
+                taken = V::mor(taken, hit);
+            }
     });
 }
 
 template <class V>
 void maxpool_fwd(const ConvShape* s, const float* x, float* y, int relu) {
     if (s->lanes == 1) return maxpool_one_sample<V>(s, x, y, relu);
-    if (pool2x2_whole_vectors<V>(s)) return maxpool2x2_fwd<V>(s, x, y, relu);
+    if (pool2x2_whole_vectors<V>(s)) return maxpool_fwd_windows<V, 2>(s, x, y, relu);
     if (few_lanes<V>(s)) return ref::maxpool_fwd(s, x, y, relu);
-    const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
-    pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int n) {
-        typename V::T best = load_lanes<V>(x + i, n);
-        for (int ky = 0; ky < s->kh; ++ky)
-            for (int kx = 0; kx < s->kw; ++kx)
-                best = V::max(best, load_lanes<V>(x + i + ky * rowstep + kx * colstep, n));
-        store_lanes<V>(y + o, relu ? V::max(best, V::zero()) : best, n);
-    });
+    maxpool_fwd_windows<V, 0>(s, x, y, relu);
 }
 
-// dx += dy at the first window position equal to the max (same tie rule as the reference).
 template <class V>
 void maxpool_bwd(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx, int relu) {
-    if (pool2x2_whole_vectors<V>(s)) return maxpool2x2_bwd<V>(s, x, y, dy, dx, relu);
+    if (pool2x2_whole_vectors<V>(s)) return maxpool_bwd_windows<V, 2>(s, x, y, dy, dx, relu);
     if (few_lanes<V>(s)) return ref::maxpool_bwd(s, x, y, dy, dx, relu);
-    const ptrdiff_t rowstep = ptrdiff_t(s->iw) * s->lanes, colstep = s->lanes;
-    const bool tile = pool_windows_tile(s);
-    pool_for_each<V>(s, [&](ptrdiff_t o, ptrdiff_t i, int n) {
-        const typename V::T yv = load_lanes<V>(y + o, n), g = load_lanes<V>(dy + o, n), z = V::zero();
-        typename V::M taken = relu ? V::mandnot(V::gt(yv, z), V::eq(z, z)) : V::mnone();  // y <= 0: no gradient
-        for (int ky = 0; ky < s->kh; ++ky)
-            for (int kx = 0; kx < s->kw; ++kx) {
-                const ptrdiff_t at = i + ky * rowstep + kx * colstep;
-                const typename V::M hit = V::mandnot(taken, V::eq(load_lanes<V>(x + at, n), yv));
-                const typename V::T share = V::select(hit, g, z);
-                store_lanes<V>(dx + at, tile ? share : V::add(load_lanes<V>(dx + at, n), share), n);
-                taken = V::mor(taken, hit);
-            }
-    });
+    maxpool_bwd_windows<V, 0>(s, x, y, dy, dx, relu);
 }
 
 template <class V>
