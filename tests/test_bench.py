@@ -104,6 +104,26 @@ def test_cpu_meter_sees_our_own_work():
     assert 0.2 < cpu["own_cores"] <= 1.2 and cpu["others_cores"] >= 0 and cpu["wall_seconds"] >= 0.3
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity") else True,
+                    reason="needs two usable CPUs and sched_setaffinity")
+def test_core_round_trip_probe():
+    """Two threads handing a cache line back and forth: a positive, plausible time (a few ns would mean no second
+    core took part); NaN with one usable CPU; the caller's CPU set is restored."""
+    from lenet import _core
+    cpus = os.sched_getaffinity(0)
+    ns = _core.core_round_trip_ns(500)
+    assert 10 < ns < 100_000, ns
+    assert os.sched_getaffinity(0) == cpus
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        assert np.isnan(_core.core_round_trip_ns(50))
+    finally:
+        os.sched_setaffinity(0, cpus)
+    for bad in (0, -1, 10**7):
+        with pytest.raises(ValueError, match="trips"):
+            _core.core_round_trip_ns(bad)
+
+
 # ---- argument handling -------------------------------------------------------------------------------------------
 def test_model_dependent_defaults():
     a = cli.parse_args([])
@@ -180,6 +200,9 @@ def test_cli_runs_and_writes_json(tmp_path):
     assert doc["lenet"]["peak_gflops"] > 0
     assert doc["lenet"]["peak_share"] == pytest.approx(doc["lenet"]["gflops"] / doc["lenet"]["peak_gflops"])
     assert rec["test_acc"] > 0.2, "31 SGD steps should beat chance (0.1) by far"
+    if len(os.sched_getaffinity(0)) >= 2:  # the core-to-core round trip, after the epoch and before the run
+        assert rec["core_round_trip_ns"] > 10 and doc["machine"]["core_round_trip_ns_before"] > 10
+        assert re.search(r"core-to-core\s*: \d+ ns round trip", p.stdout) and "c2c ns" in p.stdout
     if doc["data"]["source"] == "mnist":
         assert "SYNTHETIC" not in p.stdout
     else:
@@ -288,6 +311,7 @@ def test_compare_with_fake_peers(tmp_path, monkeypatch, capsys, restore_threads)
     row = {r["framework"]: r for r in doc["comparison"]}["fake"]
     assert row["version"] == "9.9" and row["epoch_seconds"] == 0.5 and row["samples_per_s"] == 600
     assert f"{t_lenet / 0.5:.2f}x" in text
+    assert len(row["core_round_trip_ns"]) == 2 and len(doc["comparison"][0]["core_round_trip_ns"]) == 1
 
 
 def test_compare_with_a_failing_peer_exits_1(tmp_path, monkeypatch, capsys, restore_threads):
@@ -330,5 +354,6 @@ def test_cli_scaling_reports_and_writes_json(tmp_path):
     scaling = json.loads(out.read_text())["lenet"]["scaling"]
     assert scaling["threads"] == [1, 2] and scaling["steps_per_count"] == 10
     assert f"{scaling['speedup']:.2f}x" in p.stdout
+    assert len(scaling["core_round_trip_ns"]) == 2
     p = _bench(tmp_path, "--data", "synthetic", "--limit", "64", "--epochs", "1", "--threads", "1", "--scaling")
     assert p.returncode == 0 and "thread scaling: skipped (--threads 1)" in p.stdout, p.stdout + p.stderr

@@ -22,6 +22,7 @@
 
 #include "../core/cpu.h"
 #include "../core/dispatch.h"
+#include "../core/probe.h"
 #include "../core/threadpool.h"
 #include "../ops/block.h"
 #include "../ops/ops.h"
@@ -944,6 +945,13 @@ PYBIND11_MODULE(_core, m) {
         return ops::fma_peak_gflops(seconds);
     }, py::arg("seconds") = 0.2,
           "Measured peak of the active instruction set on all threads: a loop of independent FMAs.");
+    m.def("core_round_trip_ns", [](int trips) {
+        if (trips < 1 || trips > 1000000) throw py::value_error("trips must be in [1, 1000000]");
+        py::gil_scoped_release release;
+        return core_round_trip_ns(trips);
+    }, py::arg("trips") = 2000,
+          "Round trip of one cache line between two threads, in ns (median of 5 batches of `trips`); NaN when a "
+          "second thread could not run alongside.");
     m.def("available_isas", &available_isas);
     m.def("set_isa", [](const std::string& name) {
         try {

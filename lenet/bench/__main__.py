@@ -15,6 +15,7 @@ import argparse
 import collections
 import datetime
 import json
+import math
 import os
 import platform
 import subprocess
@@ -220,6 +221,21 @@ def _ratio(x) -> str:
     return "" if x is None else f"{x:.2f}x"
 
 
+def round_trip_ns():
+    """The core-to-core round trip now, in ns (None where a second thread could not run alongside): two-thread
+    training waits on it at every synchronisation and for every weight the other core updated, so where it is
+    high (a shared machine's slow phases) two-thread times are slower although one thread keeps its speed."""
+    time.sleep(0.005)  # first let the thread pool's workers stop spinning (they spin well under a millisecond)
+    ns = _core.core_round_trip_ns()
+    return None if math.isnan(ns) else ns
+
+
+def _ns(values) -> str:
+    """The worst (highest) of some round-trip samples, for a table cell."""
+    values = [v for v in values if v is not None]
+    return f"{max(values):.0f}" if values else "?"
+
+
 # ---- lenet -------------------------------------------------------------------------------------------------------
 def make_trainer(args):
     """(model, Trainer) for the configuration, initialised from args.seed."""
@@ -241,8 +257,8 @@ def run_lenet(args, x_train, y_train, x_test, y_test, flops, peak) -> list:
     n = len(x_train)
     trainer.plan_schedule(args.epochs, n)
     header = ["epoch", "time (s)", "samples/s", "GFLOP/s", "% peak", "outside", "train loss", "test acc",
-              "eval (s)", "others"]
-    widths = [5, 9, 10, 8, 6, 7, 10, 8, 8, 6]
+              "eval (s)", "others", "c2c ns"]
+    widths = [5, 9, 10, 8, 6, 7, 10, 8, 8, 6, 6]
     _say("  ".join(h.rjust(w) for h, w in zip(header, widths)))
     records = []
     for epoch in range(1, args.epochs + 1):
@@ -251,18 +267,19 @@ def run_lenet(args, x_train, y_train, x_test, y_test, flops, peak) -> list:
         r = trainer.train_epoch(x_train, y_train)
         kernel_s = _core.kernel_seconds() - kernel_before
         cpu = meter.stop()
+        c2c = round_trip_ns()  # right after the epoch: the phase it ended in
         t0 = time.perf_counter()
         ev = trainer.evaluate(x_test, y_test)
         eval_s = time.perf_counter() - t0
         rec = {"epoch": epoch, "seconds": r["seconds"], "samples_per_s": r["samples_per_s"],
                "gflops": flops.step * n / r["seconds"] / 1e9, "loss": r["loss"], "test_acc": ev["accuracy"],
                "test_loss": ev["loss"], "eval_seconds": eval_s, "cpu": cpu, "kernel_seconds": kernel_s,
-               "outside_kernels": 1.0 - kernel_s / r["seconds"]}
+               "outside_kernels": 1.0 - kernel_s / r["seconds"], "core_round_trip_ns": c2c}
         records.append(rec)
         rec["peak_share"] = rec["gflops"] / peak
         cells = [str(epoch), f"{rec['seconds']:.2f}", f"{rec['samples_per_s']:,.0f}", f"{rec['gflops']:.2f}",
                  f"{100 * rec['peak_share']:.0f}%", f"{100 * rec['outside_kernels']:.0f}%", f"{rec['loss']:.4f}",
-                 f"{rec['test_acc']:.4f}", f"{eval_s:.2f}", _cores(cpu)]
+                 f"{rec['test_acc']:.4f}", f"{eval_s:.2f}", _cores(cpu), _ns([c2c])]
         _say("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
     return records, model
 
@@ -309,6 +326,7 @@ def run_peer(peer, args, npz, workdir) -> dict:
     out_json = os.path.join(workdir, f"{peer.name}.json")
     cmd = peer_command(peer, args, npz, out_json)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    c2c_before = round_trip_ns()
     start, meter = time.perf_counter(), CpuMeter()
     tail = collections.deque(maxlen=30)
     prefix = f"[{peer.name}]"
@@ -326,7 +344,8 @@ def run_peer(peer, args, npz, workdir) -> dict:
             raise
         rc = proc.wait()
     wall, cpu = time.perf_counter() - start, meter.stop()  # after wait(): the child's CPU time counts as ours
-    result = {"status": "ok", "wall_seconds": wall, "command": cmd, "returncode": rc, "cpu": cpu}
+    result = {"status": "ok", "wall_seconds": wall, "command": cmd, "returncode": rc, "cpu": cpu,
+              "core_round_trip_ns": [c2c_before, round_trip_ns()]}
     if rc != 0:
         result.update(status="failed", output_tail=list(tail))
         _say(f"  [{peer.name}] FAILED with exit status {rc} after {wall:.1f} s; its last output:")
@@ -430,6 +449,10 @@ def _run(args) -> int:
         busy = (": the machine is busy, timings will be disturbed" if idle["others_cores"] > BUSY_CORES else "")
         _say(f"  other processes : {idle['others_cores']:.2f} of {machine['cpu_count']} cores busy just before the "
              f"run{busy}" + (f" (load average {' '.join(f'{v:.2f}' for v in la)})" if la else ""))
+    machine["core_round_trip_ns_before"] = c2c = round_trip_ns()
+    _say(f"  core-to-core    : {_ns([c2c])} ns round trip of a cache line between two threads, measured now; also "
+         f"after each epoch ('c2c ns'). Two-thread steps wait on it: where it is high (a shared machine's slow "
+         f"phases) they slow down")
     _say("")
 
     # ---- lenet
@@ -447,7 +470,8 @@ def _run(args) -> int:
          f"{flops.step * n_train / t_lenet / 1e9:.2f} GFLOP/s ({100 * flops.step * n_train / t_lenet / 1e9 / peak:.0f}% "
          f"of the measured peak), {100 * outside:.0f}% of the time outside kernels, final test accuracy "
          f"{records[-1]['test_acc']:.4f} ({data_tag})")
-    _say("(others: CPU cores used by other processes meanwhile, from /proc/stat)")
+    _say("(others: CPU cores used by other processes meanwhile, from /proc/stat; c2c ns: core-to-core round trip "
+         "right after the epoch)")
     if timed_cpu and timed_cpu["others_cores"] > BUSY_CORES:
         _say(f"WARNING: other processes used up to {timed_cpu['others_cores']:.2f} cores during the epochs timed "
              f"({how}): lenet's time is inflated; re-run on a quiet machine.")
@@ -465,15 +489,19 @@ def _run(args) -> int:
         else:
             _, fresh = make_trainer(args)  # its own model: the trained one stays as reported
             fresh.plan_schedule(1, n_train)
+            c2c_before = round_trip_ns()
             scaling = measure_scaling(fresh, x_train, y_train, args.threads)
+            scaling["core_round_trip_ns"] = [c2c_before, round_trip_ns()]
             t1, tn = scaling["epoch_seconds"]
             _say(f"thread scaling: {t1:.2f} s per epoch on 1 thread, {tn:.2f} s on {args.threads}: "
-                 f"{scaling['speedup']:.2f}x ({scaling['rule']})")
+                 f"{scaling['speedup']:.2f}x ({scaling['rule']}; core-to-core round trip "
+                 f"{' and '.join(_ns([v]) for v in scaling['core_round_trip_ns'])} ns before and after)")
 
     rows = [{"framework": "lenet", "version": lenet.__version__, "status": "ok", "epoch_seconds": t_lenet,
              "epoch_time_rule": how, "samples_per_s": n_train / t_lenet,
              "gflops": flops.step * n_train / t_lenet / 1e9, "test_acc": records[-1]["test_acc"],
-             "lenet_over_peer": 1.0, "cpu": timed_cpu}]
+             "lenet_over_peer": 1.0, "cpu": timed_cpu,
+             "core_round_trip_ns": [r["core_round_trip_ns"] for r in timed_records]}]
     peers, failed = {}, False
 
     # ---- peers
@@ -502,7 +530,7 @@ def _run(args) -> int:
                 row.update(version=res.get("version"), epoch_seconds=secs, epoch_time_rule=rule,
                            samples_per_s=n_train / secs, gflops=flops.step * n_train / secs / 1e9,
                            test_acc=res["epochs"][-1].get("test_acc"), lenet_over_peer=t_lenet / secs,
-                           cpu=info.get("cpu"))
+                           cpu=info.get("cpu"), core_round_trip_ns=info.get("core_round_trip_ns"))
             else:
                 failed = failed or info["status"] == "failed"
                 row["version"] = peer_version(PEERS[name])
@@ -517,16 +545,17 @@ def _run(args) -> int:
                 table.append([r["framework"], r["version"] or "?", f"{r['epoch_seconds']:.2f}",
                               f"{r['samples_per_s']:,.0f}", f"{r['gflops']:.2f}",
                               "" if r["test_acc"] is None else f"{r['test_acc']:.4f}", _ratio(r["lenet_over_peer"]),
-                              _cores(r.get("cpu"))])
+                              _cores(r.get("cpu")), _ns(r.get("core_round_trip_ns") or [])])
             else:
-                table.append([r["framework"], r["version"] or "-", r["status"], "", "", "", "", ""])
+                table.append([r["framework"], r["version"] or "-", r["status"], "", "", "", "", "", ""])
         _say(format_table(["framework", "version", "epoch time (s)", "samples/s", "GFLOP/s", "test acc",
-                           "lenet/peer time", "others"], table, "llrrrrrr"))
+                           "lenet/peer time", "others", "c2c ns"], table, "llrrrrrrr"))
         _say("lenet/peer time < 1: lenet is faster (0.50x = lenet takes half the time); "
              "> 1: the peer is faster.")
         _say(f"others: cores used by other processes (from /proc/stat) during the timed epochs for lenet, during "
              f"the whole subprocess for a peer; above {BUSY_CORES} the machine was shared and that time is "
-             f"inflated.")
+             f"inflated. c2c ns: the highest core-to-core round trip sampled after each timed epoch for lenet, before "
+             f"and after the subprocess for a peer.")
         if latency:
             _say("")
             _say("batch-1 inference latency, 1 thread (median, microseconds)")

@@ -114,10 +114,26 @@ void softmax_xent(int K, int L, const float* logits, const int32_t* label, float
     });
 }
 
+// The weights an update writes were read by every thread's blocks in the step, so on two cores most of their cache
+// lines sit in the other core's cache too, and a store to such a line waits until that copy is invalidated: one
+// cross-core round trip per line, which the store queue overlaps only a few at a time. Asking for each line with a
+// write prefetch a kilobyte ahead of the stores overlaps those round trips. Where they are slow (this machine's slow
+// phases: a 400 ns round trip instead of 85) that took about a quarter off the update's time; elsewhere it changes
+// nothing. Only where the prefetch is a write prefetch (prefetchw: built with -mprfchw; aarch64: prfm pstl1keep).
+constexpr ptrdiff_t kWriteAhead = 256;  // floats: 16 cache lines
+inline void announce_write(ptrdiff_t i, ptrdiff_t n, float* w) {
+#if defined(__PRFCHW__) || defined(__aarch64__)
+    if (i % 16 == 0 && i + kWriteAhead < n) __builtin_prefetch(w + i + kWriteAhead, /*write=*/1);
+#else
+    (void)i, (void)n, (void)w;
+#endif
+}
+
 template <class V>
 void sgd_update(ptrdiff_t n, float* w, const float* g, float* v, float lr, float momentum, float wd, int nesterov) {
     const typename V::T lrv = V::set1(lr), mom = V::set1(momentum), wdv = V::set1(wd);
     for_chunks<V>(n, [&](ptrdiff_t i, int k) {
+        announce_write(i, n, w);
         const typename V::T wi = ld<V>(w + i, k), gi = V::fmadd(wdv, wi, ld<V>(g + i, k));
         const typename V::T vi = V::fmadd(mom, ld<V>(v + i, k), gi);
         st<V>(v + i, vi, k);
@@ -133,6 +149,7 @@ void adam_update(ptrdiff_t n, float* w, const float* g, float* m, float* v, floa
     const typename V::T b1v = V::set1(b1), b2v = V::set1(b2), c1 = V::set1(1.0f - b1), c2 = V::set1(1.0f - b2);
     const typename V::T epsv = V::set1(eps), wdv = V::set1(wd);
     for_chunks<V>(n, [&](ptrdiff_t i, int k) {
+        announce_write(i, n, w);
         const typename V::T wi = ld<V>(w + i, k), gi = V::fmadd(wdv, wi, ld<V>(g + i, k));
         const typename V::T mi = V::fmadd(b1v, ld<V>(m + i, k), V::mul(c1, gi));
         const typename V::T vi = V::fmadd(b2v, ld<V>(v + i, k), V::mul(c2, V::mul(gi, gi)));
