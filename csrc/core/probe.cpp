@@ -8,8 +8,7 @@
 #include <vector>
 
 #if defined(__linux__)
-#include <pthread.h>
-#include <sched.h>
+#include <sched.h>  // sched_{get,set}affinity(0, ...): the calling thread (glibc and bionic alike)
 #endif
 
 namespace lenet {
@@ -27,14 +26,14 @@ class PinnedPair {
 public:
 #if defined(__linux__)
     PinnedPair() {
-        if (pthread_getaffinity_np(pthread_self(), sizeof saved_, &saved_) != 0) return;
+        if (sched_getaffinity(0, sizeof saved_, &saved_) != 0) return;
         for (int c = 0, found = 0; c < CPU_SETSIZE && found < 2; ++c)
             if (CPU_ISSET(c, &saved_)) cpus_[found++] = c;
         if (cpus_[1] < 0) return;
         ok_ = pin(cpus_[0]);
     }
     ~PinnedPair() {
-        if (ok_) pthread_setaffinity_np(pthread_self(), sizeof saved_, &saved_);
+        if (ok_) sched_setaffinity(0, sizeof saved_, &saved_);
     }
     bool two_cpus() const { return cpus_[1] >= 0; }
     void pin_partner() const {
@@ -46,7 +45,7 @@ private:
         cpu_set_t one;
         CPU_ZERO(&one);
         CPU_SET(cpu, &one);
-        return pthread_setaffinity_np(pthread_self(), sizeof one, &one) == 0;
+        return sched_setaffinity(0, sizeof one, &one) == 0;
     }
     cpu_set_t saved_{};
     int cpus_[2] = {-1, -1};
