@@ -1,5 +1,6 @@
 """Optimisers. All parameters live in one flat buffer (and their gradients in another), so a step is one kernel
-call over every parameter at once."""
+call over every parameter at once. An optimiser describes its next update once (next_update()); the same
+description drives its own step() and the captured training step, which applies it while computing the gradients."""
 from __future__ import annotations
 
 import numpy as np
@@ -45,17 +46,23 @@ class Optimizer:
     def step(self, applied: bool = False) -> None:
         """Update every parameter from its gradient. applied: a captured training step already applied this
         update (lenet.capture.CapturedStep with optimizer=); only count it."""
+        update = None if applied else self.next_update()
         self.steps += 1
-        if not applied:
+        if applied:
+            return
+        if update is not None:
+            _core.apply_update(update)
+        else:
             self._update()
 
     def next_update(self) -> dict | None:
-        """The next step's update as the captured training step applies it while computing the gradients
-        (the rule, its hyper-parameters and the flat buffers), or None if this optimiser has no such form."""
+        """The next step's update (the rule, its hyper-parameters and the flat buffers), as step() and the
+        captured training step apply it; None for an optimiser with no such form, whose _update() then does
+        the step (after steps was counted)."""
         return None
 
     def _update(self) -> None:
-        raise NotImplementedError
+        raise NotImplementedError("an optimiser gives next_update() or implements _update()")
 
     def state_dict(self) -> dict:
         return {"steps": self.steps, "lr": self.lr, **{k: v.copy() for k, v in self._buffers().items()}}
@@ -83,10 +90,6 @@ class SGD(Optimizer):
         self.momentum, self.weight_decay, self.nesterov = float(momentum), float(weight_decay), bool(nesterov)
         self.velocity = np.zeros_like(self.flat)
 
-    def _update(self):
-        _core.sgd_update(self.flat, self.flat_grad, self.velocity, self.lr, self.momentum, self.weight_decay,
-                         self.nesterov)
-
     def next_update(self) -> dict:
         return {"kind": "sgd", "params": self.flat, "grads": self.flat_grad, "state": [self.velocity], "lr": self.lr,
                 "momentum": self.momentum, "weight_decay": self.weight_decay, "nesterov": self.nesterov}
@@ -106,10 +109,6 @@ class Adam(Optimizer):
         self.betas, self.eps, self.weight_decay = (float(b1), float(b2)), float(eps), float(weight_decay)
         self.exp_avg = np.zeros_like(self.flat)
         self.exp_avg_sq = np.zeros_like(self.flat)
-
-    def _update(self):
-        _core.adam_update(self.flat, self.flat_grad, self.exp_avg, self.exp_avg_sq, self.lr, self.betas[0],
-                          self.betas[1], self.eps, self.weight_decay, self.steps)
 
     def next_update(self) -> dict:
         return {"kind": "adam", "params": self.flat, "grads": self.flat_grad, "state": [self.exp_avg, self.exp_avg_sq],

@@ -42,20 +42,25 @@ class Trainer:
         if any(not p.requires_grad for p in self.optimizer.params):
             raise RuntimeError("a parameter of the optimiser was frozen after it was made: make the optimiser "
                                "(and the Trainer) again from model.trainable_parameters()")
-        n, bs = len(images), self.batch_size
-        order = self.rng.permutation(n)
-        total_loss, start = 0.0, time.perf_counter()
+        n = len(images)
+        total_loss, done, start = 0.0, 0, time.perf_counter()
         progress = _Progress(n) if sys.stderr.isatty() else None
-        for i in range(0, n, bs):
-            idx = order[i : i + bs]
+        for idx in self.epoch_batches(n):
             loss = self.step(images, labels, idx)
             total_loss += loss * len(idx)
+            done += len(idx)
             if progress:
-                progress.update(i + len(idx), total_loss / (i + len(idx)))
+                progress.update(done, total_loss / done)
         seconds = time.perf_counter() - start
         if progress:
             progress.clear()
         return {"loss": total_loss / n, "seconds": seconds, "samples_per_s": n / seconds}
+
+    def epoch_batches(self, n: int) -> list:
+        """One epoch's minibatches over n samples: index arrays of batch_size (the last may be shorter) in a fresh
+        random order from the trainer's generator."""
+        order = self.rng.permutation(n)
+        return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
 
     def step(self, images, labels, idx) -> float:
         """One optimiser step on the samples images[idx] (images and labels as train_epoch checked them);

@@ -132,19 +132,15 @@ void softmax_xent(int nblk, int K, int L, const float* logits, const int32_t* la
     });
 }
 
-void sgd_update(ptrdiff_t n, float* w, const float* g, float* v, float lr, float momentum, float wd, int nesterov) {
-    const KernelTable& k = kernels();
-    parallel_ranges(n, 1 << 16, [&](ptrdiff_t b, ptrdiff_t e) {
-        k.sgd_update(e - b, w + b, g + b, v + b, lr, momentum, wd, nesterov);
-    });
+void Update::apply(const KernelTable& k, const float* grad, ptrdiff_t count) const {
+    const ptrdiff_t o = grad - g;
+    if (kind == Kind::Sgd) k.sgd_update(count, w + o, grad, s1 + o, lr, momentum, weight_decay, nesterov);
+    else k.adam_update(count, w + o, grad, s1 + o, s2 + o, lr, b1, b2, eps, weight_decay, step);
 }
 
-void adam_update(ptrdiff_t n, float* w, const float* g, float* m, float* v, float lr, float b1, float b2, float eps,
-                 float wd, int step) {
+void apply_update(const Update& u) {
     const KernelTable& k = kernels();
-    parallel_ranges(n, 1 << 16, [&](ptrdiff_t b, ptrdiff_t e) {
-        k.adam_update(e - b, w + b, g + b, m + b, v + b, lr, b1, b2, eps, wd, step);
-    });
+    parallel_ranges(u.n, 1 << 16, [&](ptrdiff_t b, ptrdiff_t e) { u.apply(k, u.g + b, e - b); });
 }
 
 double fma_peak_gflops(double seconds) {

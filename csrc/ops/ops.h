@@ -54,9 +54,32 @@ void activation_backward(Activation a, ptrdiff_t n, const float* y, const float*
 void softmax_xent(int nblk, int K, int L, const float* logits, const int32_t* label, float scale, float* loss,
                   float* dlogits);
 
-void sgd_update(ptrdiff_t n, float* w, const float* g, float* v, float lr, float momentum, float wd, int nesterov);
-void adam_update(ptrdiff_t n, float* w, const float* g, float* m, float* v, float lr, float b1, float b2, float eps,
-                 float wd, int step);
+// An optimiser update: SGD (momentum, Nesterov) or Adam, with L2 weight decay, over flat buffers. The captured
+// training step applies it to each range of gradients as soon as that range is final, on the thread that computed
+// it and while it is in cache, instead of a separate pass over every parameter afterwards (which on two threads
+// also pulls the other core's half of the gradients across); apply_update is that separate pass. Both run the same
+// kernels element by element: the results are bit-identical.
+// w, g: the optimiser's flat parameter and gradient buffers of n floats; s1, s2 its state (SGD: the velocity in
+// s1; Adam: the first and second moments). Every trainable layer's dw / db must lie in g at the offset of its
+// w / b in w, and they must cover g exactly (TrainStep::check_update).
+struct Update {
+    enum class Kind { Sgd, Adam };
+    Kind kind = Kind::Sgd;
+    float lr = 0, momentum = 0, weight_decay = 0;  // SGD: momentum; both: L2 weight decay added to the gradient
+    int nesterov = 0;
+    float b1 = 0, b2 = 0, eps = 0;                 // Adam
+    int step = 0;                                  // Adam: 1-based count of updates, this one included
+    float* w = nullptr;
+    const float* g = nullptr;
+    float* s1 = nullptr;
+    float* s2 = nullptr;
+    ptrdiff_t n = 0;
+    // The update of the count parameters whose gradients start at grad (inside g).
+    void apply(const KernelTable& k, const float* grad, ptrdiff_t count) const;
+};
+
+// The whole update: every parameter, split in ranges over the thread pool.
+void apply_update(const Update& u);
 
 // The active table's fma_loop on every thread for about `seconds`: the machine's peak for that ISA, in GFLOP/s.
 double fma_peak_gflops(double seconds);

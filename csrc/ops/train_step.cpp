@@ -61,12 +61,6 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
 
 TrainStep::~TrainStep() = default;
 
-void Update::apply(const KernelTable& k, const float* grad, ptrdiff_t count) const {
-    const ptrdiff_t o = grad - g;
-    if (kind == Kind::Sgd) k.sgd_update(count, w + o, grad, s1 + o, lr, momentum, weight_decay, nesterov);
-    else k.adam_update(count, w + o, grad, s1 + o, s2 + o, lr, b1, b2, eps, weight_decay, step);
-}
-
 void TrainStep::check_update(const Update& u) const {
     if (!u.w || !u.g || !u.s1 || (u.kind == Update::Kind::Adam && !u.s2))
         throw std::invalid_argument("the optimiser update lacks a buffer");

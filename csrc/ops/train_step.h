@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../kernels/kernels.h"
+#include "ops.h"
 
 namespace lenet::ops {
 
@@ -28,29 +29,6 @@ struct LayerSpec {
     const float* b = nullptr;
     float* dw = nullptr;    // gradients, overwritten by run(); null for a frozen parameter (then not computed)
     float* db = nullptr;
-};
-
-// An optimiser update that the step applies to each range of gradients as soon as that range is final, on the
-// thread that computed it and while it is in cache, instead of a separate pass over every parameter afterwards
-// (which on two threads also pulls the other core's half of the gradients across). The same kernels, element by
-// element, as a separate sgd_update / adam_update over the whole buffer: the results are bit-identical.
-// w, g: the optimiser's flat parameter and gradient buffers of n floats; s1, s2 its state (SGD: the velocity in
-// s1; Adam: the first and second moments). Every trainable layer's dw / db must lie in g at the offset of its
-// w / b in w, and they must cover g exactly (TrainStep::check_update).
-struct Update {
-    enum class Kind { Sgd, Adam };
-    Kind kind = Kind::Sgd;
-    float lr = 0, momentum = 0, weight_decay = 0;  // SGD: momentum; both: L2 weight decay added to the gradient
-    int nesterov = 0;
-    float b1 = 0, b2 = 0, eps = 0;                 // Adam
-    int step = 0;                                  // Adam: 1-based count of updates, this one included
-    float* w = nullptr;
-    const float* g = nullptr;
-    float* s1 = nullptr;
-    float* s2 = nullptr;
-    ptrdiff_t n = 0;
-    // The update of the count parameters whose gradients start at grad (inside g).
-    void apply(const KernelTable& k, const float* grad, ptrdiff_t count) const;
 };
 
 class Forward;

@@ -432,13 +432,17 @@ py::tuple softmax_xent(py::handle logits_, py::handle labels_, float scale) {
     return py::make_tuple(loss, dlogits);
 }
 
+// The kernels' own entry points (tests call them directly; optimisers go through apply_update).
 void sgd_update(py::handle w_, py::handle g_, py::handle v_, float lr, float momentum, float wd, bool nesterov) {
     auto w = checked<float>(w_, "param", {kAny}, true);
     auto g = checked<float>(g_, "grad", {w.shape(0)});
     auto v = checked<float>(v_, "momentum_buffer", {w.shape(0)}, true);
-    float *wp = w.mutable_data(), *vp = v.mutable_data();
+    ops::Update u;
+    u.kind = ops::Update::Kind::Sgd;
+    u.lr = lr, u.momentum = momentum, u.weight_decay = wd, u.nesterov = nesterov;
+    u.w = w.mutable_data(), u.g = g.data(), u.s1 = v.mutable_data(), u.n = w.shape(0);
     KernelCall call;
-    ops::sgd_update(w.shape(0), wp, g.data(), vp, lr, momentum, wd, nesterov);
+    ops::apply_update(u);
 }
 
 void adam_update(py::handle w_, py::handle g_, py::handle m_, py::handle v_, float lr, float b1, float b2, float eps,
@@ -448,9 +452,12 @@ void adam_update(py::handle w_, py::handle g_, py::handle m_, py::handle v_, flo
     auto g = checked<float>(g_, "grad", {w.shape(0)});
     auto m = checked<float>(m_, "exp_avg", {w.shape(0)}, true);
     auto v = checked<float>(v_, "exp_avg_sq", {w.shape(0)}, true);
-    float *wp = w.mutable_data(), *mp = m.mutable_data(), *vp = v.mutable_data();
+    ops::Update u;
+    u.kind = ops::Update::Kind::Adam;
+    u.lr = lr, u.b1 = b1, u.b2 = b2, u.eps = eps, u.weight_decay = wd, u.step = step;
+    u.w = w.mutable_data(), u.g = g.data(), u.s1 = m.mutable_data(), u.s2 = v.mutable_data(), u.n = w.shape(0);
     KernelCall call;
-    ops::adam_update(w.shape(0), wp, g.data(), mp, vp, lr, b1, b2, eps, wd, step);
+    ops::apply_update(u);
 }
 
 // A training batch straight from the uint8 data set: images[indices] scaled by 1/255 into the lanes layout
@@ -907,6 +914,11 @@ PYBIND11_MODULE(_core, m) {
           py::arg("momentum"), py::arg("weight_decay"), py::arg("nesterov"));
     m.def("adam_update", &adam_update, py::arg("param"), py::arg("grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"),
           py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("step"));
+    m.def("apply_update", [](py::handle update) {
+        const ops::Update u = checked_update(update);
+        KernelCall call;
+        ops::apply_update(u);
+    }, py::arg("update"), "Apply an optimiser update (Optimizer.next_update()) to all its parameters.");
     m.def("pack_images", &pack_images, py::arg("images"), py::arg("indices"), py::arg("lanes"));
     m.def("gemm_nn", &gemm_nn, py::arg("a"), py::arg("b"), py::arg("trans_a") = false);
     m.def("gemm_nt", &gemm_nt, py::arg("a"), py::arg("b"));

@@ -10,7 +10,7 @@ CHUNK_STEPS = 20  # steps per chunk: 10-40 ms, short against the machine's slow 
 
 
 def measure_scaling(trainer, images, labels, threads: int, chunk: int = CHUNK_STEPS) -> dict:
-    """Run one epoch's minibatches (a fresh shuffle) through trainer.step at 1 thread and again at `threads`,
+    """Run one epoch's minibatches (trainer.epoch_batches: a fresh shuffle) through trainer.step at 1 thread and again at `threads`,
     chunk by chunk: each chunk of `chunk` steps runs at one count and then at the other (in ABBA order across
     chunks, so a drift over the run cancels). Every count sees every batch once. One untimed step after each
     switch lets the pool's workers start. Returns the epoch time at each count and the speedup."""
@@ -18,9 +18,7 @@ def measure_scaling(trainer, images, labels, threads: int, chunk: int = CHUNK_ST
         raise ValueError(f"thread scaling needs at least 2 threads, got {threads}")
     counts = (1, threads)
     before = lenet.get_num_threads()
-    n, bs = len(images), trainer.batch_size
-    order = trainer.rng.permutation(n)
-    batches = [order[i : i + bs] for i in range(0, n, bs)]
+    batches = trainer.epoch_batches(len(images))
     seconds = dict.fromkeys(counts, 0.0)
     try:
         for k, start in enumerate(range(0, len(batches), chunk)):
