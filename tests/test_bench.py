@@ -124,6 +124,13 @@ def test_core_round_trip_probe():
             _core.core_round_trip_ns(bad)
 
 
+def test_phase_warning_only_when_the_round_trip_moved():
+    from lenet.bench.__main__ import phase_warning
+    assert phase_warning([80, 85, None, 150]) is None and phase_warning([None]) is None and phase_warning([]) is None
+    message = phase_warning([85, 400, 90])
+    assert "85 to 400 ns" in message and message.startswith("WARNING")
+
+
 # ---- argument handling -------------------------------------------------------------------------------------------
 def test_model_dependent_defaults():
     a = cli.parse_args([])

@@ -230,6 +230,20 @@ def round_trip_ns():
     return None if math.isnan(ns) else ns
 
 
+PHASE_SPREAD = 2.0  # the round trip's highest / lowest sample in one run above which the machine changed phase
+
+
+def phase_warning(samples):
+    """A warning when the core-to-core round trips sampled in one run differ by more than PHASE_SPREAD: the
+    machine changed phase during the run, and two-thread timings from its slow phase are slower; else None."""
+    values = [v for v in samples if v is not None]
+    if len(values) < 2 or max(values) <= PHASE_SPREAD * min(values):
+        return None
+    return (f"WARNING: the core-to-core round trip ranged from {min(values):.0f} to {max(values):.0f} ns during this "
+            f"run: the machine changed phase, and two-thread timings taken while it was high are slower (see the "
+            f"c2c ns columns); compare runs of one phase.")
+
+
 def _ns(values) -> str:
     """The worst (highest) of some round-trip samples, for a table cell."""
     values = [v for v in values if v is not None]
@@ -574,6 +588,14 @@ def _run(args) -> int:
             _say(f"WARNING: other work ran during {', '.join(disturbed)}: those times (and the ratios) are not "
                  f"clean; re-run on a quiet machine.")
 
+    samples = [machine["core_round_trip_ns_before"]] + [r["core_round_trip_ns"] for r in records]
+    samples += (scaling or {}).get("core_round_trip_ns", [])
+    for info in peers.values():
+        samples += info.get("core_round_trip_ns", [])
+    warning = phase_warning(samples)
+    if warning:
+        _say(warning)
+
     # ---- JSON
     if args.json or args.plot:
         versions = {"python": platform.python_version(), "numpy": np.__version__, "lenet": lenet.__version__}
@@ -591,6 +613,8 @@ def _run(args) -> int:
                        "threads": args.threads, "seed": args.seed, "isa": kernels["isa"],
                        "isa_forced": args.isa, "limit": args.limit, "compare": args.compare},
             "machine": machine,
+            "core_round_trip_ns_range": [min((v for v in samples if v is not None), default=None),
+                                         max((v for v in samples if v is not None), default=None)],
             "versions": versions,
             "kernels": kernels,
             "data": {"source": mnist.source, "synthetic": mnist.source != "mnist", "note": synthetic_note,
