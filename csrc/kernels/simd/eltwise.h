@@ -118,8 +118,10 @@ void softmax_xent(int K, int L, const float* logits, const int32_t* label, float
 // lines sit in the other core's cache too, and a store to such a line waits until that copy is invalidated: one
 // cross-core round trip per line, which the store queue overlaps only a few at a time. Asking for each line with a
 // write prefetch a kilobyte ahead of the stores overlaps those round trips. Where they are slow (this machine's slow
-// phases: a 400 ns round trip instead of 85) that took about a quarter off the update's time; elsewhere it changes
-// nothing. Only where the prefetch is a write prefetch (prefetchw: built with -mprfchw; aarch64: prfm pstl1keep).
+// phases: a 400 ns round trip instead of 85) the CoreML graph's two-thread step went 3080 -> 2940 us (97 pairs of
+// runs); LeNet-5's, with 10x fewer weights, did not change (nor with half a kilobyte ahead; four kilobytes ahead made
+// it 3% slower), and neither changed in fast phases. Only where the prefetch is a write prefetch (prefetchw: built
+// with -mprfchw; aarch64: prfm pstl1keep).
 constexpr ptrdiff_t kWriteAhead = 256;  // floats: 16 cache lines
 inline void announce_write(ptrdiff_t i, ptrdiff_t n, float* w) {
 #if defined(__PRFCHW__) || defined(__aarch64__)
