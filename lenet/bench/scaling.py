@@ -10,10 +10,10 @@ CHUNK_STEPS = 20  # steps per chunk: 10-40 ms, short against the machine's slow 
 
 
 def measure_scaling(trainer, images, labels, threads: int, chunk: int = CHUNK_STEPS) -> dict:
-    """Run one epoch's minibatches (trainer.epoch_batches: a fresh shuffle) through trainer.step at 1 thread and again at `threads`,
-    chunk by chunk: each chunk of `chunk` steps runs at one count and then at the other (in ABBA order across
-    chunks, so a drift over the run cancels). Every count sees every batch once. One untimed step after each
-    switch lets the pool's workers start. Returns the epoch time at each count and the speedup."""
+    """Run one epoch's minibatches (trainer.epoch_batches: a fresh shuffle) through trainer.step at 1 thread and
+    again at `threads`, chunk by chunk: each chunk of `chunk` steps runs at one count and then at the other (in ABBA
+    order across chunks, so a drift over the run cancels). Every count sees every batch once. One untimed step after
+    each switch lets the pool's workers start. Returns the epoch time at each count and the speedup."""
     if threads < 2:
         raise ValueError(f"thread scaling needs at least 2 threads, got {threads}")
     counts = (1, threads)
