@@ -125,9 +125,11 @@ def test_core_round_trip_probe():
 
 
 def test_phase_warning_only_when_the_round_trip_moved():
-    from lenet.bench.__main__ import phase_warning
-    assert phase_warning([80, 85, None, 150]) is None and phase_warning([None]) is None and phase_warning([]) is None
-    message = phase_warning([85, 400, 90])
+    from lenet.bench.__main__ import phase_warning, round_trip_range
+    assert round_trip_range([None]) is None and round_trip_range([]) is None
+    assert round_trip_range([80, 85, None, 150]) == (80, 150)
+    assert phase_warning(round_trip_range([80, 85, None, 150])) is None and phase_warning(None) is None
+    message = phase_warning(round_trip_range([85, 400, None, 90]))
     assert "85 to 400 ns" in message and message.startswith("WARNING")
 
 
@@ -209,6 +211,8 @@ def test_cli_runs_and_writes_json(tmp_path):
     assert rec["test_acc"] > 0.2, "31 SGD steps should beat chance (0.1) by far"
     if len(os.sched_getaffinity(0)) >= 2:  # the core-to-core round trip, after the epoch and before the run
         assert rec["core_round_trip_ns"] > 10 and doc["machine"]["core_round_trip_ns_before"] > 10
+        both = [rec["core_round_trip_ns"], doc["machine"]["core_round_trip_ns_before"]]
+        assert doc["core_round_trip_ns_range"] == [min(both), max(both)]
         assert re.search(r"core-to-core\s*: \d+ ns round trip", p.stdout) and "c2c ns" in p.stdout
     if doc["data"]["source"] == "mnist":
         assert "SYNTHETIC" not in p.stdout

@@ -234,21 +234,27 @@ def round_trip_ns():
 PHASE_SPREAD = 2.0  # the round trip's highest / lowest sample in one run above which the machine changed phase
 
 
-def phase_warning(samples):
-    """A warning when the core-to-core round trips sampled in one run differ by more than PHASE_SPREAD: the
-    machine changed phase during the run, and two-thread timings from its slow phase are slower; else None."""
+def round_trip_range(samples):
+    """(lowest, highest) of the round-trip samples that could be taken (None where one could not), or None."""
     values = [v for v in samples if v is not None]
-    if len(values) < 2 or max(values) <= PHASE_SPREAD * min(values):
+    return (min(values), max(values)) if values else None
+
+
+def phase_warning(rt_range):
+    """A warning when the lowest and highest core-to-core round trip of one run (round_trip_range) differ by more
+    than PHASE_SPREAD: the machine changed phase during the run, and two-thread timings from its slow phase are
+    slower; else None."""
+    if rt_range is None or rt_range[1] <= PHASE_SPREAD * rt_range[0]:
         return None
-    return (f"WARNING: the core-to-core round trip ranged from {min(values):.0f} to {max(values):.0f} ns during this "
+    return (f"WARNING: the core-to-core round trip ranged from {rt_range[0]:.0f} to {rt_range[1]:.0f} ns during this "
             f"run: the machine changed phase, and two-thread timings taken while it was high are slower (see the "
             f"c2c ns columns); compare runs of one phase.")
 
 
-def _ns(values) -> str:
+def _ns(samples) -> str:
     """The worst (highest) of some round-trip samples, for a table cell."""
-    values = [v for v in values if v is not None]
-    return f"{max(values):.0f}" if values else "?"
+    rt_range = round_trip_range(samples)
+    return f"{rt_range[1]:.0f}" if rt_range else "?"
 
 
 # ---- lenet -------------------------------------------------------------------------------------------------------
@@ -596,7 +602,8 @@ def _run(args) -> int:
     samples += (scaling or {}).get("core_round_trip_ns", [])
     for info in peers.values():
         samples += info.get("core_round_trip_ns", [])
-    warning = phase_warning(samples)
+    rt_range = round_trip_range(samples)
+    warning = phase_warning(rt_range)
     if warning:
         _say(warning)
 
@@ -617,8 +624,7 @@ def _run(args) -> int:
                        "threads": args.threads, "seed": args.seed, "isa": kernels["isa"],
                        "isa_forced": args.isa, "limit": args.limit, "compare": args.compare},
             "machine": machine,
-            "core_round_trip_ns_range": [min((v for v in samples if v is not None), default=None),
-                                         max((v for v in samples if v is not None), default=None)],
+            "core_round_trip_ns_range": list(rt_range or (None, None)),
             "versions": versions,
             "kernels": kernels,
             "data": {"source": mnist.source, "synthetic": mnist.source != "mnist", "note": synthetic_note,
