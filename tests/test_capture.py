@@ -23,6 +23,11 @@ MODELS = {
     "big_first_conv_odd": lambda: nn.Sequential(
         nn.Conv2d(1, 32, 4), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 12 * 12, 24), nn.ReLU(),
         nn.Linear(24, 10)),
+    # A 3x3 first convolution fused with a pooling that has no ReLU (tanh after it), and a channel count (27) that
+    # leaves a remainder in every weight-gradient tile.
+    "three_by_three_no_relu": lambda: nn.Sequential(
+        nn.Conv2d(1, 27, 3), nn.MaxPool2d(2), nn.Tanh(), nn.Flatten(), nn.Linear(27 * 13 * 13, 16), nn.ReLU(),
+        nn.Linear(16, 10)),
     "tanh_avgpool_strided": lambda: nn.Sequential(
         nn.Conv2d(1, 5, 3, stride=2, padding=1), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(5, 7, 3, padding=1),
         nn.MaxPool2d(3, 2), nn.ReLU(), nn.Flatten(), nn.Linear(7 * 3 * 3, 10)),

@@ -71,10 +71,12 @@ struct KernelTable {
     // 0-3 in row-major order, gave each output (the first maximum), for the backward pass. w_cl as above.
     void (*conv_pool_fwd)(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
                           float* y, float* argmax, int relu);
-    // Its pooling backward for pooled rows [py0, py1): dx [oc][2*(py1-py0)][ow][L] (overwritten) gets dy at the
-    // argmax position of each window (where y > 0, with relu) and zero elsewhere; y, argmax, dy [oc][oh/2][ow/2][L].
-    void (*conv_pool_unpool)(const ConvShape* s, int py0, int py1, const float* y, const float* argmax,
-                             const float* dy, float* dx, int relu);
+    // Its weight and bias gradients, 16 lanes (a first layer, which needs no input gradient): dw [oc][ic][kh][kw]
+    // and db [oc] (overwritten; either may be null) from the pooled output's gradient dy, with y and argmax from the
+    // forward pass (all [oc][oh/2][ow/2][L]): dy reaches the convolution only at the argmax position of its window,
+    // and with relu only where y > 0. The convolution's full-size gradient is never stored.
+    void (*conv_pool_dw)(const ConvShape* s, const float* xpad, const float* y, const float* argmax, const float* dy,
+                         float* dw, float* db, int relu);
 
     // Pooling over one block [c][ih][iw][L] -> [c][oh][ow][L] (no padding). With relu != 0 max pooling is fused
     // with a ReLU (max and ReLU commute: relu(maxpool(x)) == maxpool(relu(x))), saving a pass over x.

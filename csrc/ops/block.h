@@ -24,8 +24,7 @@ void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const f
 void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* w_cl,
                        const float* b, bool relu, float* y, float* argmax, int thread);
 // Its backward for a first layer (no input gradient): dw and db (overwritten; either may be null) from the pooled
-// output's gradient dy, y and argmax, a band of pooled rows at a time, so that the convolution's full-size gradient
-// is never stored. Uses scratch slots 0, 1, 7 and 8.
+// output's gradient dy, y and argmax (kernels.h: conv_pool_dw), never storing the convolution's full-size gradient.
 void conv_pool_backward(const KernelTable& k, const ConvShape& s, bool relu, const float* x, const float* y,
                         const float* argmax, const float* dy, float* dw, float* db, int thread);
 // dw [oc][ic][kh][kw] and db [oc] overwritten with this block's gradient (either may be null: not computed); dx

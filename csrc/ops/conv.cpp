@@ -156,31 +156,7 @@ void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x,
 
 void conv_pool_backward(const KernelTable& k, const ConvShape& s, bool relu, const float* x, const float* y,
                         const float* argmax, const float* dy, float* dw, float* db, int thread) {
-    constexpr int kBand = 2;  // pooled rows per band: 4 rows of the convolution's gradient, which stay in L2
-    const int L = s.lanes, out_h = s.oh / 2, pw = s.ow + s.kw - 1, ph = s.oh + s.kh - 1;
-    const size_t wf = size_t(s.oc) * s.ic * s.kh * s.kw;
-    const float* xpad = padded(s, x, thread, 0);
-    float* dband = scratch(thread, 1, block_floats(s.oc, 2 * kBand, s.ow, L));
-    float* xband = scratch(thread, 7, block_floats(s.ic, 2 * kBand + s.kh - 1, pw, L));
-    float* dw_band = scratch(thread, 8, wf);
-    if (dw) std::memset(dw, 0, wf * sizeof(float));
-    if (db) std::memset(db, 0, size_t(s.oc) * sizeof(float));
-    for (int py0 = 0; py0 < out_h; py0 += kBand) {
-        const int py1 = std::min(out_h, py0 + kBand), rows = 2 * (py1 - py0), y0 = 2 * py0;
-        k.conv_pool_unpool(&s, py0, py1, y, argmax, dy, dband, relu);  // dband [oc][rows][ow][L]
-        if (db) k.bias_grad(s.oc, ptrdiff_t(rows) * s.ow * L, dband, db);
-        if (!dw) continue;
-        // The band as a convolution of its own: output rows [y0, y0 + rows), input rows [y0, y0 + rows + kh - 1)
-        // (their zero border where it falls, so ph may turn negative).
-        ConvShape sb = s;
-        sb.oh = rows;
-        sb.ph = s.ph - y0;
-        const size_t band_rows = size_t(rows + s.kh - 1) * pw * L;
-        for (int c = 0; c < s.ic; ++c)
-            copy(xband + c * band_rows, xpad + (size_t(c) * ph + y0) * pw * L, band_rows);
-        k.conv_direct_dw(&sb, xband, dband, dw_band);
-        for (size_t i = 0; i < wf; ++i) dw[i] += dw_band[i];
-    }
+    k.conv_pool_dw(&s, padded(s, x, thread, 0), y, argmax, dy, dw, db, relu);
 }
 
 void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,

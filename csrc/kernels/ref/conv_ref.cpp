@@ -2,6 +2,8 @@
 // direct kernels match.
 #include "ref.h"
 
+#include <vector>
+
 namespace lenet::ref {
 
 namespace {
@@ -67,18 +69,30 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
                 }
 }
 
-void conv_pool_unpool(const ConvShape* s, int py0, int py1, const float* y, const float* argmax, const float* dy,
-                      float* dx, int relu) {
-    const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2, rows = 2 * (py1 - py0);
+// xpad as above; y, argmax, dy [oc][oh/2][ow/2][L] -> dw [oc][ic][kh][kw] and db [oc] (overwritten, either may be
+// null): conv_direct_dw and the bias gradient of the convolution's gradient g, which is dy at the argmax position of
+// each window (where y > 0, with relu) and zero elsewhere (and on an odd last row or column, which the pooling dropped).
+void conv_pool_dw(const ConvShape* s, const float* xpad, const float* y, const float* argmax, const float* dy,
+                  float* dw, float* db, int relu) {
+    const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2;
+    const ptrdiff_t plane = ptrdiff_t(s->oh) * s->ow * L;
+    std::vector<float> g(size_t(s->oc) * size_t(plane));  // [oc][oh][ow][L]
     for (int o = 0; o < s->oc; ++o)
-        for (int r = 0; r < rows; ++r)
-            for (int x = 0; x < s->ow; ++x)
+        for (int oy = 0; oy < s->oh; ++oy)
+            for (int ox = 0; ox < s->ow; ++ox)
                 for (int l = 0; l < L; ++l) {
-                    const int py = py0 + r / 2, px = x / 2, d = (r % 2) * 2 + x % 2;
+                    const int py = oy / 2, px = ox / 2, d = (oy % 2) * 2 + ox % 2;
+                    if (py >= out_h || px >= out_w) continue;
                     const ptrdiff_t i = ((ptrdiff_t(o) * out_h + py) * out_w + px) * L + l;
-                    const bool hit = px < out_w && int(argmax[i]) == d && (!relu || y[i] > 0.0f);
-                    dx[((ptrdiff_t(o) * rows + r) * s->ow + x) * L + l] = hit ? dy[i] : 0.0f;
+                    if (int(argmax[i]) == d && (!relu || y[i] > 0.0f))
+                        g[size_t(o * plane + (ptrdiff_t(oy) * s->ow + ox) * L + l)] = dy[i];
                 }
+    if (dw) conv_direct_dw(s, xpad, g.data(), dw);
+    for (int o = 0; db && o < s->oc; ++o) {
+        float acc = 0.0f;
+        for (ptrdiff_t i = 0; i < plane; ++i) acc += g[size_t(o * plane + i)];
+        db[o] = acc;
+    }
 }
 
 }  // namespace lenet::ref

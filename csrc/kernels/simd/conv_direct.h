@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "../kernels.h"
+#include "../ref/ref.h"
 #include "tile.h"
 
 namespace lenet::simd {
@@ -467,11 +468,66 @@ void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, cons
     conv_direct_tiles<V, direct_fwd_ocb<V>(), direct_fwd_pxb<V>(), false>(s, xpad, w, bias, y);
 }
 
-// ---- weight gradient: dw[o][c][ky][kx] = sum_{y,x,lanes} dy[o][y][x] * xpad[c][y+ky][x+kx] ----------------------
+// ---- weight gradient: dw[o][c][ky][kx] = sum_{y,x,lanes} g[o][y][x] * xpad[c][y+ky][x+kx] -------------------------
+// g, the convolution's output gradient, comes from a source G: StoredGrad, a gradient in memory (conv_direct_dw), or
+// RoutedGrad, the gradient of the 2x2 max pooling fused after the convolution, routed on the fly (conv_pool_dw).
+
+// Each source gives, for output row oy of channels from o0 on, a Row whose at(o, ox, v) is vector v of
+// g[o0 + o][oy][ox].
+
+// dy [oc][oh][ow][16].
+template <class V>
+struct StoredGrad {
+    static constexpr bool kRouted = false;
+    const float* dy;
+    ptrdiff_t plane, row;  // floats per channel and per row of dy
+    int rows, cols;        // the positions that have a gradient: all of them
+    StoredGrad(const ConvShape* s, const float* dy_)
+        : dy(dy_), plane(ptrdiff_t(s->oh) * s->ow * kDirectLanes), row(ptrdiff_t(s->ow) * kDirectLanes),
+          rows(s->oh), cols(s->ow) {}
+    struct Row {
+        const float* dy;
+        ptrdiff_t plane;
+        typename V::T at(int o, int ox, int v) const { return V::load(dy + o * plane + ox * kDirectLanes + v * V::W); }
+    };
+    Row at_row(int o0, int oy) const { return {dy + o0 * plane + oy * row, plane}; }
+};
+
+// The pooled output's gradient dy [oc][oh/2][ow/2][16] reaches the convolution only at the position of its window
+// that argmax names (0-3, row-major), and with RELU only where the pooled output y > 0: computed where the tile
+// needs it, so the convolution's full-size gradient (3/4 zeros) is never stored. An odd last row or column, which
+// the pooling drops, gets none.
+template <class V, bool RELU>
+struct RoutedGrad {
+    static constexpr bool kRouted = true;  // each g costs 3 loads and 4 operations: tiles should not repeat it
+    const float *dy, *y, *argmax;
+    ptrdiff_t plane, row;  // floats per channel and per row of the pooled tensors
+    int rows, cols;
+    RoutedGrad(const ConvShape* s, const float* y_, const float* argmax_, const float* dy_)
+        : dy(dy_), y(y_), argmax(argmax_), plane(ptrdiff_t(s->oh / 2) * (s->ow / 2) * kDirectLanes),
+          row(ptrdiff_t(s->ow / 2) * kDirectLanes), rows(s->oh / 2 * 2), cols(s->ow / 2 * 2) {}
+    struct Row {
+        const float *dy, *y, *argmax;
+        ptrdiff_t plane;
+        float first;  // the window position of this row's even columns: 0 or 2
+        typename V::T at(int o, int ox, int v) const {
+            const ptrdiff_t i = o * plane + (ox >> 1) * kDirectLanes + v * V::W;
+            typename V::M hit = V::eq(V::load(argmax + i), V::set1(first + float(ox & 1)));
+            if (RELU) hit = V::mand(hit, V::gt(V::load(y + i), V::zero()));
+            return V::select(hit, V::load(dy + i), V::zero());
+        }
+    };
+    Row at_row(int o0, int oy) const {
+        const ptrdiff_t i = o0 * plane + (oy >> 1) * row;
+        return {dy + i, y + i, argmax + i, plane, float((oy & 1) * 2)};
+    }
+};
+
 // Register tile: OCB output channels x KYB kernel rows x KXB kernel columns x LV vectors, one input channel c at a
 // time; the accumulators are vectors of per-lane partial sums, reduced by one horizontal sum per weight at the end.
-// Kernels of 3 to 5 columns take one row at a time; narrow ones (1 or 2 columns, as in the MNIST-CoreML-Training
-// graph's 2x2 convolution) two rows and more channels, so that each dy vector feeds enough FMAs.
+// Kernels of 4 or 5 columns take one row at a time; narrow ones (1 or 2 columns, as in the MNIST-CoreML-Training
+// graph's 2x2 convolution) two rows and more channels, so that each dy vector feeds enough FMAs; a 3x3 kernel (that
+// graph's first layer), where registers allow, all of it: 2 channels x 9 weights, each dy vector read once.
 template <class V> constexpr int direct_dw_kxb() {
     return V::acc_budget / (direct_ocb<V>() * (kDirectLanes / V::W)) - (V::W >= 16 ? 1 : 0);  // 5 / 3
 }
@@ -483,25 +539,25 @@ template <class V, int KYB, int KXB> constexpr int direct_dw_ocb() {
 
 // LVT: the vectors of the 16 lanes this tile covers, from vector v0: all of them (LV), or one (split lanes: each
 // pass reads dy and x once per vector instead of once per pixel, and the passes add up their sums).
-template <class V, int OCB, int KYB, int KXB, int LVT>
+template <class V, int OCB, int KYB, int KXB, int LVT, class G>
 LENET_TILE_FUNCTION
-void conv_direct_dw_tile(const ConvShape* s, const float* xpad, const float* dy, float* dw, int o0, int c, int ky0,
+void conv_direct_dw_tile(const ConvShape* s, const float* xpad, const G& g_src, float* dw, int o0, int c, int ky0,
                          int kx0, int v0) {
     constexpr int L = kDirectLanes;
-    const ptrdiff_t pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1, plane = ptrdiff_t(s->oh) * s->ow * L;
+    const ptrdiff_t pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1;
     typename V::T acc[OCB][KYB][KXB][LVT];
     LENET_TILE_LOOP for (int o = 0; o < OCB; ++o)
         LENET_TILE_LOOP for (int r = 0; r < KYB; ++r)
             LENET_TILE_LOOP for (int k = 0; k < KXB; ++k)
                 LENET_TILE_LOOP for (int v = 0; v < LVT; ++v) acc[o][r][k][v] = V::zero();
-    for (int oy = 0; oy < s->oh; ++oy) {
+    for (int oy = 0; oy < g_src.rows; ++oy) {
         // kernel row ky0 + r: xrow + r * pw * L
         const float* xrow = xpad + ((c * ph + oy + ky0) * pw + kx0) * L + v0 * V::W;
-        const float* dyrow = dy + (ptrdiff_t(o0) * s->oh + oy) * s->ow * L + v0 * V::W;
-        for (int ox = 0; ox < s->ow; ++ox)
+        const auto grow = g_src.at_row(o0, oy);
+        for (int ox = 0; ox < g_src.cols; ++ox)
             LENET_TILE_LOOP for (int v = 0; v < LVT; ++v) {
                 typename V::T g[OCB];
-                LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) g[o] = V::load(dyrow + o * plane + ox * L + v * V::W);
+                LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) g[o] = grow.at(o, ox, v0 + v);
                 LENET_TILE_LOOP for (int r = 0; r < KYB; ++r)
                     LENET_TILE_LOOP for (int k = 0; k < KXB; ++k) {
                         const typename V::T xv = V::load(xrow + (r * pw + ox + k) * L + v * V::W);
@@ -522,8 +578,8 @@ void conv_direct_dw_tile(const ConvShape* s, const float* xpad, const float* dy,
 
 // Every tile of KYB kernel rows (the last may have fewer) and KXB columns (likewise), OCB channels at a time, LVT
 // vectors of lanes at a time.
-template <class V, int KYB, int KXB, int LVT>
-void conv_direct_dw_tiles(const ConvShape* s, const float* xpad, const float* dy, float* dw) {
+template <class V, int KYB, int KXB, int LVT, class G>
+void conv_direct_dw_tiles(const ConvShape* s, const float* xpad, const G& g_src, float* dw) {
     constexpr int OCB = direct_dw_ocb<V, KYB, KXB>(), LV = kDirectLanes / V::W;
     for (int o0 = 0; o0 < s->oc; o0 += OCB)
         with_size<OCB>(s->oc - o0 < OCB ? s->oc - o0 : OCB, [&](auto o) {
@@ -534,26 +590,67 @@ void conv_direct_dw_tiles(const ConvShape* s, const float* xpad, const float* dy
                             with_size<KXB>(s->kw - kx0 < KXB ? s->kw - kx0 : KXB, [&](auto k) {
                                 for (int v0 = 0; v0 < LV; v0 += LVT)
                                     conv_direct_dw_tile<V, decltype(o)::value, decltype(r)::value, decltype(k)::value,
-                                                        LVT>(s, xpad, dy, dw, o0, c, ky0, kx0, v0);
+                                                        LVT>(s, xpad, g_src, dw, o0, c, ky0, kx0, v0);
                             });
                     });
         });
 }
 
-// xpad [ic][oh+kh-1][ow+kw-1][16], dy [oc][oh][ow][16] -> dw [oc][ic][kh][kw] (overwritten).
-template <class V>
-void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, float* dw) {
+// dw [oc][ic][kh][kw] (overwritten) from xpad [ic][oh+kh-1][ow+kw-1][16] and the gradient source, with the tile
+// that suits the kernel's size.
+template <class V, class G>
+void conv_dw(const ConvShape* s, const float* xpad, const G& g_src, float* dw) {
     constexpr int KXB = direct_dw_kxb<V>(), LV = kDirectLanes / V::W;
+    // Narrower vectors (AVX2, NEON) fit no tile with all the lanes and a whole 3x3 kernel: a routed gradient is then
+    // taken one vector at a time, with up to 3x3 kernel positions per g (the one-row tile below, which computes each
+    // g once per kernel row, measured 1.47x slower on AVX2 for the MNIST-CoreML-Training graph's first layer).
+    if constexpr (G::kRouted && LV > 1) return conv_direct_dw_tiles<V, 3, 3, 1>(s, xpad, g_src, dw);
     if constexpr (KXB >= 4) {
-        if (s->kw <= KXB / 2 && s->kh >= 2) return conv_direct_dw_tiles<V, 2, KXB / 2, LV>(s, xpad, dy, dw);
+        if (s->kw <= KXB / 2 && s->kh >= 2) return conv_direct_dw_tiles<V, 2, KXB / 2, LV>(s, xpad, g_src, dw);
+        // 3x3 on AVX-512 (18 accumulators): 2.1x the one-row tile (3 rows of 4 channels x 3 columns, each dy vector
+        // read three times), measured on the MNIST-CoreML-Training graph's first layer (1 -> 32 channels).
+        if (s->kw == 3 && s->kh == 3) return conv_direct_dw_tiles<V, 3, 3, LV>(s, xpad, g_src, dw);
     }
     // AVX2 (two vectors of lanes): one vector at a time fits a whole row of up to 6 kernel columns (LeNet-5's 5) in
     // one tile, where both vectors at once took tiles of 3 and 2 columns.
     if constexpr (LV == 2) {
         constexpr int kSplitKXB = V::acc_budget / direct_ocb<V>();
-        if (s->kw > KXB && s->kw <= kSplitKXB) return conv_direct_dw_tiles<V, 1, kSplitKXB, 1>(s, xpad, dy, dw);
+        if (s->kw > KXB && s->kw <= kSplitKXB) return conv_direct_dw_tiles<V, 1, kSplitKXB, 1>(s, xpad, g_src, dw);
     }
-    conv_direct_dw_tiles<V, 1, KXB, LV>(s, xpad, dy, dw);
+    conv_direct_dw_tiles<V, 1, KXB, LV>(s, xpad, g_src, dw);
+}
+
+// xpad [ic][oh+kh-1][ow+kw-1][16], dy [oc][oh][ow][16] -> dw [oc][ic][kh][kw] (overwritten).
+template <class V>
+void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, float* dw) {
+    conv_dw<V>(s, xpad, StoredGrad<V>(s, dy), dw);
+}
+
+// The fused convolution + max pooling's weight and bias gradients (kernels.h: conv_pool_dw); db is the sum of the
+// pooled gradient where it reaches the convolution, which is everywhere y > 0 (with relu) since every window routes
+// it to exactly one position.
+template <class V, bool RELU>
+void conv_pool_dw_routed(const ConvShape* s, const float* xpad, const float* y, const float* argmax, const float* dy,
+                         float* dw, float* db) {
+    const RoutedGrad<V, RELU> g_src(s, y, argmax, dy);
+    if (dw) conv_dw<V>(s, xpad, g_src, dw);
+    if (!db) return;
+    for (int o = 0; o < s->oc; ++o) {
+        typename V::T acc = V::zero();
+        for (ptrdiff_t i = o * g_src.plane; i < (o + 1) * g_src.plane; i += V::W) {
+            const typename V::T g = V::load(dy + i);
+            acc = V::add(acc, RELU ? V::select(V::gt(V::load(y + i), V::zero()), g, V::zero()) : g);
+        }
+        db[o] = V::hsum(acc);
+    }
+}
+
+template <class V>
+void conv_pool_dw(const ConvShape* s, const float* xpad, const float* y, const float* argmax, const float* dy,
+                  float* dw, float* db, int relu) {
+    if (s->lanes != kDirectLanes) return ref::conv_pool_dw(s, xpad, y, argmax, dy, dw, db, relu);
+    if (relu) conv_pool_dw_routed<V, true>(s, xpad, y, argmax, dy, dw, db);
+    else conv_pool_dw_routed<V, false>(s, xpad, y, argmax, dy, dw, db);
 }
 
 }  // namespace

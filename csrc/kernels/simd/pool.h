@@ -150,34 +150,5 @@ void avgpool_bwd(const ConvShape* s, const float* dy, float* dx) {
     });
 }
 
-// The pooling backward of conv_pool_fwd for pooled rows [py0, py1): each window's gradient goes to its argmax
-// position (where y > 0, with relu), zero elsewhere; dx [oc][2*(py1-py0)][ow][L].
-template <class V>
-void conv_pool_unpool(const ConvShape* s, int py0, int py1, const float* y, const float* argmax, const float* dy,
-                      float* dx, int relu) {
-    if (few_lanes<V>(s)) return ref::conv_pool_unpool(s, py0, py1, y, argmax, dy, dx, relu);
-    const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2, rows = 2 * (py1 - py0);
-    const typename V::T z = V::zero();
-    for (int o = 0; o < s->oc; ++o)
-        for (int py = py0; py < py1; ++py) {
-            float* top = dx + (ptrdiff_t(o) * rows + 2 * (py - py0)) * s->ow * L;
-            float* rows2[2] = {top, top + ptrdiff_t(s->ow) * L};
-            for (int px = 0; px < out_w; ++px) {
-                const ptrdiff_t i = ((ptrdiff_t(o) * out_h + py) * out_w + px) * L;
-                for (int l0 = 0; l0 < L; l0 += V::W) {
-                    const int n = L - l0 < V::W ? L - l0 : V::W;
-                    const typename V::T g = load_lanes<V>(dy + i + l0, n), a = load_lanes<V>(argmax + i + l0, n);
-                    const typename V::M live = relu ? V::gt(load_lanes<V>(y + i + l0, n), z) : V::eq(z, z);
-                    for (int d = 0; d < 4; ++d)
-                        store_lanes<V>(rows2[d / 2] + (2 * px + d % 2) * L + l0,
-                                       V::select(V::mand(live, V::eq(a, V::set1(float(d)))), g, z), n);
-                }
-            }
-            if (s->ow % 2)  // the last column, which the pooling dropped
-                for (float* r : rows2)
-                    for (int l = 0; l < L; ++l) r[ptrdiff_t(s->ow - 1) * L + l] = 0.0f;
-        }
-}
-
 }  // namespace
 }  // namespace lenet::simd
