@@ -44,7 +44,7 @@ class CapturedStep:
         self._check_arrays()
         labels = np.asarray(labels)
         batch = len(labels)
-        lab = lane_labels(labels, batch, x.shape[0], LANES)
+        lab = lane_labels(labels, batch, x.shape[0], LANES, self._step.classes)
         return self._with_update(optimizer, lambda update: self._step.run(x, lab, 1.0 / batch, update)) / batch
 
     def run_images(self, images: np.ndarray, indices, labels, optimizer=None) -> float:
@@ -57,7 +57,7 @@ class CapturedStep:
         self._check_arrays()
         indices = np.ascontiguousarray(indices, dtype=np.int64)
         batch = len(indices)
-        lab = lane_labels(labels, batch, -(-batch // LANES), LANES)
+        lab = lane_labels(labels, batch, -(-batch // LANES), LANES, self._step.classes)
         run = lambda update: self._step.run_images(images, indices, lab, 1.0 / batch, update)  # noqa: E731
         return self._with_update(optimizer, run) / batch
 

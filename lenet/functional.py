@@ -139,20 +139,21 @@ def avg_pool2d(x, kernel_size, stride=None) -> Tensor:
 
 
 # ---- dense --------------------------------------------------------------------------------------------------------
-def linear(x, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x (batch, in), weight (out, in), bias (out,) -> (batch, out)."""
+def linear(x, weight: Tensor, bias: Tensor | None = None, relu: bool = False) -> Tensor:
+    """x (batch, in), weight (out, in), bias (out,) -> (batch, out). relu=True fuses a following ReLU into the
+    same kernel calls (one op in the graph instead of two; the same values and gradients)."""
     x = _lanes_input(x, 3, "linear")
     b = None if bias is None else bias.data
-    y = _core.linear_forward(x.data, weight.data, b)
+    y = _core.linear_forward(x.data, weight.data, b, relu)
 
     def backward(g):
         dw, db = _param_grads(weight, bias)
-        dx = _core.linear_backward(x.data, weight.data, g, dw, db, x.requires_grad)
+        dx = _core.linear_backward(x.data, weight.data, g, dw, db, x.requires_grad, y if relu else None)
         if dx is not None:
             accumulate(x, dx)
 
     parents = (x, weight) if bias is None else (x, weight, bias)
-    return make_result(y, parents, backward, "linear", batch=x.batch)
+    return make_result(y, parents, backward, "linear_relu" if relu else "linear", batch=x.batch)
 
 
 # ---- activations --------------------------------------------------------------------------------------------------
@@ -175,13 +176,16 @@ def tanh(x) -> Tensor:
 
 
 # ---- loss ---------------------------------------------------------------------------------------------------------
-def lane_labels(labels, batch: int, nblk: int, lanes: int) -> np.ndarray:
-    """Labels (batch,) as int32 per lane, -1 on the padding lanes of the last block."""
+def lane_labels(labels, batch: int, nblk: int, lanes: int, classes: int) -> np.ndarray:
+    """Labels (batch,), each in [0, classes), as int32 per lane, -1 on the padding lanes of the last block."""
     labels = np.asarray(labels)
     if labels.shape != (batch,):
         raise ValueError(f"labels must have shape ({batch},) to match the batch, got {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer):
+    if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    lo, hi = (int(labels.min()), int(labels.max())) if batch else (0, 0)
+    if lo < 0 or hi >= classes:  # checked before the cast to int32, which would wrap large values
+        raise ValueError(f"labels must be in [0, {classes}), got range [{lo}, {hi}]")
     out = np.full(nblk * lanes, -1, dtype=np.int32)
     out[:batch] = labels
     return out
@@ -191,9 +195,7 @@ def cross_entropy(logits, labels) -> Tensor:
     """Mean softmax cross-entropy of logits (batch, classes) against integer labels (batch,)."""
     logits = _lanes_input(logits, 3, "cross_entropy")
     nblk, classes, lanes = logits.data.shape
-    lab = lane_labels(labels, logits.batch, nblk, lanes)
-    if lab[: logits.batch].min() < 0 or lab.max() >= classes:
-        raise ValueError(f"labels must be in [0, {classes}), got range [{lab[:logits.batch].min()}, {lab.max()}]")
+    lab = lane_labels(labels, logits.batch, nblk, lanes, classes)
     loss, dlogits = _core.softmax_xent(logits.data, lab, 1.0 / logits.batch)
     value = np.array(loss.sum(dtype=np.float64) / logits.batch, dtype=np.float32)
 

@@ -90,20 +90,18 @@ class Tensor:
             grad = np.ones_like(self.data)
         elif np.shape(grad) != self.data.shape:
             raise ValueError(f"gradient shape {np.shape(grad)} does not match the tensor's {self.data.shape}")
+        # The ops of the graph in topological order (iterative DFS: graphs can be deep). Leaves (parameters, inputs)
+        # have no backward of their own: the ops above them accumulate into them, so they are not visited.
         order, seen = [], set()
-
-        def visit(t: Tensor) -> None:  # iterative DFS: graphs can be deep
-            stack = [(t, False)]
-            while stack:
-                node, expanded = stack.pop()
-                if expanded:
-                    order.append(node)
-                elif id(node) not in seen:
-                    seen.add(id(node))
-                    stack.append((node, True))
-                    stack.extend((p, False) for p in node._parents if p.requires_grad)
-
-        visit(self)
+        stack = [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+            elif id(node) not in seen:
+                seen.add(id(node))
+                stack.append((node, True))
+                stack.extend((p, False) for p in node._parents if p._backward is not None)
         accumulate(self, np.asarray(grad, dtype=np.float32))
         for node in reversed(order):
             if node._backward is not None and node.grad is not None:

@@ -154,6 +154,26 @@ def test_sequential_fuses_relu_and_maxpool_with_identical_results(rng, order):
     assert not grads[0][0, 0, :2, :2].any()
 
 
+@pytest.mark.parametrize("batch", [1, 19])
+def test_sequential_fuses_linear_and_relu_with_identical_results(rng, batch):
+    lin = nn.Linear(13, 7)
+    assert len(nn.Sequential(lin, nn.ReLU())._plan) == 1 and len(nn.Sequential(nn.ReLU(), lin)._plan) == 2
+    x = rng.standard_normal((batch, 13)).astype(np.float32)
+    x[0] = 0.0
+    lin.bias.data[:3] = 0.0  # outputs of exactly 0 for the first sample: the ReLU passes no gradient there
+    probe = rng.standard_normal((batch, 7)).astype(np.float32)
+    results = []
+    for run in (nn.Sequential(lin, nn.ReLU()), lambda t: F.relu(F.linear(t, lin.weight, lin.bias))):
+        lin.zero_grad()
+        t = Tensor(x, requires_grad=True)
+        out = run(t)
+        out.backward(lenet.tensor._to_lanes(probe, out.lanes))
+        results.append([out.numpy(), t.grad, lin.weight.grad.copy(), lin.bias.grad.copy()])
+    assert (results[0][0][0, :3] == 0.0).all()  # the first sample's first 3 outputs are exactly 0
+    for fused, separate in zip(*results):
+        np.testing.assert_array_equal(fused, separate)
+
+
 def test_layers_repr_and_sequential():
     model = lenet.LeNet5()
     text = repr(model)

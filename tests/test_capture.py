@@ -108,8 +108,11 @@ def test_step_on_gathered_images_refuses_bad_input(rng):
         step.run_images(images[:, :27, :27].copy(), [0], [1])
     with pytest.raises(TypeError, match="dtype uint8"):
         step.run_images(images.astype(np.float32), [0], [1])
-    with pytest.raises(ValueError, match="outside"):
-        step.run_images(images, [0, 1], [1, 10])
+    for labels in ([1, 10], [-1, 2], np.array([1, 2**32 + 1], np.uint64)):  # -1 is not padding; no wrap to int32
+        with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
+            step.run_images(images, [0, 1], labels)
+        with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
+            step(F.image_batch(images, [0, 1], 16).data, labels)
     with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
         step.run_images(images, [0, 1], [1])
 
@@ -187,7 +190,7 @@ def test_capture_errors(rng):
     model = lenet.LeNet5()
     step = CapturedStep(model)
     x = F.image_batch(rng.integers(0, 256, (4, 28, 28), dtype=np.uint8), [0, 1, 2, 3], 16).data
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\), got range \[0, 10\]"):
         step(x, np.array([0, 1, 2, 10]))
     with pytest.raises(ValueError, match="lanes layout"):
         step(np.zeros((1, 1, 28, 28, 8), np.float32), np.array([0]))

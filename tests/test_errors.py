@@ -29,6 +29,9 @@ def test_wrong_dtype():
 def test_wrong_shape():
     with pytest.raises(ValueError, match="x must have 5 dimensions"):
         _core.conv2d_forward(X[0], W, B)
+    x, w, dy = np.zeros((1, 4, 16), np.float32), np.zeros((2, 4), np.float32), np.zeros((1, 2, 16), np.float32)
+    with pytest.raises(ValueError, match=r"output has shape \(1, 3, 16\)"):  # a fused ReLU's output
+        _core.linear_backward(x, w, dy, np.zeros_like(w), None, True, np.zeros((1, 3, 16), np.float32))
     with pytest.raises(ValueError, match=r"weight has shape \(2, 3, 3, 3\): dimension 1 must be 1"):
         _core.conv2d_forward(X, np.zeros((2, 3, 3, 3), np.float32), B)
     with pytest.raises(ValueError, match="bias has shape"):
@@ -90,8 +93,9 @@ def test_python_layer_errors(rng):
         model(np.zeros((4, 28, 28), np.float32))
     with pytest.raises(ValueError, match="labels must have shape"):
         F.cross_entropy(np.zeros((4, 10), np.float32), np.zeros(5, np.int64))
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
-        F.cross_entropy(np.zeros((4, 10), np.float32), np.array([0, 1, 2, -1]))
+    for labels in (np.array([0, 1, 2, -1]), np.array([0, 1, 2, 2**32 + 3], np.uint64)):
+        with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
+            F.cross_entropy(np.zeros((4, 10), np.float32), labels)
     with pytest.raises(TypeError, match="labels must be integers"):
         F.cross_entropy(np.zeros((4, 10), np.float32), np.zeros(4))
     with pytest.raises(TypeError, match="numeric"):

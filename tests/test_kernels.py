@@ -307,7 +307,7 @@ def test_softmax_cross_entropy(isa, rng, batch, classes, lanes):
     logits = (rng.standard_normal((batch, classes)) * 5).astype(np.float32)
     labels = rng.integers(0, classes, batch)
     nblk = -(-batch // lanes)
-    lab = lenet.functional.lane_labels(labels, batch, nblk, lanes)
+    lab = lenet.functional.lane_labels(labels, batch, nblk, lanes, classes)
     loss, dl = _core.softmax_xent(_to_lanes(logits, lanes), lab, 1.0 / batch)
     exp_loss, exp_grad = ref.softmax_xent(logits, labels)
     close(loss[:batch], exp_loss, 1e-5)

@@ -337,7 +337,8 @@ py::array_t<float> pool2d_backward(const std::string& kind, py::handle x_, py::h
     return dx;
 }
 
-py::array_t<float> linear_forward(py::handle x_, py::handle w_, py::object b_) {
+// With relu, the ReLU that follows the layer runs in the same call, in place on its output.
+py::array_t<float> linear_forward(py::handle x_, py::handle w_, py::object b_, bool relu) {
     auto x = checked<float>(x_, "x", {kAny, kAny, kAny});
     const int nblk = int(x.shape(0)), in = int(x.shape(1)), L = int(x.shape(2));
     auto w = checked<float>(w_, "weight", {kAny, in});
@@ -353,12 +354,15 @@ py::array_t<float> linear_forward(py::handle x_, py::handle w_, py::object b_) {
     {
         KernelCall call;
         ops::linear_forward(nblk, L, in, out, x.data(), w.data(), b, yp);
+        if (relu) ops::activation_forward(ops::Activation::Relu, y.size(), yp, yp);
     }
     return y;
 }
 
+// output: the output of a linear_forward with relu (None without): grad_output is then the ReLU's, taken back
+// through it first.
 py::object linear_backward(py::handle x_, py::handle w_, py::handle dy_, py::handle dw_, py::object db_,
-                           bool need_dx) {
+                           bool need_dx, py::object output_) {
     auto x = checked<float>(x_, "x", {kAny, kAny, kAny});
     const int nblk = int(x.shape(0)), in = int(x.shape(1)), L = int(x.shape(2));
     auto w = checked<float>(w_, "weight", {kAny, in});
@@ -376,9 +380,20 @@ py::object linear_backward(py::handle x_, py::handle w_, py::handle dy_, py::han
         dxp = dx.mutable_data();
     }
     float* dwp = dw.mutable_data();
+    const float* dyp = dy.data();
+    const bool relu = !output_.is_none();
+    py::array_t<float> y, dz;
+    if (relu) {
+        y = checked<float>(output_, "output", {nblk, out, L});
+        dz = empty({nblk, out, L});
+    }
     {
         KernelCall call;
-        ops::linear_backward(nblk, L, in, out, x.data(), w.data(), dy.data(), dxp, dwp, db);
+        if (relu) {  // dz = dy where the ReLU passed its input, else 0
+            ops::activation_backward(ops::Activation::Relu, dy.size(), y.data(), dyp, dz.mutable_data());
+            dyp = dz.data();
+        }
+        ops::linear_backward(nblk, L, in, out, x.data(), w.data(), dyp, dxp, dwp, db);
     }
     return need_dx ? py::object(dx) : py::object(py::none());
 }
@@ -870,9 +885,10 @@ py::dict kernel_info() {
                              k.gemm_nn_name + " + col2im (dX)";
     ops["conv2d_maxpool2d_fused"] = std::string(k.conv_pool_name) +
                                     " for conv (stride 1) -> ReLU -> 2x2 max pool: one sample at a time, and in "
-                                    "training a first convolution whose output exceeds 1 MB per block of 16";
+                                    "training a first convolution" +
+                                    (k.vector_floats >= 16 ? "" : " whose output exceeds 1 MB per block of 16");
     ops["linear_forward"] = k.gemm_nn_name;
-    ops["linear_backward"] = std::string(k.gemm_nn_name) + " (dX), " + k.gemm_nt_name + " (dW)";
+    ops["linear_backward"] = std::string(k.gemm_nn_name) + " (dX and dW)";
     for (const char* op : {"maxpool2d", "avgpool2d", "bias", "relu", "tanh", "softmax_cross_entropy", "sgd", "adam"})
         ops[op] = op + std::string("__") + isa;
     py::dict info;
@@ -904,9 +920,9 @@ PYBIND11_MODULE(_core, m) {
           py::arg("relu") = false);
     m.def("pool2d_backward", &pool2d_backward, py::arg("kind"), py::arg("x"), py::arg("output"),
           py::arg("grad_output"), py::arg("kernel"), py::arg("stride"), py::arg("relu") = false);
-    m.def("linear_forward", &linear_forward, py::arg("x"), py::arg("weight"), py::arg("bias"));
+    m.def("linear_forward", &linear_forward, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("relu") = false);
     m.def("linear_backward", &linear_backward, py::arg("x"), py::arg("weight"), py::arg("grad_output"),
-          py::arg("grad_weight"), py::arg("grad_bias"), py::arg("need_dx") = true);
+          py::arg("grad_weight"), py::arg("grad_bias"), py::arg("need_dx") = true, py::arg("output") = py::none());
     m.def("activation_forward", &activation_forward, py::arg("kind"), py::arg("x"));
     m.def("activation_backward", &activation_backward, py::arg("kind"), py::arg("output"), py::arg("grad_output"));
     m.def("softmax_xent", &softmax_xent, py::arg("logits"), py::arg("labels"), py::arg("scale"));
