@@ -494,32 +494,35 @@ struct StoredGrad {
 };
 
 // The pooled output's gradient dy [oc][oh/2][ow/2][16] reaches the convolution only at the position of its window
-// that argmax names (0-3, row-major), and with RELU only where the pooled output y > 0: computed where the tile
-// needs it, so the convolution's full-size gradient (3/4 zeros) is never stored. An odd last row or column, which
-// the pooling drops, gets none.
-template <class V, bool RELU>
+// that argmax names (0-3, row-major), and with relu only where the pooled output y > 0 (without, y > -inf: always):
+// computed where the tile needs it, so the convolution's full-size gradient (3/4 zeros) is never stored. An odd
+// last row or column, which the pooling drops, gets none.
+template <class V>
 struct RoutedGrad {
     static constexpr bool kRouted = true;  // each g costs 3 loads and 4 operations: tiles should not repeat it
     const float *dy, *y, *argmax;
     ptrdiff_t plane, row;  // floats per channel and per row of the pooled tensors
     int rows, cols;
-    RoutedGrad(const ConvShape* s, const float* y_, const float* argmax_, const float* dy_)
+    float floor;           // y must exceed it: 0 with relu, -inf without
+    RoutedGrad(const ConvShape* s, const float* y_, const float* argmax_, const float* dy_, bool relu)
         : dy(dy_), y(y_), argmax(argmax_), plane(ptrdiff_t(s->oh / 2) * (s->ow / 2) * kDirectLanes),
-          row(ptrdiff_t(s->ow / 2) * kDirectLanes), rows(s->oh / 2 * 2), cols(s->ow / 2 * 2) {}
+          row(ptrdiff_t(s->ow / 2) * kDirectLanes), rows(s->oh / 2 * 2), cols(s->ow / 2 * 2),
+          floor(relu ? 0.0f : -__builtin_inff()) {}
     struct Row {
         const float *dy, *y, *argmax;
         ptrdiff_t plane;
         float first;  // the window position of this row's even columns: 0 or 2
+        float floor;
         typename V::T at(int o, int ox, int v) const {
             const ptrdiff_t i = o * plane + (ox >> 1) * kDirectLanes + v * V::W;
-            typename V::M hit = V::eq(V::load(argmax + i), V::set1(first + float(ox & 1)));
-            if (RELU) hit = V::mand(hit, V::gt(V::load(y + i), V::zero()));
+            const typename V::M hit = V::mand(V::eq(V::load(argmax + i), V::set1(first + float(ox & 1))),
+                                              V::gt(V::load(y + i), V::set1(floor)));
             return V::select(hit, V::load(dy + i), V::zero());
         }
     };
     Row at_row(int o0, int oy) const {
         const ptrdiff_t i = o0 * plane + (oy >> 1) * row;
-        return {dy + i, y + i, argmax + i, plane, float((oy & 1) * 2)};
+        return {dy + i, y + i, argmax + i, plane, float((oy & 1) * 2), floor};
     }
 };
 
@@ -577,17 +580,21 @@ void conv_direct_dw_tile(const ConvShape* s, const float* xpad, const G& g_src, 
 }
 
 // Every tile of KYB kernel rows (the last may have fewer) and KXB columns (likewise), OCB channels at a time, LVT
-// vectors of lanes at a time.
-template <class V, int KYB, int KXB, int LVT, class G>
+// vectors of lanes at a time. WHOLE: the kernel is exactly KYB x KXB, so no smaller tile is instantiated for it.
+template <class V, int KYB, int KXB, int LVT, bool WHOLE = false, class G>
 void conv_direct_dw_tiles(const ConvShape* s, const float* xpad, const G& g_src, float* dw) {
     constexpr int OCB = direct_dw_ocb<V, KYB, KXB>(), LV = kDirectLanes / V::W;
+    auto kernel_size = [](auto max, int n, auto&& f) {  // f(Size<n>), from the sizes up to max (only max if WHOLE)
+        if constexpr (WHOLE) f(max);
+        else with_size<decltype(max)::value>(n, f);
+    };
     for (int o0 = 0; o0 < s->oc; o0 += OCB)
         with_size<OCB>(s->oc - o0 < OCB ? s->oc - o0 : OCB, [&](auto o) {
             for (int c = 0; c < s->ic; ++c)
                 for (int ky0 = 0; ky0 < s->kh; ky0 += KYB)
-                    with_size<KYB>(s->kh - ky0 < KYB ? s->kh - ky0 : KYB, [&](auto r) {
+                    kernel_size(Size<KYB>{}, s->kh - ky0 < KYB ? s->kh - ky0 : KYB, [&](auto r) {
                         for (int kx0 = 0; kx0 < s->kw; kx0 += KXB)
-                            with_size<KXB>(s->kw - kx0 < KXB ? s->kw - kx0 : KXB, [&](auto k) {
+                            kernel_size(Size<KXB>{}, s->kw - kx0 < KXB ? s->kw - kx0 : KXB, [&](auto k) {
                                 for (int v0 = 0; v0 < LV; v0 += LVT)
                                     conv_direct_dw_tile<V, decltype(o)::value, decltype(r)::value, decltype(k)::value,
                                                         LVT>(s, xpad, g_src, dw, o0, c, ky0, kx0, v0);
@@ -597,27 +604,34 @@ void conv_direct_dw_tiles(const ConvShape* s, const float* xpad, const G& g_src,
 }
 
 // dw [oc][ic][kh][kw] (overwritten) from xpad [ic][oh+kh-1][ow+kw-1][16] and the gradient source, with the tile
-// that suits the kernel's size.
+// that suits the kernel's size. (Only the tiles a source can take are instantiated: each size of a tile is a
+// function of its own, and the library's size is a goal.)
 template <class V, class G>
 void conv_dw(const ConvShape* s, const float* xpad, const G& g_src, float* dw) {
     constexpr int KXB = direct_dw_kxb<V>(), LV = kDirectLanes / V::W;
-    // Narrower vectors (AVX2, NEON) fit no tile with all the lanes and a whole 3x3 kernel: a routed gradient is then
-    // taken one vector at a time, with up to 3x3 kernel positions per g (the one-row tile below, which computes each
-    // g once per kernel row, measured 1.47x slower on AVX2 for the MNIST-CoreML-Training graph's first layer).
-    if constexpr (G::kRouted && LV > 1) return conv_direct_dw_tiles<V, 3, 3, 1>(s, xpad, g_src, dw);
-    if constexpr (KXB >= 4) {
-        if (s->kw <= KXB / 2 && s->kh >= 2) return conv_direct_dw_tiles<V, 2, KXB / 2, LV>(s, xpad, g_src, dw);
-        // 3x3 on AVX-512 (18 accumulators): 2.1x the one-row tile (3 rows of 4 channels x 3 columns, each dy vector
-        // read three times), measured on the MNIST-CoreML-Training graph's first layer (1 -> 32 channels).
-        if (s->kw == 3 && s->kh == 3) return conv_direct_dw_tiles<V, 3, 3, LV>(s, xpad, g_src, dw);
+    if constexpr (G::kRouted) {
+        // A fused first layer: tiles of up to 3x3 kernel positions, so that each g, which costs 3 loads and 4
+        // operations, feeds up to 9 FMAs per channel; 2 channels and all 16 lanes on AVX-512, one channel and one
+        // vector of lanes on AVX2 and NEON, whose registers hold no more. Measured on the first layers, one block:
+        // the MNIST-CoreML-Training graph's 3x3 2.1x faster than the one-row tile on AVX-512 and 1.47x on AVX2
+        // (which compute each g once per kernel row); LeNet-5's 5x5 on AVX-512 4% faster.
+        conv_direct_dw_tiles<V, 3, 3, (LV > 1 ? 1 : LV)>(s, xpad, g_src, dw);
+    } else {
+        if constexpr (KXB >= 4) {
+            if (s->kw <= KXB / 2 && s->kh >= 2) return conv_direct_dw_tiles<V, 2, KXB / 2, LV>(s, xpad, g_src, dw);
+            // 3x3 on AVX-512 (18 accumulators): 2.1x the one-row tile (3 rows of 4 channels x 3 columns, each dy
+            // vector read three times), measured on the MNIST-CoreML-Training graph's first layer (1 -> 32 channels).
+            if (s->kw == 3 && s->kh == 3) return conv_direct_dw_tiles<V, 3, 3, LV, true>(s, xpad, g_src, dw);
+        }
+        // AVX2 (two vectors of lanes): one vector at a time fits a whole row of up to 6 kernel columns (LeNet-5's 5)
+        // in one tile, where both vectors at once took tiles of 3 and 2 columns.
+        if constexpr (LV == 2) {
+            constexpr int kSplitKXB = V::acc_budget / direct_ocb<V>();
+            if (s->kw > KXB && s->kw <= kSplitKXB)
+                return conv_direct_dw_tiles<V, 1, kSplitKXB, 1>(s, xpad, g_src, dw);
+        }
+        conv_direct_dw_tiles<V, 1, KXB, LV>(s, xpad, g_src, dw);
     }
-    // AVX2 (two vectors of lanes): one vector at a time fits a whole row of up to 6 kernel columns (LeNet-5's 5) in
-    // one tile, where both vectors at once took tiles of 3 and 2 columns.
-    if constexpr (LV == 2) {
-        constexpr int kSplitKXB = V::acc_budget / direct_ocb<V>();
-        if (s->kw > KXB && s->kw <= kSplitKXB) return conv_direct_dw_tiles<V, 1, kSplitKXB, 1>(s, xpad, g_src, dw);
-    }
-    conv_direct_dw_tiles<V, 1, KXB, LV>(s, xpad, g_src, dw);
 }
 
 // xpad [ic][oh+kh-1][ow+kw-1][16], dy [oc][oh][ow][16] -> dw [oc][ic][kh][kw] (overwritten).
@@ -629,28 +643,20 @@ void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, floa
 // The fused convolution + max pooling's weight and bias gradients (kernels.h: conv_pool_dw); db is the sum of the
 // pooled gradient where it reaches the convolution, which is everywhere y > 0 (with relu) since every window routes
 // it to exactly one position.
-template <class V, bool RELU>
-void conv_pool_dw_routed(const ConvShape* s, const float* xpad, const float* y, const float* argmax, const float* dy,
-                         float* dw, float* db) {
-    const RoutedGrad<V, RELU> g_src(s, y, argmax, dy);
-    if (dw) conv_dw<V>(s, xpad, g_src, dw);
-    if (!db) return;
-    for (int o = 0; o < s->oc; ++o) {
-        typename V::T acc = V::zero();
-        for (ptrdiff_t i = o * g_src.plane; i < (o + 1) * g_src.plane; i += V::W) {
-            const typename V::T g = V::load(dy + i);
-            acc = V::add(acc, RELU ? V::select(V::gt(V::load(y + i), V::zero()), g, V::zero()) : g);
-        }
-        db[o] = V::hsum(acc);
-    }
-}
-
 template <class V>
 void conv_pool_dw(const ConvShape* s, const float* xpad, const float* y, const float* argmax, const float* dy,
                   float* dw, float* db, int relu) {
     if (s->lanes != kDirectLanes) return ref::conv_pool_dw(s, xpad, y, argmax, dy, dw, db, relu);
-    if (relu) conv_pool_dw_routed<V, true>(s, xpad, y, argmax, dy, dw, db);
-    else conv_pool_dw_routed<V, false>(s, xpad, y, argmax, dy, dw, db);
+    const RoutedGrad<V> g_src(s, y, argmax, dy, relu != 0);
+    if (dw) conv_dw<V>(s, xpad, g_src, dw);
+    if (!db) return;
+    const typename V::T floor = V::set1(g_src.floor);
+    for (int o = 0; o < s->oc; ++o) {
+        typename V::T acc = V::zero();
+        for (ptrdiff_t i = o * g_src.plane; i < (o + 1) * g_src.plane; i += V::W)
+            acc = V::add(acc, V::select(V::gt(V::load(y + i), floor), V::load(dy + i), V::zero()));
+        db[o] = V::hsum(acc);
+    }
 }
 
 }  // namespace
