@@ -169,10 +169,8 @@ namespace {
 // measured 4-8% faster) or when its output would not fit in L2 (the MNIST-CoreML-Training graph's first
 // convolution: 1.4 MB per block), where the saved traffic pays for the routing. (Otherwise the separate kernels are
 // faster: LeNet-5's step on AVX2 measured 8% slower fused.)
-constexpr size_t kFusedConvPoolMinFloats = size_t(1) << 18;  // 1 MB
-
 void fuse_conv_pool(std::vector<ops::LayerSpec>& layers, int lanes) {
-    const bool wide = kernels().vector_floats >= lanes;
+    const bool wide = fuses_every_first_conv_pool(lanes);
     std::vector<ops::LayerSpec> out;
     for (const ops::LayerSpec& l : layers) {
         ops::LayerSpec* prev = out.empty() ? nullptr : &out.back();
@@ -190,6 +188,8 @@ void fuse_conv_pool(std::vector<ops::LayerSpec>& layers, int lanes) {
     layers = std::move(out);
 }
 }  // namespace
+
+bool fuses_every_first_conv_pool(int lanes) { return kernels().vector_floats >= lanes; }
 
 Plan plan(const Graph& g, int lanes, const std::vector<const float*>& params, const std::vector<float*>& grads) {
     const Analysis a = analyse(g);

@@ -886,7 +886,11 @@ py::dict kernel_info() {
     ops["conv2d_maxpool2d_fused"] = std::string(k.conv_pool_name) +
                                     " for conv (stride 1) -> ReLU -> 2x2 max pool: one sample at a time, and in "
                                     "training a first convolution" +
-                                    (k.vector_floats >= 16 ? "" : " whose output exceeds 1 MB per block of 16");
+                                    (model::fuses_every_first_conv_pool(16)
+                                         ? std::string()
+                                         : " whose output fills at least " +
+                                               std::to_string(model::kFusedConvPoolMinFloats * sizeof(float) >> 20) +
+                                               " MB per block of 16");
     ops["linear_forward"] = k.gemm_nn_name;
     ops["linear_backward"] = std::string(k.gemm_nn_name) + " (dX and dW)";
     for (const char* op : {"maxpool2d", "avgpool2d", "bias", "relu", "tanh", "softmax_cross_entropy", "sgd", "adam"})
