@@ -174,7 +174,8 @@ void fuse_conv_pool(std::vector<ops::LayerSpec>& layers, int lanes) {
     std::vector<ops::LayerSpec> out;
     for (const ops::LayerSpec& l : layers) {
         ops::LayerSpec* prev = out.empty() ? nullptr : &out.back();
-        const bool big = prev && size_t(prev->s.oc) * prev->s.oh * prev->s.ow * size_t(lanes) >= kFusedConvPoolMinFloats;
+        const bool big =
+            prev && size_t(prev->s.oc) * prev->s.oh * prev->s.ow * size_t(lanes) >= kFusedConvPoolMinFloats;
         const bool wanted = prev && (lanes == 1 || (out.size() == 1 && (wide || big)));
         if (wanted && prev->kind == ops::LayerKind::Conv2d && prev->s.sh == 1 && prev->s.sw == 1 &&
             l.kind == ops::LayerKind::MaxPool && l.s.kh == 2 && l.s.kw == 2 && l.s.sh == 2 && l.s.sw == 2 &&

@@ -71,7 +71,8 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
 
 // xpad as above; y, argmax, dy [oc][oh/2][ow/2][L] -> dw [oc][ic][kh][kw] and db [oc] (overwritten, either may be
 // null): conv_direct_dw and the bias gradient of the convolution's gradient g, which is dy at the argmax position of
-// each window (where y > 0, with relu) and zero elsewhere (and on an odd last row or column, which the pooling dropped).
+// each window (where y > 0, with relu) and zero elsewhere (and on an odd last row or column, which the pooling
+// dropped).
 void conv_pool_dw(const ConvShape* s, const float* xpad, const float* y, const float* argmax, const float* dy,
                   float* dw, float* db, int relu) {
     const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2;
