@@ -74,7 +74,7 @@ private:
 // Per-thread scratch memory, 64-byte aligned, grown on demand and reused across calls (no allocation on the
 // hot path once warm). Slot s (0..kScratchSlots-1) of thread t is independent of every other slot. In use: 0 and
 // 1 a convolution's padded input and im2col buffers, 2-5 a block's activations, gradients and input in the training
-// step and inference, 6 sums and int8 work.
+// step and inference, 6 sums, int8 work and a linear layer's ReLU-masked output gradient.
 constexpr int kScratchSlots = 7;
 float* scratch(int thread, int slot, size_t floats);
 

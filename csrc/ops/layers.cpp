@@ -51,7 +51,8 @@ void pool2d_backward(PoolKind kind, const ConvShape& s, int nblk, const float* x
     });
 }
 
-void linear_forward(int nblk, int L, int in, int out, const float* x, const float* w, const float* b, float* y) {
+void linear_forward(int nblk, int L, int in, int out, const float* x, const float* w, const float* b, float* y,
+                    bool relu) {
     const KernelTable& k = kernels();
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int) {
         float* yb = y + size_t(blk) * out * L;
@@ -61,6 +62,7 @@ void linear_forward(int nblk, int L, int in, int out, const float* x, const floa
         else
             k.gemm_nn(out, L, in, w, in, 1, xb, L, yb, L, 0);
         if (b) k.bias_add(out, L, b, yb);
+        if (relu) k.relu_fwd(ptrdiff_t(out) * L, yb, yb);
     });
 }
 
@@ -91,14 +93,20 @@ void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, 
 // copied whole) and xBI [B][in] (x transposed), so dW is a plain gemm_nn with K = B, vectorised along `in` with
 // no horizontal sums; it is split by rows of dW, so no partial sums are needed.
 void linear_backward(int nblk, int L, int in, int out, const float* x, const float* w, const float* dy, float* dx,
-                     float* dw, float* db) {
+                     float* dw, float* db, const float* relu_y) {
     const KernelTable& k = kernels();
     ThreadPool& pool = ThreadPool::instance();
-    const ptrdiff_t B = ptrdiff_t(nblk) * L;
+    const ptrdiff_t B = ptrdiff_t(nblk) * L, block_out = ptrdiff_t(out) * L;
     float* dyT = scratch(0, 0, size_t(out) * B);
     float* xBI = scratch(0, 1, size_t(in) * B);
-    pool.parallel_for(nblk, [&](int blk, int) {
-        block::dense_backward(k, L, in, out, blk, B, x + size_t(blk) * in * L, w, dy + size_t(blk) * out * L,
+    pool.parallel_for(nblk, [&](int blk, int thread) {
+        const float* dyb = dy + blk * block_out;
+        if (relu_y) {  // the ReLU's backward first: dy where it passed its input, else 0
+            float* masked = scratch(thread, 6, size_t(block_out));
+            k.relu_bwd(block_out, relu_y + blk * block_out, dyb, masked);
+            dyb = masked;
+        }
+        block::dense_backward(k, L, in, out, blk, B, x + size_t(blk) * in * L, w, dyb,
                               dx ? dx + size_t(blk) * in * L : nullptr, xBI, dyT);
     });
     const int rows_per_task = 16, tasks = (out + rows_per_task - 1) / rows_per_task;

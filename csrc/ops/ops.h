@@ -40,11 +40,14 @@ void pool2d_forward(PoolKind kind, const ConvShape& s, int nblk, const float* x,
 void pool2d_backward(PoolKind kind, const ConvShape& s, int nblk, const float* x, const float* y, const float* dy,
                      float* dx, bool relu = false);
 
-// x [nblk][in][L], w [out][in], b [out] -> y [nblk][out][L]
-void linear_forward(int nblk, int L, int in, int out, const float* x, const float* w, const float* b, float* y);
-// dx [nblk][in][L] overwritten (may be null); dw [out][in] +=; db [out] += (may be null)
+// x [nblk][in][L], w [out][in], b [out] -> y [nblk][out][L]; with relu, then a ReLU on each block while it is in
+// cache.
+void linear_forward(int nblk, int L, int in, int out, const float* x, const float* w, const float* b, float* y,
+                    bool relu = false);
+// dx [nblk][in][L] overwritten (may be null); dw [out][in] +=; db [out] += (may be null). relu_y: the output of a
+// linear_forward with relu (or null): dy is the ReLU's output gradient, masked where relu_y is 0 block by block.
 void linear_backward(int nblk, int L, int in, int out, const float* x, const float* w, const float* dy, float* dx,
-                     float* dw, float* db);
+                     float* dw, float* db, const float* relu_y = nullptr);
 
 enum class Activation { Relu, Tanh };
 void activation_forward(Activation a, ptrdiff_t n, const float* x, float* y);

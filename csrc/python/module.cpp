@@ -353,8 +353,7 @@ py::array_t<float> linear_forward(py::handle x_, py::handle w_, py::object b_, b
     float* yp = y.mutable_data();
     {
         KernelCall call;
-        ops::linear_forward(nblk, L, in, out, x.data(), w.data(), b, yp);
-        if (relu) ops::activation_forward(ops::Activation::Relu, y.size(), yp, yp);
+        ops::linear_forward(nblk, L, in, out, x.data(), w.data(), b, yp, relu);
     }
     return y;
 }
@@ -380,20 +379,12 @@ py::object linear_backward(py::handle x_, py::handle w_, py::handle dy_, py::han
         dxp = dx.mutable_data();
     }
     float* dwp = dw.mutable_data();
-    const float* dyp = dy.data();
-    const bool relu = !output_.is_none();
-    py::array_t<float> y, dz;
-    if (relu) {
-        y = checked<float>(output_, "output", {nblk, out, L});
-        dz = empty({nblk, out, L});
-    }
+    py::array_t<float> y;
+    if (!output_.is_none()) y = checked<float>(output_, "output", {nblk, out, L});
     {
         KernelCall call;
-        if (relu) {  // dz = dy where the ReLU passed its input, else 0
-            ops::activation_backward(ops::Activation::Relu, dy.size(), y.data(), dyp, dz.mutable_data());
-            dyp = dz.data();
-        }
-        ops::linear_backward(nblk, L, in, out, x.data(), w.data(), dyp, dxp, dwp, db);
+        ops::linear_backward(nblk, L, in, out, x.data(), w.data(), dy.data(), dxp, dwp, db,
+                             output_.is_none() ? nullptr : y.data());
     }
     return need_dx ? py::object(dx) : py::object(py::none());
 }
