@@ -84,9 +84,17 @@ void gemm_nn_panel_nv(int nv, bool tail, int M, int K, const float* A, ptrdiff_t
 template <class V> constexpr bool gemm_nn_adjacent_rows() { return V::W == 16 && V::acc_budget >= 16; }
 constexpr int kAdjacentRows = 16;
 
+// A^T (rsa == 1) walks A down its columns: each k of a tile is another row of A, csa floats on (a page apart in
+// the MNIST-CoreML-Training graph's 1152 x 500 layer, where no prefetcher follows). K is therefore taken in chunks
+// of kTransposedKChunk, every tile of the chunk before the next: each tile then reads that many rows of A side by
+// side, as streams the prefetchers follow, and C is re-read per chunk from L1/L2. The sum over k keeps its order, so
+// the result is bit-identical. (That layer's input gradient, per block of 16 samples: 1.45x faster on one thread,
+// 1.85x on two, where both cores stream A from L3; 32 measured faster than 16 on two threads, 64 and up slower.)
+constexpr int kTransposedKChunk = 32;
+
 template <class V>
-void gemm_nn(int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, const float* B, ptrdiff_t ldb,
-             float* C, ptrdiff_t ldc, int accumulate) {
+void gemm_nn_range(int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, const float* B, ptrdiff_t ldb,
+                   float* C, ptrdiff_t ldc, int accumulate) {
     constexpr int NV = gemm_nn_nv<V>(), NR = NV * V::W;
     for (int n0 = 0; n0 < N; n0 += NR) {
         const int nc = N - n0 < NR ? N - n0 : NR;
@@ -101,6 +109,15 @@ void gemm_nn(int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, 
         gemm_nn_panel_nv<V, NV>(nv, last != V::W, M - m, K, A + m * rsa, rsa, csa, B + n0, ldb, C + m * ldc + n0,
                                 ldc, accumulate, last);
     }
+}
+
+template <class V>
+void gemm_nn(int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, const float* B, ptrdiff_t ldb,
+             float* C, ptrdiff_t ldc, int accumulate) {
+    if (rsa != 1 || K <= kTransposedKChunk) return gemm_nn_range<V>(M, N, K, A, rsa, csa, B, ldb, C, ldc, accumulate);
+    for (int k0 = 0; k0 < K; k0 += kTransposedKChunk)
+        gemm_nn_range<V>(M, N, K - k0 < kTransposedKChunk ? K - k0 : kTransposedKChunk, A + k0 * csa, 1, csa,
+                         B + k0 * ldb, ldb, C, ldc, accumulate || k0 > 0);
 }
 
 // ---- C[M][N] (+)= sum_k A[m][k] * B[n][k]: MR x NR dot products, vectors along k, one horizontal sum each ----
