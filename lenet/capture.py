@@ -61,22 +61,43 @@ class CapturedStep:
         run = lambda update: self._step.run_images(images, indices, lab, 1.0 / batch, update)  # noqa: E731
         return self._with_update(optimizer, run) / batch
 
+    def run_image_batches(self, images: np.ndarray, indices, labels, optimizer, lrs) -> np.ndarray:
+        """Several steps in one engine call: indices (steps, batch) the rows of images in each step's batch, labels
+        (steps, batch) theirs, lrs (steps,) each step's learning rate. The optimiser, which must be fusable, takes
+        every step's update inside the engine (counted in optimizer.steps; its lr attribute is left as it was).
+        The same computation as run_images on each batch with optimizer.lr = lrs[s], bit for bit, without a return
+        to Python between steps. Returns each step's mean loss."""
+        self._check_arrays()
+        indices = np.ascontiguousarray(indices, dtype=np.int64)
+        if indices.ndim != 2:
+            raise ValueError(f"indices must be (steps, batch), got shape {indices.shape}")
+        steps, batch = indices.shape
+        if not self.fusable(optimizer):
+            raise ValueError("run_image_batches needs an optimiser whose update runs inside the step (fusable)")
+        lab = lane_labels(labels, batch, -(-batch // LANES), LANES, self._step.classes)
+        if lab.shape[0] != steps:
+            raise ValueError(f"labels must have shape ({steps}, {batch}), got {np.shape(labels)}")
+        lrs = np.ascontiguousarray(lrs, dtype=np.float32)
+        losses = self._step.run_image_batches(images, indices, lab, 1.0 / batch, optimizer.next_update(), lrs)
+        optimizer.step(applied=True, count=steps)
+        return losses / batch
+
     def fusable(self, optimizer) -> bool:
         """Whether `optimizer`'s update can run inside this step: it has a fused form and trains exactly the
         captured model's trainable parameters, in its flat buffers."""
-        update = optimizer.next_update()
-        if update is None:
-            return False
-        try:
-            self._step.check_update(update)
-        except ValueError:
-            return False
-        return True
+        if optimizer not in self._fusable:  # its buffers and these layers are fixed: checked once
+            update = optimizer.next_update()
+            ok = update is not None
+            if ok:
+                try:
+                    self._step.check_update(update)
+                except ValueError:
+                    ok = False
+            self._fusable[optimizer] = ok
+        return self._fusable[optimizer]
 
     def _with_update(self, optimizer, run) -> float:
-        if optimizer is not None and optimizer not in self._fusable:
-            self._fusable[optimizer] = self.fusable(optimizer)  # its buffers and these layers are fixed
-        update = optimizer.next_update() if optimizer is not None and self._fusable[optimizer] else None
+        update = optimizer.next_update() if optimizer is not None and self.fusable(optimizer) else None
         loss = run(update)
         if update is not None:
             optimizer.step(applied=True)  # only counts the step

@@ -177,17 +177,18 @@ def tanh(x) -> Tensor:
 
 # ---- loss ---------------------------------------------------------------------------------------------------------
 def lane_labels(labels, batch: int, nblk: int, lanes: int, classes: int) -> np.ndarray:
-    """Labels (batch,), each in [0, classes), as int32 per lane, -1 on the padding lanes of the last block."""
+    """Labels (batch,), each in [0, classes), as int32 per lane, -1 on the padding lanes of the last block.
+    Labels (steps, batch) of several batches give (steps, nblk * lanes)."""
     labels = np.asarray(labels)
-    if labels.shape != (batch,):
+    if labels.ndim not in (1, 2) or labels.shape[-1] != batch:
         raise ValueError(f"labels must have shape ({batch},) to match the batch, got {labels.shape}")
     if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
-    lo, hi = (int(labels.min()), int(labels.max())) if batch else (0, 0)
+    lo, hi = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
     if lo < 0 or hi >= classes:  # checked before the cast to int32, which would wrap large values
         raise ValueError(f"labels must be in [0, {classes}), got range [{lo}, {hi}]")
-    out = np.full(nblk * lanes, -1, dtype=np.int32)
-    out[:batch] = labels
+    out = np.full(labels.shape[:-1] + (nblk * lanes,), -1, dtype=np.int32)
+    out[..., :batch] = labels
     return out
 
 

@@ -43,11 +43,13 @@ class Optimizer:
     def zero_grad(self) -> None:
         self.flat_grad.fill(0.0)
 
-    def step(self, applied: bool = False) -> None:
+    def step(self, applied: bool = False, count: int = 1) -> None:
         """Update every parameter from its gradient. applied: a captured training step already applied this
-        update (lenet.capture.CapturedStep with optimizer=); only count it."""
+        update (lenet.capture.CapturedStep with optimizer=); only count it, or `count` such updates."""
+        if count != 1 and not applied:
+            raise ValueError("only applied updates can be counted several at a time")
         update = None if applied else self.next_update()
-        self.steps += 1
+        self.steps += count
         if applied:
             return
         if update is not None:

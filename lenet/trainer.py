@@ -13,6 +13,9 @@ from .data import to_float
 from .tensor import no_grad
 
 
+CHUNK_STEPS = 32  # steps per engine call on the captured path (the progress line is updated between calls)
+
+
 class Trainer:
     """Minibatch training with a seeded shuffle: the same seed gives the same run (for any thread count).
 
@@ -45,10 +48,12 @@ class Trainer:
         n = len(images)
         total_loss, done, start = 0.0, 0, time.perf_counter()
         progress = _Progress(n) if sys.stderr.isatty() else None
-        for idx in self.epoch_batches(n):
-            loss = self.step(images, labels, idx)
-            total_loss += loss * len(idx)
-            done += len(idx)
+        batches = self.epoch_batches(n)
+        for first in range(0, len(batches), CHUNK_STEPS):
+            part = batches[first : first + CHUNK_STEPS]
+            for idx, loss in zip(part, self.run_batches(images, labels, part)):
+                total_loss += loss * len(idx)
+                done += len(idx)
             if progress:
                 progress.update(done, total_loss / done)
         seconds = time.perf_counter() - start
@@ -61,6 +66,26 @@ class Trainer:
         random order from the trainer's generator."""
         order = self.rng.permutation(n)
         return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+
+    def run_batches(self, images, labels, batches) -> list:
+        """An optimiser step on each index array of `batches` in turn, as step() on each; returns their mean
+        losses. On the captured path (uint8 images, an optimiser whose update runs inside the step), each run of
+        equal-sized batches is one engine call (CapturedStep.run_image_batches), with the same results."""
+        cap = self.captured
+        if cap is None or images.dtype != np.uint8 or not cap.fusable(self.optimizer):
+            return [self.step(images, labels, idx) for idx in batches]
+        losses, first = [], 0
+        while first < len(batches):
+            end = first + 1
+            while end < len(batches) and len(batches[end]) == len(batches[first]):
+                end += 1
+            idx = np.stack(batches[first:end])
+            steps = self.optimizer.steps
+            lrs = [self._lr_at(steps + s) for s in range(end - first)]
+            losses.extend(cap.run_image_batches(images, idx, labels[idx], self.optimizer, lrs).tolist())
+            self.optimizer.lr = lrs[-1]  # as step() would have left it
+            first = end
+        return losses
 
     def step(self, images, labels, idx) -> float:
         """One optimiser step on the samples images[idx] (images and labels as train_epoch checked them);
@@ -81,10 +106,15 @@ class Trainer:
         before driving train_epoch directly)."""
         self.total_steps = self.optimizer.steps + epochs * -(-n_samples // self.batch_size)
 
-    def _schedule(self) -> None:
+    def _lr_at(self, step: int) -> float:
+        """The learning rate of optimiser step `step` (0-based) under the schedule."""
         if self.lr_schedule == "cosine" and self.total_steps:
-            t = min(self.optimizer.steps, self.total_steps)
-            self.optimizer.lr = self.base_lr * 0.5 * (1.0 + math.cos(math.pi * t / self.total_steps))
+            t = min(step, self.total_steps)
+            return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * t / self.total_steps))
+        return self.optimizer.lr
+
+    def _schedule(self) -> None:
+        self.optimizer.lr = self._lr_at(self.optimizer.steps)
 
     def state_dict(self) -> dict:
         """What continuing this training exactly needs besides the model's weights: the shuffle generator's

@@ -313,3 +313,67 @@ def test_step_takes_a_step_of_an_optimiser_of_its_own_kind(rng):
     assert opt.steps == 1 and not step.fusable(opt)
     for p, b in zip(model.parameters(), before):
         np.testing.assert_array_equal(p.data, b - 0.5 * p.grad)
+
+
+def _trainer_run(name, opt, images, labels, batches, chunked, schedule):
+    lenet.seed(8)
+    model = MODELS[name]()
+    optimizer = OPTIMIZERS[opt](model.parameters())
+    trainer = lenet.Trainer(model, optimizer, batch_size=37, log=None, captured=True, lr_schedule=schedule)
+    trainer.plan_schedule(1, 37 * len(batches))
+    if chunked:
+        losses = trainer.run_batches(images, labels, batches)
+    else:
+        losses = [trainer.step(images, labels, idx) for idx in batches]
+    return losses, [p.data.copy() for p in model.parameters()], optimizer
+
+
+@pytest.mark.parametrize("name", ["lenet5", "coreml"])
+@pytest.mark.parametrize("opt", ["nesterov", "adam"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_steps_in_one_engine_call_are_bit_identical_to_one_call_per_step(rng, name, opt, threads):
+    """Trainer.run_batches sends each run of equal-sized batches to the engine in one call (with each step's
+    learning rate of a cosine schedule and Adam's step count): the same losses and weights, bit for bit, as one
+    step() per batch, and the optimiser's count and last learning rate are the same."""
+    images = rng.integers(0, 256, (200, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 200).astype(np.uint8)
+    batches = [rng.permutation(200)[:37] for _ in range(4)] + [rng.permutation(200)[:11]]  # a shorter last one
+    old = lenet.get_num_threads()
+    try:
+        lenet.set_num_threads(threads)
+        want = _trainer_run(name, opt, images, labels, batches, chunked=False, schedule="cosine")
+        got = _trainer_run(name, opt, images, labels, batches, chunked=True, schedule="cosine")
+    finally:
+        lenet.set_num_threads(old)
+    assert got[0] == want[0]
+    for a, b in zip(got[1], want[1]):
+        assert np.array_equal(a, b)
+    assert got[2].steps == want[2].steps == 5 and got[2].lr == want[2].lr
+
+
+def test_steps_in_one_engine_call_refuse_bad_input(rng):
+    lenet.seed(0)
+    model = lenet.LeNet5()
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step = CapturedStep(model)
+    images = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8)
+    idx = rng.integers(0, 50, (3, 20))
+    y = rng.integers(0, 10, (3, 20))
+    with pytest.raises(ValueError, match=r"indices must be \(steps, batch\)"):
+        step.run_image_batches(images, idx[0], y[0], opt, [0.1])
+    with pytest.raises(ValueError, match=r"labels must have shape \(3, 20\)"):
+        step.run_image_batches(images, idx, y[:2], opt, [0.1] * 3)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
+        step.run_image_batches(images, idx, y + 5, opt, [0.1] * 3)
+    with pytest.raises(ValueError, match="is outside"):
+        step.run_image_batches(images, idx + 40, y, opt, [0.1] * 3)
+    with pytest.raises(ValueError, match="lrs has shape"):
+        step.run_image_batches(images, idx, y, opt, [0.1] * 2)
+    with pytest.raises(ValueError, match="not a finite learning rate"):
+        step.run_image_batches(images, idx, y, opt, [0.1, float("nan"), 0.1])
+    other = optim.SGD(lenet.LeNet5().parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="fusable"):
+        step.run_image_batches(images, idx, y, other, [0.1] * 3)
+    assert opt.steps == 0 and np.isfinite(model.parameters()[0].data).all()
+    losses = step.run_image_batches(images, idx, y, opt, [0.1] * 3)
+    assert losses.shape == (3,) and np.isfinite(losses).all() and opt.steps == 3

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <new>
 #include <memory>
+#include <limits>
 #include <mutex>
 #include <tuple>
 #include <unordered_map>
@@ -643,6 +644,41 @@ public:
         KernelCall call;
         return step_->run(n, r.images.data(), r.indices.data(), lp, scale, update_.is_none() ? nullptr : &u);
     }
+    // Several steps in one call, the same computation as one run_images call per step without a return to Python
+    // between them (on a fast step, that return cost more than Python's own work: both the interpreter and the
+    // step found their data evicted by the other). indices (S, B): the rows of S batches of B; labels
+    // (S, ceil(B/16)*16) as run_images' for each; lrs (S,): each step's learning rate, which replaces the update's
+    // lr (with Adam, step s is update number update["step"] + s). Returns the S per-step loss sums.
+    py::array_t<double> run_image_batches(py::handle images_, py::handle indices_, py::handle labels_, float scale,
+                                          py::handle update_, py::handle lrs_) {
+        auto indices = checked<int64_t>(indices_, "indices", {kAny, kAny});
+        const ptrdiff_t S = indices.shape(0), B = indices.shape(1);
+        if (S < 1 || B < 1) throw py::value_error("indices must hold at least one batch of at least one row");
+        const ImageRows r = image_rows(images_, indices.attr("reshape")(-1));
+        if (size_t(r.hw) != input_floats_ / ops::TrainStep::kLanes)
+            throw py::value_error("images of " + std::to_string(r.hw) + " pixels for a model that takes " +
+                                  std::to_string(input_floats_ / ops::TrainStep::kLanes));
+        const ptrdiff_t lanes = (B + ops::TrainStep::kLanes - 1) / ops::TrainStep::kLanes * ops::TrainStep::kLanes;
+        const int32_t* lp = checked_labels(labels_, {S, lanes});
+        if (update_.is_none()) throw py::value_error("run_image_batches takes the optimiser's update");
+        ops::Update u = update(update_);
+        auto lrs = checked<float>(lrs_, "lrs", {S});
+        const float* lr = lrs.data();
+        for (ptrdiff_t i = 0; i < S; ++i)
+            if (!(lr[i] >= 0.0f && lr[i] < std::numeric_limits<float>::infinity()))
+                throw py::value_error("lrs[" + std::to_string(i) + "] = " + std::to_string(lr[i]) +
+                                      " is not a finite learning rate >= 0");
+        py::array_t<double> losses(S);
+        double* out = losses.mutable_data();
+        const int step0 = u.step;
+        KernelCall call;
+        for (ptrdiff_t i = 0; i < S; ++i) {
+            u.lr = lr[i];
+            u.step = step0 + int(i);
+            out[i] = step_->run(int(B), r.images.data(), r.indices.data() + i * B, lp + i * lanes, scale, &u);
+        }
+        return losses;
+    }
     int classes() const { return classes_; }
     void check_update(py::handle spec) const { update(spec); }
 
@@ -661,12 +697,19 @@ private:
     // labels [nblk*16] int32, each a class or -1 (a padding lane); the array is the caller's argument, alive
     // for the call.
     const int32_t* checked_labels(py::handle labels_, int nblk) const {
-        auto labels = checked<int32_t>(labels_, "labels", {ptrdiff_t(nblk) * ops::TrainStep::kLanes});
+        return checked_labels(labels_, Shape{ptrdiff_t(nblk) * ops::TrainStep::kLanes});
+    }
+    const int32_t* checked_labels(py::handle labels_, const Shape& shape) const {
+        auto labels = checked<int32_t>(labels_, "labels", shape);
         const int32_t* lp = labels.data();
+        const ptrdiff_t row = shape.back();
         for (ptrdiff_t i = 0; i < labels.size(); ++i)
-            if (lp[i] < -1 || lp[i] >= classes_)
-                throw py::value_error("labels[" + std::to_string(i) + "] = " + std::to_string(lp[i]) +
-                                      " is outside [0, " + std::to_string(classes_) + ") (-1 marks padding)");
+            if (lp[i] < -1 || lp[i] >= classes_) {
+                const std::string at = shape.size() == 1 ? std::to_string(i)
+                                                         : std::to_string(i / row) + ", " + std::to_string(i % row);
+                throw py::value_error("labels[" + at + "] = " + std::to_string(lp[i]) + " is outside [0, " +
+                                      std::to_string(classes_) + ") (-1 marks padding)");
+            }
         return lp;
     }
     py::list keep_;
@@ -958,7 +1001,9 @@ PYBIND11_MODULE(_core, m) {
              "Raise ValueError unless the update's buffers hold exactly this step's trainable parameters.")
         .def("run", &PyTrainStep::run, py::arg("x"), py::arg("labels"), py::arg("scale"), py::arg("update") = py::none())
         .def("run_images", &PyTrainStep::run_images, py::arg("images"), py::arg("indices"), py::arg("labels"),
-             py::arg("scale"), py::arg("update") = py::none());
+             py::arg("scale"), py::arg("update") = py::none())
+        .def("run_image_batches", &PyTrainStep::run_image_batches, py::arg("images"), py::arg("indices"),
+             py::arg("labels"), py::arg("scale"), py::arg("update"), py::arg("lrs"));
     m.def("kernel_info", &kernel_info);
     m.def("kernel_seconds", [] { return double(g_kernel_ns.load()) * 1e-9; },
           "Wall seconds spent inside op calls (GIL released) since import.");

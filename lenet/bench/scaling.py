@@ -10,8 +10,8 @@ CHUNK_STEPS = 20  # steps per chunk: 10-40 ms, short against the machine's slow 
 
 
 def measure_scaling(trainer, images, labels, threads: int, chunk: int = CHUNK_STEPS) -> dict:
-    """Run one epoch's minibatches (trainer.epoch_batches: a fresh shuffle) through trainer.step at 1 thread and
-    again at `threads`, chunk by chunk: each chunk of `chunk` steps runs at one count and then at the other (in ABBA
+    """Run one epoch's minibatches (trainer.epoch_batches: a fresh shuffle) through trainer.run_batches at 1 thread
+    and again at `threads`, chunk by chunk: each chunk of `chunk` steps runs at one count and then at the other (in ABBA
     order across chunks, so a drift over the run cancels). Every count sees every batch once. One untimed step after
     each switch lets the pool's workers start. Returns the epoch time at each count and the speedup."""
     if threads < 2:
@@ -27,8 +27,7 @@ def measure_scaling(trainer, images, labels, threads: int, chunk: int = CHUNK_ST
                 lenet.set_num_threads(t)
                 trainer.step(images, labels, part[0])  # untimed: the workers start
                 t0 = time.perf_counter()
-                for idx in part:
-                    trainer.step(images, labels, idx)
+                trainer.run_batches(images, labels, part)  # as train_epoch runs them
                 seconds[t] += time.perf_counter() - t0
     finally:
         lenet.set_num_threads(before)
