@@ -371,3 +371,16 @@ def test_pack_images_gathers_scales_and_pads(rng, lanes):
     assert not np.moveaxis(packed, -1, 1).reshape(-1, 1, 28, 28)[19:].any()
     t = lenet.functional.image_batch(images, idx)
     assert t.shape == (19, 1, 28, 28) and t.lanes == 16 and not t.requires_grad
+
+
+@pytest.mark.parametrize("lanes", [1, 5, 16, 17, 70])
+@pytest.mark.parametrize("batch", [1, 15, 16, 69, 150])
+def test_image_batch_gathers_and_scales_like_numpy(rng, lanes, batch):
+    """The C++ gather (lanes side by side, 64 at a time, padding lanes zero) against numpy's gather, scaling and
+    layout, on batches that leave every kind of partial block."""
+    images = rng.integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    idx = rng.integers(0, 300, batch)
+    got = lenet.functional.image_batch(images, idx, lanes)
+    want = lenet.functional.to_lanes(images[idx][:, None].astype(np.float32) / 255, lanes)
+    assert got.data.shape == want.data.shape
+    assert np.array_equal(got.data, want.data)

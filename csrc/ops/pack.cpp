@@ -19,32 +19,37 @@ const float* pixel_scale() {  // v / 255 exactly as float32 division, the same a
     return lut.data();
 }
 
-inline float value(float v) { return v; }
-inline float value(uint8_t v) { return pixel_scale()[v]; }
-
-// out [F][L] is written a chunk of pixels at a time, every lane of the chunk before the next: the chunk's lines
-// (64 pixels x 16 lanes = 4 KB) stay in L1 while the L samples fill them. (Lane by lane over all F pixels, each
-// sample would touch every line of a 50 KB block: 16 passes through L2.)
-template <class T>
-void pack_samples(int n, size_t F, int L, const T* x, const int64_t* rows, float* out) {
-    constexpr size_t kChunk = 64;
-    for (size_t f0 = 0; f0 < F; f0 += kChunk) {
-        const size_t f1 = std::min(F, f0 + kChunk);
-        for (int l = 0; l < L; ++l) {
-            float* dst = out + l;
-            if (l >= n) {
-                for (size_t f = f0; f < f1; ++f) dst[f * size_t(L)] = 0.0f;
-                continue;
-            }
-            const T* src = x + size_t(rows ? rows[l] : l) * F;
-            for (size_t f = f0; f < f1; ++f) dst[f * size_t(L)] = value(src[f]);
+// out [F][L] is written one pixel at a time, the L samples' values of that pixel side by side: every store goes to the
+// line being filled, and the L samples are read as L sequential streams. Their lines are requested first, all at
+// once: the samples of a batch are random rows of a data set far larger than the caches, and read one after the
+// other each would wait for memory in turn (on the Intel VM that wait was most of the gather).
+template <class T, class Value>
+void pack_samples(int n, size_t F, int L, const T* x, const int64_t* rows, Value value, float* out) {
+    constexpr int kGroup = 64;  // lanes gathered side by side (a block has 16; lanes 1 is one sample)
+    for (int l0 = 0; l0 < n; l0 += kGroup) {
+        const int count = std::min(kGroup, n - l0);
+        const T* src[kGroup];
+        for (int l = 0; l < count; ++l) {
+            src[l] = x + size_t(rows ? rows[l0 + l] : l0 + l) * F;
+            const char* bytes = reinterpret_cast<const char*>(src[l]);
+            for (size_t b = 0; b < F * sizeof(T); b += 64) __builtin_prefetch(bytes + b);
         }
+        float* dst = out + l0;
+        for (size_t f = 0; f < F; ++f, dst += L)
+            for (int l = 0; l < count; ++l) dst[l] = value(src[l][f]);
     }
+    if (n < L)
+        for (size_t f = 0; f < F; ++f) std::fill(out + f * size_t(L) + n, out + (f + 1) * size_t(L), 0.0f);
 }
 
 }  // namespace
 
-void pack(int n, size_t F, int L, const float* x, const int64_t* rows, float* out) { pack_samples(n, F, L, x, rows, out); }
-void pack(int n, size_t F, int L, const uint8_t* x, const int64_t* rows, float* out) { pack_samples(n, F, L, x, rows, out); }
+void pack(int n, size_t F, int L, const float* x, const int64_t* rows, float* out) {
+    pack_samples(n, F, L, x, rows, [](float v) { return v; }, out);
+}
+void pack(int n, size_t F, int L, const uint8_t* x, const int64_t* rows, float* out) {
+    const float* scale = pixel_scale();
+    pack_samples(n, F, L, x, rows, [scale](uint8_t v) { return scale[v]; }, out);
+}
 
 }  // namespace lenet::ops::block
