@@ -29,8 +29,14 @@ void conv_pool_backward(const KernelTable& k, const ConvShape& s, bool relu, con
                         const float* argmax, const float* dy, float* dw, float* db, int thread);
 // dw [oc][ic][kh][kw] and db [oc] overwritten with this block's gradient (either may be null: not computed); dx
 // overwritten (may be null). wt: the flipped, transposed weights (flip_transpose), needed when direct and dx.
+// dy_pad (direct only; may be null): a buffer of padded_dy_floats(s) whose border the caller keeps zero (zeroed
+// once, used for nothing else), for dY zero-padded as the input gradient's convolution reads it: only its interior
+// is written here. Null: a scratch copy, border included, on every call (the border is most of it: LeNet-5's
+// second layer pads 10 x 10 to 18 x 18).
 void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,
-                   const float* wt, const float* dy, float* dw, float* db, float* dx, int thread);
+                   const float* wt, const float* dy, float* dw, float* db, float* dx, int thread,
+                   float* dy_pad = nullptr);
+size_t padded_dy_floats(const ConvShape& s);
 // wt [ic][oc][kh][kw] = w [oc][ic][kh-1-ky][kw-1-kx]: the weights of dX as a convolution of padded dY.
 void flip_transpose(const ConvShape& s, const float* w, float* wt);
 

@@ -100,14 +100,19 @@ void col2im(const ConvShape& s, const float* dcol, float* dx) {
             }
 }
 
-// x [ic][ih][iw][L] -> xpad [ic][ih+2ph][iw+2pw][L] with a zero border.
-void pad_block(const ConvShape& s, const float* x, float* xpad) {
+// x [ic][ih][iw][L] -> the interior of xpad [ic][ih+2ph][iw+2pw][L] (its border left as it is).
+void pad_interior(const ConvShape& s, const float* x, float* xpad) {
     const int L = s.lanes, ph = s.ih + 2 * s.ph, pw = s.iw + 2 * s.pw;
-    std::memset(xpad, 0, block_floats(s.ic, ph, pw, L) * sizeof(float));
     for (int c = 0; c < s.ic; ++c)
         for (int y = 0; y < s.ih; ++y)
             std::memcpy(xpad + ((size_t(c) * ph + y + s.ph) * pw + s.pw) * L, x + (size_t(c) * s.ih + y) * s.iw * L,
                         size_t(s.iw) * L * sizeof(float));
+}
+
+// x [ic][ih][iw][L] -> xpad [ic][ih+2ph][iw+2pw][L] with a zero border.
+void pad_block(const ConvShape& s, const float* x, float* xpad) {
+    std::memset(xpad, 0, block_floats(s.ic, s.ih + 2 * s.ph, s.iw + 2 * s.pw, s.lanes) * sizeof(float));
+    pad_interior(s, x, xpad);
 }
 
 // The block x as the direct kernels read it: itself without padding, else a zero-bordered copy in scratch slot.
@@ -159,8 +164,13 @@ void conv_pool_backward(const KernelTable& k, const ConvShape& s, bool relu, con
     k.conv_pool_dw(&s, padded(s, x, thread, 0), y, argmax, dy, dw, db, relu);
 }
 
+size_t padded_dy_floats(const ConvShape& s) {
+    const ConvShape sdx = dx_shape(s);
+    return block_floats(sdx.ic, sdx.ih + 2 * sdx.ph, sdx.iw + 2 * sdx.pw, sdx.lanes);
+}
+
 void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,
-                   const float* wt, const float* dy, float* dw, float* db, float* dx, int thread) {
+                   const float* wt, const float* dy, float* dw, float* db, float* dx, int thread, float* dy_pad) {
     const int K = s.ic * s.kh * s.kw;
     const ptrdiff_t PL = ptrdiff_t(s.oh) * s.ow * s.lanes;
     if (!dw) {
@@ -179,7 +189,9 @@ void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const 
     if (!dx) return;
     if (direct) {
         const ConvShape sdx = dx_shape(s);
-        k.conv_direct_fwd(&sdx, padded(sdx, dy, thread, 1), wt, nullptr, nullptr, dx);
+        const bool keep = dy_pad && (sdx.ph || sdx.pw);  // the caller's buffer: its zero border is already there
+        if (keep) pad_interior(sdx, dy, dy_pad);
+        k.conv_direct_fwd(&sdx, keep ? dy_pad : padded(sdx, dy, thread, 1), wt, nullptr, nullptr, dx);
     } else {
         float* dcol = scratch(thread, 1, size_t(K) * PL);
         k.gemm_nn(K, int(PL), s.oc, w, 1, K, dy, PL, dcol, PL, 0);

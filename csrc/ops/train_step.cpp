@@ -57,6 +57,7 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
         if (l.kind == LayerKind::Linear && trainable(l)) batch_floats_per_sample_ += size_t(l.s.ic) + l.s.oc;
         wt_.emplace_back(fwd_->direct(i) ? weight_floats(l) : 0);
     }
+    dy_pad_.resize(fwd_->layers().size());
 }
 
 TrainStep::~TrainStep() = default;
@@ -104,6 +105,8 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
     const size_t B = size_t(nblk) * L;
     batch_.resize(batch_floats_per_sample_ * B);
     block_loss_.assign(size_t(nblk), 0.0);
+    for (int i = first_trainable_ + 1; i < n; ++i)  // the layers whose input gradient is computed
+        if (fwd.direct(size_t(i))) dy_pad_[size_t(i)].resize(size_t(ThreadPool::instance().threads()));
 
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
         float* acts = scratch(thread, 2, fwd.act_floats());
@@ -143,8 +146,14 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
             switch (l.kind) {
                 case LayerKind::Conv2d: {
                     const ConvGrads g = conv_grads(l, part + param_offset_[size_t(i)]);  // this block's partial
+                    float* dy_pad = nullptr;
+                    if (dx && fwd.direct(size_t(i))) {
+                        LineVector<float>& buf = dy_pad_[size_t(i)][size_t(thread)];
+                        if (buf.empty()) buf.assign(block::padded_dy_floats(l.s), 0.0f);
+                        dy_pad = buf.data();
+                    }
                     block::conv_backward(k, l.s, fwd.direct(size_t(i)), x_in, l.w, wt_[size_t(i)].data(), grad_a, g.dw,
-                                         g.db, dx, thread);
+                                         g.db, dx, thread, dy_pad);
                     break;
                 }
                 case LayerKind::MaxPool:

@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "../core/aligned.h"
 #include "../kernels/kernels.h"
 #include "ops.h"
 
@@ -72,10 +73,13 @@ private:
     std::vector<size_t> param_offset_;   // per conv layer: where its [dw | db] lives in a block's partial gradient
     std::vector<size_t> batch_offset_;   // per dense layer: where its x^T [B][in] and dy [out][B] live in batch_
     std::vector<std::vector<float>> wt_; // per conv layer: flipped weights for dX
+    // per conv layer with a direct input gradient, per thread: its padded dY, zero border written once
+    // (block::conv_backward's dy_pad)
+    std::vector<std::vector<LineVector<float>>> dy_pad_;
     size_t param_floats_ = 0;
     int first_trainable_ = 0;            // the backward pass stops at this layer (nothing below it trains)
-    std::vector<float> partials_;        // [nblk][param_floats_]
-    std::vector<float> batch_;           // dense layers' whole-batch x^T and dy
+    LineVector<float> partials_;         // [nblk][param_floats_]
+    LineVector<float> batch_;            // dense layers' whole-batch x^T and dy
     size_t batch_floats_per_sample_ = 0;
     std::vector<double> block_loss_;
     // A conv layer's dw or db: floats [offset, offset + floats) of a block's partial gradient, summed into dst.
