@@ -40,9 +40,10 @@ size_t padded_dy_floats(const ConvShape& s);
 // wt [ic][oc][kh][kw] = w [oc][ic][kh-1-ky][kw-1-kx]: the weights of dX as a convolution of padded dY.
 void flip_transpose(const ConvShape& s, const float* w, float* wt);
 
-// Dense backward, one block: gathers x^T rows [L][in] and dy columns [out][L] into the whole-batch xBI [B][in] and
-// dyT [out][B] (B = nblk*L) at block `blk` (both null for a frozen layer), and writes dx [in][L] (may be null).
-void dense_backward(const KernelTable& k, int L, int in, int out, int blk, ptrdiff_t B, const float* x,
+// Dense backward on L lanes (one block, or several side by side): gathers x^T rows [L][in] and dy columns [out][L]
+// into the whole-batch xBI [B][in] and dyT [out][B] at columns [col0, col0 + L) (both null for a frozen layer), and
+// writes dx [in][L] (may be null).
+void dense_backward(const KernelTable& k, int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, const float* x,
                     const float* w, const float* dy, float* dx, float* xBI, float* dyT);
 // Rows [o0, o0+rows) of dW [out][in] = dyT . xBI, one gemm_nn over the batch with no horizontal sums, and of
 // db = the row sums of dyT (either may be null); added to dw/db when accumulate, else written.

@@ -62,9 +62,30 @@ void Forward::refresh_channels_last() {
     }
 }
 
-void Forward::run_block(const KernelTable& k, const float** in, float* acts, int thread) const {
+namespace {
+// A flat layer (flatten, linear, ReLU, tanh) on `lanes` lanes: x [in][lanes] -> out [out][lanes] (`floats` of them);
+// returns where its output is (a flatten's is x itself).
+const float* flat_layer(const KernelTable& k, const LayerSpec& l, int lanes, ptrdiff_t floats, const float* x,
+                        float* out) {
+    switch (l.kind) {
+        case LayerKind::Relu: k.relu_fwd(floats, x, out); break;
+        case LayerKind::Tanh: k.tanh_fwd(floats, x, out); break;
+        case LayerKind::Flatten: return x;
+        case LayerKind::Linear:  // one sample: y = W x as dot products along W's rows
+            if (lanes == 1) k.gemm_nt(l.s.oc, 1, l.s.ic, l.w, l.s.ic, x, l.s.ic, out, 1, 0);
+            else k.gemm_nn(l.s.oc, lanes, l.s.ic, l.w, l.s.ic, 1, x, lanes, out, lanes, 0);
+            if (l.b) k.bias_add(l.s.oc, lanes, l.b, out);
+            break;
+        default: throw std::logic_error("not a flat layer");
+    }
+    return out;
+}
+}  // namespace
+
+void Forward::run_layers(const KernelTable& k, const float** in, float* acts, int thread, size_t begin,
+                         size_t end) const {
     const int L = lanes_;
-    for (size_t i = 0; i < layers_.size(); ++i) {
+    for (size_t i = begin; i < end; ++i) {
         const LayerSpec& l = layers_[i];
         float* out = acts + act_offset_[i];
         const float* w_cl = channels_last_[i].empty() ? nullptr : channels_last_[i].data();
@@ -76,17 +97,22 @@ void Forward::run_block(const KernelTable& k, const float** in, float* acts, int
                 break;
             case LayerKind::MaxPool: k.maxpool_fwd(&l.s, in[i], out, l.relu); break;
             case LayerKind::AvgPool: k.avgpool_fwd(&l.s, in[i], out); break;
-            case LayerKind::Relu: k.relu_fwd(ptrdiff_t(out_floats_[i]), in[i], out); break;
-            case LayerKind::Tanh: k.tanh_fwd(ptrdiff_t(out_floats_[i]), in[i], out); break;
-            case LayerKind::Flatten: out = const_cast<float*>(in[i]); break;
-            case LayerKind::Linear:  // one sample: y = W x as dot products along W's rows
-                if (L == 1) k.gemm_nt(l.s.oc, 1, l.s.ic, l.w, l.s.ic, in[i], l.s.ic, out, 1, 0);
-                else k.gemm_nn(l.s.oc, L, l.s.ic, l.w, l.s.ic, 1, in[i], L, out, L, 0);
-                if (l.b) k.bias_add(l.s.oc, L, l.b, out);
-                break;
+            default: in[i + 1] = flat_layer(k, l, L, ptrdiff_t(out_floats_[i]), in[i], out); continue;
         }
         in[i + 1] = out;
     }
+}
+
+size_t Forward::flat_floats(size_t begin, int lanes) const {
+    return (act_floats_ - act_offset_[begin]) / size_t(lanes_) * size_t(lanes);
+}
+
+void Forward::run_flat_layers(const KernelTable& k, const float** in, float* acts, size_t begin, size_t end,
+                              int lanes) const {
+    const auto widen = [&](size_t floats) { return floats / size_t(lanes_) * size_t(lanes); };
+    for (size_t i = begin; i < end; ++i)
+        in[i + 1] = flat_layer(k, layers_[i], lanes, ptrdiff_t(widen(out_floats_[i])), in[i],
+                               acts + widen(act_offset_[i] - act_offset_[begin]));
 }
 
 }  // namespace lenet::ops

@@ -29,7 +29,18 @@ public:
     float* argmax(size_t i, float* acts) const { return acts + act_offset_[i] + out_floats_[i]; }
 
     // in[0]: the block's input [input][lanes]; fills in[1..n] (in[n]: logits [classes][lanes]) inside `acts`.
-    void run_block(const KernelTable& k, const float** in, float* acts, int thread) const;
+    void run_block(const KernelTable& k, const float** in, float* acts, int thread) const {
+        run_layers(k, in, acts, thread, 0, layers_.size());
+    }
+    // Layers [begin, end) only: in[begin] given, fills in[begin+1..end].
+    void run_layers(const KernelTable& k, const float** in, float* acts, int thread, size_t begin, size_t end) const;
+    // Flat layers [begin, end) (flatten, linear, ReLU, tanh) on `lanes` lanes, a multiple of lanes(): several
+    // blocks' features side by side, [features][lanes], so that each weight matrix is read once for all of them.
+    // in[begin] given; the outputs go to `acts` (flat_floats(begin, lanes) floats), laid out as in a block's arena
+    // from layer begin on, widened to the lanes.
+    void run_flat_layers(const KernelTable& k, const float** in, float* acts, size_t begin, size_t end,
+                         int lanes) const;
+    size_t flat_floats(size_t begin, int lanes) const;
 
     // One sample (lanes 1): brings each convolution's channels-last weights (which the kernels vectorised along the
     // output channels read) up to date with its weights, regrouping only those whose values changed since the last

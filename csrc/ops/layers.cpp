@@ -68,12 +68,12 @@ void linear_forward(int nblk, int L, int in, int out, const float* x, const floa
 
 namespace block {
 
-void dense_backward(const KernelTable& k, int L, int in, int out, int blk, ptrdiff_t B, const float* x,
+void dense_backward(const KernelTable& k, int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, const float* x,
                     const float* w, const float* dy, float* dx, float* xBI, float* dyT) {
     if (dyT)
-        for (int o = 0; o < out; ++o) std::memcpy(dyT + o * B + blk * L, dy + size_t(o) * L, L * sizeof(float));
+        for (int o = 0; o < out; ++o) std::memcpy(dyT + o * B + col0, dy + size_t(o) * L, L * sizeof(float));
     for (int l = 0; xBI && l < L; ++l) {
-        float* row = xBI + (size_t(blk) * L + l) * in;
+        float* row = xBI + (size_t(col0) + l) * in;
         for (int i = 0; i < in; ++i) row[i] = x[size_t(i) * L + l];
     }
     if (dx) k.gemm_nn(in, L, out, w, 1, in, dy, L, dx, L, 0);
@@ -106,7 +106,7 @@ void linear_backward(int nblk, int L, int in, int out, const float* x, const flo
             k.relu_bwd(block_out, relu_y + blk * block_out, dyb, masked);
             dyb = masked;
         }
-        block::dense_backward(k, L, in, out, blk, B, x + size_t(blk) * in * L, w, dyb,
+        block::dense_backward(k, L, in, out, ptrdiff_t(blk) * L, B, x + size_t(blk) * in * L, w, dyb,
                               dx ? dx + size_t(blk) * in * L : nullptr, xBI, dyT);
     });
     const int rows_per_task = 16, tasks = (out + rows_per_task - 1) / rows_per_task;

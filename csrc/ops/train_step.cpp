@@ -58,6 +58,19 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
         wt_.emplace_back(fwd_->direct(i) ? weight_floats(l) : 0);
     }
     dy_pad_.resize(fwd_->layers().size());
+    while (flatten_ < fwd_->layers().size() && fwd_->layers()[flatten_].kind != LayerKind::Flatten) ++flatten_;
+    if (flatten_ == fwd_->layers().size()) throw std::invalid_argument("the training step needs a flatten layer");
+    size_t flat_weight_bytes = 0;
+    for (size_t i = flatten_; i < fwd_->layers().size(); ++i) {
+        const LayerKind kind = fwd_->layers()[i].kind;
+        const bool flat = kind == LayerKind::Flatten || kind == LayerKind::Linear || kind == LayerKind::Relu ||
+                          kind == LayerKind::Tanh;
+        if (!flat)
+            throw std::invalid_argument("the training step needs a flatten, then only linear, ReLU and tanh layers");
+        flat_width_ = std::max(flat_width_, fwd_->out_floats(i) / kLanes);
+        flat_weight_bytes += weight_floats(fwd_->layers()[i]) * sizeof(float);
+    }
+    max_chunk_ = flat_weight_bytes > kChunkWeightBytes ? kMaxChunk : 1;
 }
 
 TrainStep::~TrainStep() = default;
@@ -94,6 +107,127 @@ double TrainStep::run(int n, const float* x, const int64_t* rows, const int32_t*
     return run_blocks((n + kLanes - 1) / kLanes, Input{nullptr, nullptr, x, rows, n}, label, scale, update);
 }
 
+void TrainStep::run_chunk(int b0, int nb, int chunk, const Input& x, const int32_t* label, float scale, int thread) {
+    const KernelTable& k = kernels();
+    const Forward& fwd = *fwd_;
+    const int L = kLanes, N = nb * L, n = int(fwd.layers().size()), flat = int(flatten_);
+    const size_t F = fwd.out_floats(flatten_) / L;  // flat features per sample
+    // Scratch: 2 the blocks' arenas, 5 their packed inputs, 3 and 4 a block's gradients below the flatten, 7 the
+    // flat layers' activations on N lanes (their features first), 8 their two gradient buffers.
+    float* arenas = scratch(thread, 2, fwd.act_floats() * size_t(chunk));
+    float* flat_acts = scratch(thread, 7, F * size_t(chunk) * L + fwd.flat_floats(flatten_, chunk * L));
+    const size_t flat_grad = flat_width_ * size_t(chunk) * L;  // the widest flat layer, on N lanes
+    float* flat_ga = scratch(thread, 8, 2 * flat_grad);
+    float* flat_gb = flat_ga + flat_grad;
+    const float* in[kMaxChunk][kMaxLayers + 1];  // per block: in[i] the input of layer i
+    // ---- each block up to the flatten
+    for (int j = 0; j < nb; ++j) {
+        const int blk = b0 + j;
+        if (x.blocks) {
+            in[j][0] = x.blocks + fwd.input_floats() * size_t(blk);
+        } else {  // this block's samples, packed here (scratch slot 5: the blocks' inputs until their backward ends)
+            const int first = blk * L, count = std::min(L, x.n - first);
+            float* packed = scratch(thread, 5, fwd.input_floats() * size_t(chunk)) + fwd.input_floats() * size_t(j);
+            const size_t P = fwd.input_floats() / L;
+            auto pack_from = [&](const auto* samples) {  // rows index the whole set; without, the block's are next
+                if (x.rows) block::pack(count, P, L, samples, x.rows + first, packed);
+                else block::pack(count, P, L, samples + size_t(first) * P, nullptr, packed);
+            };
+            if (x.pixels) pack_from(x.pixels);
+            else pack_from(x.samples);
+            in[j][0] = packed;
+        }
+        fwd.run_layers(k, in[j], arenas + fwd.act_floats() * size_t(j), thread, 0, flatten_);
+    }
+    // ---- the flat layers on all N lanes: the blocks' features side by side, [F][N]
+    const float* fin[kMaxLayers + 1];
+    float* features = flat_acts;
+    for (size_t f = 0; nb > 1 && f < F; ++f)
+        for (int j = 0; j < nb; ++j)
+            std::memcpy(features + f * N + j * L, in[j][flat] + f * L, L * sizeof(float));
+    fin[flat] = nb > 1 ? features : in[0][flat];  // one block: already that layout
+    fwd.run_flat_layers(k, fin, flat_acts + F * size_t(N), flatten_, size_t(n), N);
+    // ---- loss: dlogits into flat_ga
+    float loss[kMaxChunk * kLanes];
+    k.softmax_xent(fwd.classes(), N, fin[n], label + size_t(b0) * L, scale, loss, flat_ga);
+    for (int j = 0; j < nb; ++j) {
+        double sum = 0;
+        for (int l = 0; l < L; ++l) sum += loss[j * L + l];
+        block_loss_[size_t(b0 + j)] = sum;
+    }
+    // ---- backward: dy in ga, dx into gb, then swap; it stops at the first layer with gradients to compute (below
+    // it, frozen layers need no input gradient)
+    float *ga = flat_ga, *gb = flat_gb;
+    for (int i = n - 1; i >= std::max(first_trainable_, flat); --i) {
+        float* dx = backward_layer(i, N, ptrdiff_t(b0) * L, fin, nullptr, nullptr, ga,
+                                   i > first_trainable_ ? gb : nullptr, thread);
+        if (dx && dx != ga) std::swap(ga, gb);
+    }
+    if (first_trainable_ >= flat) return;
+    // ---- each block below the flatten, from its lanes of the features' gradient
+    float* grad_a = scratch(thread, 3, fwd.max_floats());
+    float* grad_b = scratch(thread, 4, fwd.max_floats());
+    for (int j = 0; j < nb; ++j) {
+        float *da = grad_a, *db = grad_b;
+        if (nb == 1) std::memcpy(da, ga, F * L * sizeof(float));
+        for (size_t f = 0; nb > 1 && f < F; ++f) std::memcpy(da + f * L, ga + f * N + j * L, L * sizeof(float));
+        float* arena = arenas + fwd.act_floats() * size_t(j);
+        float* part = partials_.data() + param_floats_ * size_t(b0 + j);
+        for (int i = flat - 1; i >= first_trainable_; --i) {
+            float* dx = backward_layer(i, L, 0, in[j], arena, part, da, i > first_trainable_ ? db : nullptr, thread);
+            if (dx && dx != da) std::swap(da, db);
+        }
+    }
+}
+
+float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* const* in, float* acts, float* part,
+                                 float* dy, float* dx, int thread) {
+    const KernelTable& k = kernels();
+    const Forward& fwd = *fwd_;
+    const LayerSpec& l = fwd.layers()[size_t(i)];
+    const float* x_in = in[i];
+    const float* y = in[i + 1];
+    const ptrdiff_t cnt = ptrdiff_t(fwd.out_floats(size_t(i)) / kLanes * size_t(lanes));
+    switch (l.kind) {
+        case LayerKind::Conv2d: {
+            const ConvGrads g = conv_grads(l, part + param_offset_[size_t(i)]);  // this block's partial
+            float* dy_pad = nullptr;
+            if (dx && fwd.direct(size_t(i))) {
+                LineVector<float>& buf = dy_pad_[size_t(i)][size_t(thread)];
+                if (buf.empty()) buf.assign(block::padded_dy_floats(l.s), 0.0f);
+                dy_pad = buf.data();
+            }
+            block::conv_backward(k, l.s, fwd.direct(size_t(i)), x_in, l.w, wt_[size_t(i)].data(), dy, g.dw, g.db, dx,
+                                 thread, dy_pad);
+            break;
+        }
+        case LayerKind::MaxPool:
+        case LayerKind::AvgPool:
+            if (!dx) break;
+            if (!pool_windows_tile(&l.s))
+                std::memset(dx, 0, block::floats(l.s.ic, l.s.ih, l.s.iw, kLanes) * sizeof(float));
+            if (l.kind == LayerKind::MaxPool) k.maxpool_bwd(&l.s, x_in, y, dy, dx, l.relu);
+            else k.avgpool_bwd(&l.s, dy, dx);
+            break;
+        case LayerKind::Relu: if (dx) k.relu_bwd(cnt, y, dy, dx); break;
+        case LayerKind::Tanh: if (dx) k.tanh_bwd(cnt, y, dy, dx); break;
+        case LayerKind::Flatten: return dy;  // same memory, new shape
+        case LayerKind::ConvPool: {  // the first layer: weight and bias gradients only
+            const ConvGrads g = conv_grads(l, part + param_offset_[size_t(i)]);
+            block::conv_pool_backward(k, l.s, l.relu, x_in, y, fwd.argmax(size_t(i), acts), dy, g.dw, g.db, thread);
+            break;
+        }
+        case LayerKind::Linear: {  // gathers x^T and dy for the batch-wide dW (trainable layers)
+            const ptrdiff_t B = ptrdiff_t(block_loss_.size()) * kLanes;
+            float* xT = trainable(l) ? batch_.data() + batch_offset_[size_t(i)] * size_t(B) : nullptr;
+            block::dense_backward(k, lanes, l.s.ic, l.s.oc, col0, B, x_in, l.w, dy, dx, xT,
+                                  xT ? xT + size_t(l.s.ic) * B : nullptr);
+            break;
+        }
+    }
+    return dx;
+}
+
 double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, float scale, const Update* update) {
     const KernelTable& k = kernels();
     const Forward& fwd = *fwd_;
@@ -108,79 +242,13 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
     for (int i = first_trainable_ + 1; i < n; ++i)  // the layers whose input gradient is computed
         if (fwd.direct(size_t(i))) dy_pad_[size_t(i)].resize(size_t(ThreadPool::instance().threads()));
 
-    ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
-        float* acts = scratch(thread, 2, fwd.act_floats());
-        float* grad_a = scratch(thread, 3, fwd.max_floats());
-        float* grad_b = scratch(thread, 4, fwd.max_floats());
-        float* part = partials_.data() + param_floats_ * size_t(blk);
-        const float* in[kMaxLayers + 1];  // in[i]: the input of layer i; in[n]: the logits
-        if (x.blocks) {
-            in[0] = x.blocks + fwd.input_floats() * size_t(blk);
-        } else {  // this block's samples, packed here (scratch slot 5: the block's input until its backward ends)
-            const size_t F = fwd.input_floats() / L;
-            const int first = blk * L, count = std::min(L, x.n - first);
-            float* packed = scratch(thread, 5, fwd.input_floats());
-            auto pack_from = [&](const auto* samples) {  // rows index the whole set; without, the block's are next
-                if (x.rows) block::pack(count, F, L, samples, x.rows + first, packed);
-                else block::pack(count, F, L, samples + size_t(first) * F, nullptr, packed);
-            };
-            if (x.pixels) pack_from(x.pixels);
-            else pack_from(x.samples);
-            in[0] = packed;
-        }
-        fwd.run_block(k, in, acts, thread);
-        // ---- loss: dlogits into grad_a
-        float loss[kLanes];
-        k.softmax_xent(fwd.classes(), L, in[size_t(n)], label + size_t(blk) * L, scale, loss, grad_a);
-        double sum = 0;
-        for (int l = 0; l < L; ++l) sum += loss[l];
-        block_loss_[size_t(blk)] = sum;
-        // ---- backward: dy in grad_a, dx into grad_b, then swap; it stops at the first layer with gradients to
-        // compute (below it, frozen layers need no input gradient)
-        for (int i = n - 1; i >= first_trainable_; --i) {
-            const LayerSpec& l = layers[size_t(i)];
-            const float* x_in = in[size_t(i)];
-            const float* y = in[size_t(i) + 1];
-            float* dx = i > first_trainable_ ? grad_b : nullptr;
-            const ptrdiff_t cnt = ptrdiff_t(fwd.out_floats(size_t(i)));
-            switch (l.kind) {
-                case LayerKind::Conv2d: {
-                    const ConvGrads g = conv_grads(l, part + param_offset_[size_t(i)]);  // this block's partial
-                    float* dy_pad = nullptr;
-                    if (dx && fwd.direct(size_t(i))) {
-                        LineVector<float>& buf = dy_pad_[size_t(i)][size_t(thread)];
-                        if (buf.empty()) buf.assign(block::padded_dy_floats(l.s), 0.0f);
-                        dy_pad = buf.data();
-                    }
-                    block::conv_backward(k, l.s, fwd.direct(size_t(i)), x_in, l.w, wt_[size_t(i)].data(), grad_a, g.dw,
-                                         g.db, dx, thread, dy_pad);
-                    break;
-                }
-                case LayerKind::MaxPool:
-                case LayerKind::AvgPool:
-                    if (!dx) break;
-                    if (!pool_windows_tile(&l.s)) std::memset(dx, 0, block::floats(l.s.ic, l.s.ih, l.s.iw, L) * sizeof(float));
-                    if (l.kind == LayerKind::MaxPool) k.maxpool_bwd(&l.s, x_in, y, grad_a, dx, l.relu);
-                    else k.avgpool_bwd(&l.s, grad_a, dx);
-                    break;
-                case LayerKind::Relu: if (dx) k.relu_bwd(cnt, y, grad_a, dx); break;
-                case LayerKind::Tanh: if (dx) k.tanh_bwd(cnt, y, grad_a, dx); break;
-                case LayerKind::Flatten: dx = grad_a; break;  // same memory, new shape
-                case LayerKind::ConvPool: {  // the first layer: weight and bias gradients only
-                    const ConvGrads g = conv_grads(l, part + param_offset_[size_t(i)]);
-                    block::conv_pool_backward(k, l.s, l.relu, x_in, y, fwd.argmax(size_t(i), acts), grad_a, g.dw, g.db,
-                                              thread);
-                    break;
-                }
-                case LayerKind::Linear: {  // gathers x^T and dy for the batch-wide dW below (trainable layers)
-                    float* xT = trainable(l) ? batch_.data() + batch_offset_[size_t(i)] * B : nullptr;
-                    block::dense_backward(k, L, l.s.ic, l.s.oc, blk, ptrdiff_t(B), x_in, l.w, grad_a, dx, xT,
-                                          xT ? xT + size_t(l.s.ic) * B : nullptr);
-                    break;
-                }
-            }
-            if (dx && dx != grad_a) std::swap(grad_a, grad_b);
-        }
+    // Blocks in chunks, one chunk per task: of 1 block where the flat layers' weights stay in L2 beside a block's
+    // activations, else of up to kMaxChunk (the MNIST-CoreML-Training graph's batch of 128, 8 blocks: 2 chunks of 4 on
+    // 1 or 2 threads). Results do not depend on the chunk.
+    const int threads = ThreadPool::instance().threads();
+    const int chunk = std::min(max_chunk_, (nblk + threads - 1) / threads);
+    ThreadPool::instance().parallel_for((nblk + chunk - 1) / chunk, [&](int c, int thread) {
+        run_chunk(c * chunk, std::min(chunk, nblk - c * chunk), chunk, x, label, scale, thread);
     });
 
     // Then, in one parallel pass: the convolution gradients summed over blocks in block order (split into ranges),

@@ -1,9 +1,11 @@
 // A captured training step: the layers of a Sequential model, recorded once from Python, run forward, loss and
-// backward block by block in one call. Each thread takes whole blocks of 16 samples (gathered from the data set by
-// that thread) through every layer and back while the block's activations stay in its cache. Convolution weight gradients are kept per block and summed
-// in block order; a dense layer's input and output gradient are gathered for the whole batch and its weight
-// gradient is one GEMM over the batch afterwards (results do not depend on the thread count either way). Two pool
-// wake-ups per step instead of one per op.
+// backward block by block in one call. Each thread takes a chunk of blocks of 16 samples (gathered from the data set
+// by that thread) through every layer and back while their activations stay in its cache: each block alone through
+// the layers up to the flatten, the chunk's blocks side by side through the flat layers (linear, ReLU, tanh) and the
+// loss, so that a large weight matrix is read once per chunk. Convolution weight gradients are kept per block and
+// summed in block order; a dense layer's input and output gradient are gathered for the whole batch and its weight
+// gradient is one GEMM over the batch afterwards (results depend neither on the thread count nor on the chunks).
+// Two pool wake-ups per step instead of one per op.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -38,6 +40,11 @@ class TrainStep {
 public:
     static constexpr int kLanes = 16;
     static constexpr int kMaxLayers = 64;
+    static constexpr int kMaxChunk = 4;  // blocks per chunk: their flat layers run side by side
+    // Chunks of more than one block only where the flat layers' weights exceed this: then each block would stream
+    // them from L3, forward and backward (the MNIST-CoreML-Training graph's 2.3 MB; LeNet-5's 235 KB stay in L2,
+    // and its blocks measured 3-5% slower in chunks of 2 or 4 than one at a time on the Intel VM).
+    static constexpr size_t kChunkWeightBytes = size_t(1) << 20;
     // layers[i] reads the output of layers[i-1] (the first, the input block); the last produces `classes` logits.
     TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int classes);
     ~TrainStep();
@@ -68,6 +75,16 @@ private:
         int n;
     };
     double run_blocks(int nblk, const Input& x, const int32_t* label, float scale, const Update* update);
+    // Blocks [b0, b0 + nb) on one thread (a chunk of at most `chunk` blocks): each block's layers up to the flatten,
+    // then the flat layers, loss and their backward once over all nb*16 lanes (each weight matrix read once per
+    // chunk instead of once per block), then each block's backward below the flatten.
+    void run_chunk(int b0, int nb, int chunk, const Input& x, const int32_t* label, float scale, int thread);
+    // Layer i's backward on `lanes` lanes (16: one block, the only case for conv and pooling layers; more: flat
+    // layers of a chunk, columns [col0, col0 + lanes) of the batch): dy in dy, dx into dx (null: not needed; a
+    // flatten returns dy itself as its dx); in: the activations, acts the block's arena, part the block's partial
+    // gradient. Returns where dx is.
+    float* backward_layer(int i, int lanes, ptrdiff_t col0, const float* const* in, float* acts, float* part,
+                          float* dy, float* dx, int thread);
 
     std::unique_ptr<Forward> fwd_;       // the layers and their forward pass, keeping every activation
     std::vector<size_t> param_offset_;   // per conv layer: where its [dw | db] lives in a block's partial gradient
@@ -76,6 +93,9 @@ private:
     // per conv layer with a direct input gradient, per thread: its padded dY, zero border written once
     // (block::conv_backward's dy_pad)
     std::vector<std::vector<LineVector<float>>> dy_pad_;
+    size_t flatten_ = 0;                 // the flatten layer: the flat layers (linear, ReLU, tanh) follow it
+    size_t flat_width_ = 0;              // floats per sample of the widest of them (the flatten: the features)
+    int max_chunk_ = 1;                  // blocks per chunk at most (kChunkWeightBytes)
     size_t param_floats_ = 0;
     int first_trainable_ = 0;            // the backward pass stops at this layer (nothing below it trains)
     LineVector<float> partials_;         // [nblk][param_floats_]
