@@ -8,6 +8,10 @@
 
 namespace lenet {
 
+// `bytes` rounded up to whole 64-byte lines (at least one), starting on a line; null when out of memory. Freed with
+// std::free.
+inline void* line_alloc(size_t bytes) { return std::aligned_alloc(64, bytes ? (bytes + 63) / 64 * 64 : 64); }
+
 template <class T>
 struct LineAllocator {
     using value_type = T;
@@ -15,8 +19,7 @@ struct LineAllocator {
     template <class U>
     LineAllocator(const LineAllocator<U>&) {}
     T* allocate(size_t n) {
-        const size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
-        void* p = std::aligned_alloc(64, bytes ? bytes : 64);
+        void* p = line_alloc(n * sizeof(T));
         if (!p) throw std::bad_alloc();
         return static_cast<T*>(p);
     }

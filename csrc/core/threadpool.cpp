@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <memory>
 
+#include "aligned.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -173,8 +175,7 @@ float* scratch(int thread, int slot, size_t floats) {
     ScratchBlock& b = ts->slots[slot];
     if (b.floats < floats) {
         std::free(b.ptr);
-        const size_t bytes = ((floats * sizeof(float) + 63) / 64) * 64;
-        b.ptr = static_cast<float*>(std::aligned_alloc(64, bytes));
+        b.ptr = static_cast<float*>(line_alloc(floats * sizeof(float)));
         if (!b.ptr) std::abort();
         b.floats = floats;
     }

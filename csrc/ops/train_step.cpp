@@ -36,6 +36,16 @@ ConvGrads conv_grads(const LayerSpec& l, float* p) {
     return {l.dw ? p : nullptr, l.db ? p + partial_db_offset(l) : nullptr};
 }
 
+// rows x lanes floats from src to dst, rows src_ld and dst_ld floats apart: one block's lanes into or out of a chunk's
+// [rows][N] (or a plain copy, when both are L apart).
+void copy_lanes(size_t rows, int lanes, const float* src, size_t src_ld, float* dst, size_t dst_ld) {
+    if (src_ld == size_t(lanes) && dst_ld == size_t(lanes)) {
+        std::memcpy(dst, src, rows * size_t(lanes) * sizeof(float));
+        return;
+    }
+    for (size_t r = 0; r < rows; ++r) std::memcpy(dst + r * dst_ld, src + r * src_ld, size_t(lanes) * sizeof(float));
+}
+
 }  // namespace
 
 TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int classes)
@@ -142,9 +152,7 @@ void TrainStep::run_chunk(int b0, int nb, int chunk, const Input& x, const int32
     // ---- the flat layers on all N lanes: the blocks' features side by side, [F][N]
     const float* fin[kMaxLayers + 1];
     float* features = flat_acts;
-    for (size_t f = 0; nb > 1 && f < F; ++f)
-        for (int j = 0; j < nb; ++j)
-            std::memcpy(features + f * N + j * L, in[j][flat] + f * L, L * sizeof(float));
+    for (int j = 0; nb > 1 && j < nb; ++j) copy_lanes(F, L, in[j][flat], L, features + j * L, N);
     fin[flat] = nb > 1 ? features : in[0][flat];  // one block: already that layout
     fwd.run_flat_layers(k, fin, flat_acts + F * size_t(N), flatten_, size_t(n), N);
     // ---- loss: dlogits into flat_ga
@@ -169,8 +177,7 @@ void TrainStep::run_chunk(int b0, int nb, int chunk, const Input& x, const int32
     float* grad_b = scratch(thread, 4, fwd.max_floats());
     for (int j = 0; j < nb; ++j) {
         float *da = grad_a, *db = grad_b;
-        if (nb == 1) std::memcpy(da, ga, F * L * sizeof(float));
-        for (size_t f = 0; nb > 1 && f < F; ++f) std::memcpy(da + f * L, ga + f * N + j * L, L * sizeof(float));
+        copy_lanes(F, L, ga + j * L, N, da, L);
         float* arena = arenas + fwd.act_floats() * size_t(j);
         float* part = partials_.data() + param_floats_ * size_t(b0 + j);
         for (int i = flat - 1; i >= first_trainable_; --i) {

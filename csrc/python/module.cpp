@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/aligned.h"
 #include "../core/cpu.h"
 #include "../core/dispatch.h"
 #include "../core/probe.h"
@@ -99,7 +100,7 @@ public:
             cached_ -= bytes;
             return static_cast<float*>(p);
         }
-        void* p = std::aligned_alloc(64, bytes);
+        void* p = line_alloc(bytes);
         if (!p) throw std::bad_alloc();
         return static_cast<float*>(p);
     }
@@ -634,10 +635,7 @@ public:
     // The same on a batch gathered from a data set: images (N, H, W) or (N, 1, H, W) uint8, indices [B] the rows
     // of the batch, labels [ceil(B/16)*16]; each block's thread packs its own samples.
     double run_images(py::handle images_, py::handle indices_, py::handle labels_, float scale, py::handle update_) {
-        const ImageRows r = image_rows(images_, indices_);
-        if (size_t(r.hw) != input_floats_ / ops::TrainStep::kLanes)
-            throw py::value_error("images of " + std::to_string(r.hw) + " pixels for a model that takes " +
-                                  std::to_string(input_floats_ / ops::TrainStep::kLanes));
+        const ImageRows r = model_image_rows(images_, indices_);
         const int n = int(r.indices.shape(0)), nblk = (n + ops::TrainStep::kLanes - 1) / ops::TrainStep::kLanes;
         const int32_t* lp = checked_labels(labels_, nblk);
         const ops::Update u = update(update_);
@@ -654,10 +652,7 @@ public:
         auto indices = checked<int64_t>(indices_, "indices", {kAny, kAny});
         const ptrdiff_t S = indices.shape(0), B = indices.shape(1);
         if (S < 1 || B < 1) throw py::value_error("indices must hold at least one batch of at least one row");
-        const ImageRows r = image_rows(images_, indices.attr("reshape")(-1));
-        if (size_t(r.hw) != input_floats_ / ops::TrainStep::kLanes)
-            throw py::value_error("images of " + std::to_string(r.hw) + " pixels for a model that takes " +
-                                  std::to_string(input_floats_ / ops::TrainStep::kLanes));
+        const ImageRows r = model_image_rows(images_, indices.attr("reshape")(-1));
         const ptrdiff_t lanes = (B + ops::TrainStep::kLanes - 1) / ops::TrainStep::kLanes * ops::TrainStep::kLanes;
         const int32_t* lp = checked_labels(labels_, {S, lanes});
         if (update_.is_none()) throw py::value_error("run_image_batches takes the optimiser's update");
@@ -693,6 +688,14 @@ private:
             throw py::value_error(e.what());
         }
         return u;
+    }
+    // image_rows, for images of this model's input size.
+    ImageRows model_image_rows(py::handle images_, py::handle indices_) const {
+        const ImageRows r = image_rows(images_, indices_);
+        if (size_t(r.hw) != input_floats_ / ops::TrainStep::kLanes)
+            throw py::value_error("images of " + std::to_string(r.hw) + " pixels for a model that takes " +
+                                  std::to_string(input_floats_ / ops::TrainStep::kLanes));
+        return r;
     }
     // labels [nblk*16] int32, each a class or -1 (a padding lane); the array is the caller's argument, alive
     // for the call.
