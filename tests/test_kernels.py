@@ -18,8 +18,8 @@ def close(actual, expected, tol=2e-5):
     np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
 
 
-# ---- GEMM microkernels: every M, N, K around the register tiles (6x64 / 6x16 / 4x4 / 3x3) ---------------------
-@pytest.mark.parametrize("M", [1, 2, 3, 5, 6, 7, 12, 13, 25])
+# ---- GEMM microkernels: every M, N, K around the register tiles (6x64 or 8x48 / 6x16 / 4x4 / 3x3) -------------
+@pytest.mark.parametrize("M", [1, 2, 3, 5, 6, 7, 8, 12, 13, 16, 25])
 @pytest.mark.parametrize("N", [1, 7, 8, 9, 15, 16, 17, 33, 63, 64, 65, 130])
 def test_gemm_nn(isa, rng, M, N):
     for K in (1, 4, 17, 33, 70):  # 33, 70: A^T is taken in chunks of 32 k (gemm.h kTransposedKChunk) plus a rest

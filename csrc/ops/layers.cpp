@@ -77,10 +77,11 @@ void dense_backward(const KernelTable& k, int L, int in, int out, ptrdiff_t col0
     // each of the L output rows gets 16 adjacent floats (a transpose one element at a time down all `in` rows read
     // each x line L times from L2: on the MNIST-CoreML-Training graph's 1152 x 64 lanes, most of the layer's gather).
     constexpr int kTile = 16;
+    const ptrdiff_t ldx = dense_xT_stride(in);
     for (int i0 = 0; xBI && i0 < in; i0 += kTile) {
         const int i1 = std::min(in, i0 + kTile);
         for (int l = 0; l < L; ++l) {
-            float* row = xBI + (size_t(col0) + l) * in;
+            float* row = xBI + (col0 + l) * ldx;
             for (int i = i0; i < i1; ++i) row[i] = x[size_t(i) * L + l];
         }
     }
@@ -89,7 +90,8 @@ void dense_backward(const KernelTable& k, int L, int in, int out, ptrdiff_t col0
 
 void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, const float* xBI, const float* dyT,
                    float* dw, float* db, bool accumulate) {
-    if (dw) k.gemm_nn(rows, in, int(B), dyT + o0 * B, B, 1, xBI, in, dw + size_t(o0) * in, in, accumulate);
+    if (dw) k.gemm_nn(rows, in, int(B), dyT + o0 * B, B, 1, xBI, dense_xT_stride(in), dw + size_t(o0) * in, in,
+                      accumulate);
     if (!db) return;
     if (!accumulate) std::memset(db + o0, 0, size_t(rows) * sizeof(float));
     k.bias_grad(rows, B, dyT + o0 * B, db + o0);
@@ -106,7 +108,7 @@ void linear_backward(int nblk, int L, int in, int out, const float* x, const flo
     ThreadPool& pool = ThreadPool::instance();
     const ptrdiff_t B = ptrdiff_t(nblk) * L, block_out = ptrdiff_t(out) * L;
     float* dyT = scratch(0, 0, size_t(out) * B);
-    float* xBI = scratch(0, 1, size_t(in) * B);
+    float* xBI = scratch(0, 1, size_t(block::dense_xT_stride(in) * B));
     pool.parallel_for(nblk, [&](int blk, int thread) {
         const float* dyb = dy + blk * block_out;
         if (relu_y) {  // the ReLU's backward first: dy where it passed its input, else 0

@@ -88,7 +88,7 @@ private:
 
     std::unique_ptr<Forward> fwd_;       // the layers and their forward pass, keeping every activation
     std::vector<size_t> param_offset_;   // per conv layer: where its [dw | db] lives in a block's partial gradient
-    std::vector<size_t> batch_offset_;   // per dense layer: where its x^T [B][in] and dy [out][B] live in batch_
+    std::vector<size_t> batch_offset_;   // per dense layer: where its x^T [B][dense_xT_stride(in)] and dy [out][B] live
     std::vector<std::vector<float>> wt_; // per conv layer: flipped weights for dX
     // per conv layer with a direct input gradient, per thread: its padded dY, zero border written once
     // (block::conv_backward's dy_pad)
