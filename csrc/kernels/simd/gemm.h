@@ -63,8 +63,16 @@ void gemm_nn_panel(int M, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, c
                    float* C, ptrdiff_t ldc, int accumulate, int last) {
     constexpr int MR = gemm_nn_mr<V, NV>();
     int m = 0;
-    for (; m + MR <= M; m += MR)
+    for (; m + MR <= M; m += MR) {
+        // A^T (rsa == 1) in whole tiles of the widest panel: the adjacent A values' offsets known at compile time
+        // (a dense layer's input gradient, 1152 x 64 x 500 on one thread: 1.06x)
+        if constexpr (!TAIL && NV == gemm_nn_nv<V>())
+            if (rsa == 1) {
+                gemm_nn_tile<V, MR, NV, false, true>(K, A + m, 1, csa, B, ldb, C + m * ldc, ldc, accumulate, last);
+                continue;
+            }
         gemm_nn_tile<V, MR, NV, TAIL, false>(K, A + m * rsa, rsa, csa, B, ldb, C + m * ldc, ldc, accumulate, last);
+    }
     gemm_nn_rem<V, MR - 1, NV, TAIL>(M - m, K, A + m * rsa, rsa, csa, B, ldb, C + m * ldc, ldc, accumulate, last);
 }
 
