@@ -67,16 +67,17 @@ struct KernelTable {
     // Stride 1, input pre-padded as for conv_direct_fwd, lanes 1 (one sample) or 16: the convolution (plus bias),
     // then a 2x2 stride-2 max pooling, then a ReLU when relu != 0, in one pass that never writes the convolution's
     // output: y [oc][oh/2][ow/2][L] (s: the convolution's shape; an odd last row or column is dropped, as the
-    // pooling drops it). argmax (16 lanes only; may be null) [oc][oh/2][ow/2][L]: which position of its window,
-    // 0-3 in row-major order, gave each output (the first maximum), for the backward pass. w_cl as above.
+    // pooling drops it). argmax (16 lanes only; may be null) [oc][oh/2][ow/2][L], for the backward pass: which
+    // position of its window, 0-3 in row-major order, gave each output (the first maximum), or -1 where the ReLU
+    // zeroed it (relu and a maximum <= 0), so that no position gets a gradient. w_cl as above.
     void (*conv_pool_fwd)(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
                           float* y, float* argmax, int relu);
     // Its weight and bias gradients, 16 lanes (a first layer, which needs no input gradient): dw [oc][ic][kh][kw]
-    // and db [oc] (overwritten; either may be null) from the pooled output's gradient dy, with y and argmax from the
-    // forward pass (all [oc][oh/2][ow/2][L]): dy reaches the convolution only at the argmax position of its window,
-    // and with relu only where y > 0. The convolution's full-size gradient is never stored.
-    void (*conv_pool_dw)(const ConvShape* s, const float* xpad, const float* y, const float* argmax, const float* dy,
-                         float* dw, float* db, int relu);
+    // and db [oc] (overwritten; either may be null) from the pooled output's gradient dy and the forward pass's
+    // argmax (both [oc][oh/2][ow/2][L]): dy reaches the convolution only at the argmax position of its window (none
+    // where argmax is -1). The convolution's full-size gradient is never stored.
+    void (*conv_pool_dw)(const ConvShape* s, const float* xpad, const float* argmax, const float* dy, float* dw,
+                         float* db);
 
     // Pooling over one block [c][ih][iw][L] -> [c][oh][ow][L] (no padding). With relu != 0 max pooling is fused
     // with a ReLU (max and ReLU commute: relu(maxpool(x)) == maxpool(relu(x))), saving a pass over x.

@@ -24,9 +24,9 @@ void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const f
 void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* w_cl,
                        const float* b, bool relu, float* y, float* argmax, int thread);
 // Its backward for a first layer (no input gradient): dw and db (overwritten; either may be null) from the pooled
-// output's gradient dy, y and argmax (kernels.h: conv_pool_dw), never storing the convolution's full-size gradient.
-void conv_pool_backward(const KernelTable& k, const ConvShape& s, bool relu, const float* x, const float* y,
-                        const float* argmax, const float* dy, float* dw, float* db, int thread);
+// output's gradient dy and argmax (kernels.h: conv_pool_dw), never storing the convolution's full-size gradient.
+void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* argmax,
+                        const float* dy, float* dw, float* db, int thread);
 // dw [oc][ic][kh][kw] and db [oc] overwritten with this block's gradient (either may be null: not computed); dx
 // overwritten (may be null). wt: the flipped, transposed weights (flip_transpose), needed when direct and dx.
 // dy_pad (direct only; may be null): a buffer of padded_dy_floats(s) whose border the caller keeps zero (zeroed

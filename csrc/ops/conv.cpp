@@ -159,9 +159,9 @@ void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x,
     k.conv_pool_fwd(&s, padded(s, x, thread, 0), w, w_cl, b, y, argmax, relu);
 }
 
-void conv_pool_backward(const KernelTable& k, const ConvShape& s, bool relu, const float* x, const float* y,
-                        const float* argmax, const float* dy, float* dw, float* db, int thread) {
-    k.conv_pool_dw(&s, padded(s, x, thread, 0), y, argmax, dy, dw, db, relu);
+void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* argmax,
+                        const float* dy, float* dw, float* db, int thread) {
+    k.conv_pool_dw(&s, padded(s, x, thread, 0), argmax, dy, dw, db);
 }
 
 size_t padded_dy_floats(const ConvShape& s) {

@@ -222,7 +222,7 @@ float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* 
         case LayerKind::Flatten: return dy;  // same memory, new shape
         case LayerKind::ConvPool: {  // the first layer: weight and bias gradients only
             const ConvGrads g = conv_grads(l, part + param_offset_[size_t(i)]);
-            block::conv_pool_backward(k, l.s, l.relu, x_in, y, fwd.argmax(size_t(i), acts), dy, g.dw, g.db, thread);
+            block::conv_pool_backward(k, l.s, x_in, fwd.argmax(size_t(i), acts), dy, g.dw, g.db, thread);
             break;
         }
         case LayerKind::Linear: {  // gathers x^T and dy for the batch-wide dW (trainable layers)

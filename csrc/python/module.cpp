@@ -229,7 +229,7 @@ float* opt_bias_out(const py::object& b, int n, const char* name, py::array_t<fl
 }
 
 // Stride 1, 1 or 16 lanes: the convolution, 2x2 stride-2 max pooling and optional ReLU in one kernel -> (y, argmax:
-// at 16 lanes the window position 0-3 of each output's maximum, else None).
+// at 16 lanes the window position 0-3 of each output's maximum, or -1 where the ReLU zeroed it, else None).
 py::tuple conv_pool_forward(py::handle x_, py::handle w_, py::object b_, std::pair<int, int> padding, bool relu) {
     Act4 x = act4(x_, "x");
     if (x.lanes != 1 && x.lanes != ops::TrainStep::kLanes)

@@ -49,7 +49,7 @@ void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, floa
 
 // xpad [ic][oh+kh-1][ow+kw-1][L], w [oc][ic][kh][kw], bias [oc] -> y [oc][oh/2][ow/2][L], the maximum of the
 // convolution over each 2x2 window at stride 2 (then a ReLU if relu), and argmax: the window position of the first
-// maximum, 0-3 row-major.
+// maximum, 0-3 row-major, or -1 where the ReLU zeroed the output (relu and a maximum <= 0: no gradient).
 void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const float*, const float* bias, float* y,
                    float* argmax, int relu) {
     const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2;
@@ -65,16 +65,16 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
                     }
                     const ptrdiff_t i = ((ptrdiff_t(o) * out_h + py) * out_w + px) * L + l;
                     y[i] = relu && best < 0.0f ? 0.0f : best;
-                    if (argmax) argmax[i] = float(at);
+                    if (argmax) argmax[i] = relu && !(best > 0.0f) ? -1.0f : float(at);
                 }
 }
 
-// xpad as above; y, argmax, dy [oc][oh/2][ow/2][L] -> dw [oc][ic][kh][kw] and db [oc] (overwritten, either may be
+// xpad as above; argmax, dy [oc][oh/2][ow/2][L] -> dw [oc][ic][kh][kw] and db [oc] (overwritten, either may be
 // null): conv_direct_dw and the bias gradient of the convolution's gradient g, which is dy at the argmax position of
-// each window (where y > 0, with relu) and zero elsewhere (and on an odd last row or column, which the pooling
+// each window (none where argmax is -1) and zero elsewhere (and on an odd last row or column, which the pooling
 // dropped).
-void conv_pool_dw(const ConvShape* s, const float* xpad, const float* y, const float* argmax, const float* dy,
-                  float* dw, float* db, int relu) {
+void conv_pool_dw(const ConvShape* s, const float* xpad, const float* argmax, const float* dy, float* dw,
+                  float* db) {
     const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2;
     const ptrdiff_t plane = ptrdiff_t(s->oh) * s->ow * L;
     std::vector<float> g(size_t(s->oc) * size_t(plane));  // [oc][oh][ow][L]
@@ -85,7 +85,7 @@ void conv_pool_dw(const ConvShape* s, const float* xpad, const float* y, const f
                     const int py = oy / 2, px = ox / 2, d = (oy % 2) * 2 + ox % 2;
                     if (py >= out_h || px >= out_w) continue;
                     const ptrdiff_t i = ((ptrdiff_t(o) * out_h + py) * out_w + px) * L + l;
-                    if (int(argmax[i]) == d && (!relu || y[i] > 0.0f))
+                    if (int(argmax[i]) == d)
                         g[size_t(o * plane + (ptrdiff_t(oy) * s->ow + ox) * L + l)] = dy[i];
                 }
     if (dw) conv_direct_dw(s, xpad, g.data(), dw);

@@ -369,7 +369,8 @@ void conv_channel_pool_tile(const ConvShape* s, const float* xpad, const float* 
 }
 
 // 16 lanes (batches, training): OCB channels x one pooling window (2 rows x 2 pixels) x LV vectors; the epilogue
-// also records which of the window's positions won (argmax), for the backward pass.
+// also records which of the window's positions won (argmax; -1 where the ReLU zeroed the output), for the backward
+// pass.
 template <class V> constexpr int pool16_ocb() {
     constexpr int n = V::acc_budget / (4 * (kDirectLanes / V::W));
     return n > 8 ? 8 : (n < 1 ? 1 : n);
@@ -415,7 +416,8 @@ void conv_pool16_tile(const ConvShape* s, const float* xpad, const float* w, con
                 which = V::select(more, V::set1(float(d)), which);
             }
             V::store(y + at + v * V::W, relu ? V::max(m, V::zero()) : m);
-            if (argmax) V::store(argmax + at + v * V::W, which);
+            if (argmax)
+                V::store(argmax + at + v * V::W, relu ? V::select(V::gt(m, V::zero()), which, V::set1(-1.0f)) : which);
         }
     }
 }
@@ -531,35 +533,33 @@ struct StoredGrad {
 };
 
 // The pooled output's gradient dy [oc][oh/2][ow/2][16] reaches the convolution only at the position of its window
-// that argmax names (0-3, row-major), and with relu only where the pooled output y > 0 (without, y > -inf: always):
-// computed where the tile needs it, so the convolution's full-size gradient (3/4 zeros) is never stored. An odd
-// last row or column, which the pooling drops, gets none.
+// that argmax names (0-3, row-major; -1, where the ReLU zeroed the output, names none): computed where the tile
+// needs it, so the convolution's full-size gradient (3/4 zeros) is never stored. An odd last row or column, which
+// the pooling drops, gets none. (The forward pass folds the ReLU into argmax: routing on argmax and y > 0 cost
+// 3 loads and 4 operations per g, and read y back; on argmax alone, 2 and 2. The MNIST-CoreML-Training graph's
+// first layer on AVX-512, one block: weight gradient 1.07x faster, forward 5% slower; its training step, where the
+// 346 KB per block of y no longer comes back from L3, 2.7% faster on 1 and 2 threads.)
 template <class V>
 struct RoutedGrad {
-    static constexpr bool kRouted = true;  // each g costs 3 loads and 4 operations: tiles should not repeat it
-    const float *dy, *y, *argmax;
+    static constexpr bool kRouted = true;  // each g costs 2 loads and 2 operations: tiles should not repeat it
+    const float *dy, *argmax;
     ptrdiff_t plane, row;  // floats per channel and per row of the pooled tensors
     int rows, cols;
-    float floor;           // y must exceed it: 0 with relu, -inf without
-    RoutedGrad(const ConvShape* s, const float* y_, const float* argmax_, const float* dy_, bool relu)
-        : dy(dy_), y(y_), argmax(argmax_), plane(ptrdiff_t(s->oh / 2) * (s->ow / 2) * kDirectLanes),
-          row(ptrdiff_t(s->ow / 2) * kDirectLanes), rows(s->oh / 2 * 2), cols(s->ow / 2 * 2),
-          floor(relu ? 0.0f : -__builtin_inff()) {}
+    RoutedGrad(const ConvShape* s, const float* argmax_, const float* dy_)
+        : dy(dy_), argmax(argmax_), plane(ptrdiff_t(s->oh / 2) * (s->ow / 2) * kDirectLanes),
+          row(ptrdiff_t(s->ow / 2) * kDirectLanes), rows(s->oh / 2 * 2), cols(s->ow / 2 * 2) {}
     struct Row {
-        const float *dy, *y, *argmax;
+        const float *dy, *argmax;
         ptrdiff_t plane;
         float first;  // the window position of this row's even columns: 0 or 2
-        float floor;
         typename V::T at(int o, int ox, int v) const {
             const ptrdiff_t i = o * plane + (ox >> 1) * kDirectLanes + v * V::W;
-            const typename V::M hit = V::mand(V::eq(V::load(argmax + i), V::set1(first + float(ox & 1))),
-                                              V::gt(V::load(y + i), V::set1(floor)));
-            return V::select(hit, V::load(dy + i), V::zero());
+            return V::select(V::eq(V::load(argmax + i), V::set1(first + float(ox & 1))), V::load(dy + i), V::zero());
         }
     };
     Row at_row(int o0, int oy) const {
         const ptrdiff_t i = o0 * plane + (oy >> 1) * row;
-        return {dy + i, y + i, argmax + i, plane, float((oy & 1) * 2), floor};
+        return {dy + i, argmax + i, plane, float((oy & 1) * 2)};
     }
 };
 
@@ -650,11 +650,12 @@ template <class V, class G>
 void conv_dw(const ConvShape* s, const float* xpad, const G& g_src, float* dw) {
     constexpr int KXB = direct_dw_kxb<V>(), LV = kDirectLanes / V::W;
     if constexpr (G::kRouted) {
-        // A fused first layer: tiles of up to 3x3 kernel positions, so that each g, which costs 3 loads and 4
+        // A fused first layer: tiles of up to 3x3 kernel positions, so that each g, which costs 2 loads and 2
         // operations, feeds up to 9 FMAs per channel; 2 channels and all 16 lanes on AVX-512, one channel and one
-        // vector of lanes on AVX2 and NEON, whose registers hold no more. Measured on the first layers, one block:
-        // the MNIST-CoreML-Training graph's 3x3 2.1x faster than the one-row tile on AVX-512 and 1.47x on AVX2
-        // (which compute each g once per kernel row); LeNet-5's 5x5 on AVX-512 4% faster.
+        // vector of lanes on AVX2 and NEON, whose registers hold no more. Measured on the first layers, one block,
+        // when each g cost 3 loads and 4 operations: the MNIST-CoreML-Training graph's 3x3 2.1x faster than the
+        // one-row tile on AVX-512 and 1.47x on AVX2 (which compute each g once per kernel row); LeNet-5's 5x5 on
+        // AVX-512 4% faster.
         conv_direct_dw_tiles<V, 3, 3, (LV > 1 ? 1 : LV)>(s, xpad, g_src, dw);
     } else {
         if constexpr (KXB >= 4) {
@@ -681,20 +682,19 @@ void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, floa
 }
 
 // The fused convolution + max pooling's weight and bias gradients (kernels.h: conv_pool_dw); db is the sum of the
-// pooled gradient where it reaches the convolution, which is everywhere y > 0 (with relu) since every window routes
-// it to exactly one position.
+// pooled gradient where it reaches the convolution, which is wherever argmax names a position, since every window
+// routes it to at most one.
 template <class V>
-void conv_pool_dw(const ConvShape* s, const float* xpad, const float* y, const float* argmax, const float* dy,
-                  float* dw, float* db, int relu) {
-    if (s->lanes != kDirectLanes) return ref::conv_pool_dw(s, xpad, y, argmax, dy, dw, db, relu);
-    const RoutedGrad<V> g_src(s, y, argmax, dy, relu != 0);
+void conv_pool_dw(const ConvShape* s, const float* xpad, const float* argmax, const float* dy, float* dw,
+                  float* db) {
+    if (s->lanes != kDirectLanes) return ref::conv_pool_dw(s, xpad, argmax, dy, dw, db);
+    const RoutedGrad<V> g_src(s, argmax, dy);
     if (dw) conv_dw<V>(s, xpad, g_src, dw);
     if (!db) return;
-    const typename V::T floor = V::set1(g_src.floor);
     for (int o = 0; o < s->oc; ++o) {
         typename V::T acc = V::zero();
         for (ptrdiff_t i = o * g_src.plane; i < (o + 1) * g_src.plane; i += V::W)
-            acc = V::add(acc, V::select(V::gt(V::load(y + i), floor), V::load(dy + i), V::zero()));
+            acc = V::add(acc, V::select(V::gt(V::load(argmax + i), V::set1(-1.0f)), V::load(dy + i), V::zero()));
         db[o] = V::hsum(acc);
     }
 }
