@@ -78,6 +78,9 @@ struct KernelTable {
     // where argmax is -1). The convolution's full-size gradient is never stored.
     void (*conv_pool_dw)(const ConvShape* s, const float* xpad, const float* argmax, const float* dy, float* dw,
                          float* db);
+    // The convolution's full-size gradient, 16 lanes (for a layer that also needs its input gradient): g [oc][oh][ow]
+    // [L] = dy at the window position argmax names, 0 elsewhere and on an odd last row or column (overwritten).
+    void (*conv_pool_route)(const ConvShape* s, const float* argmax, const float* dy, float* g);
 
     // Pooling over one block [c][ih][iw][L] -> [c][oh][ow][L] (no padding). With relu != 0 max pooling is fused
     // with a ReLU (max and ReLU commute: relu(maxpool(x)) == maxpool(relu(x))), saving a pass over x.

@@ -163,12 +163,16 @@ Analysis analyse(const Graph& g) {
 
 namespace {
 // A stride-1 convolution followed by a 2x2 stride-2 max pooling (with or without its fused ReLU) becomes one ConvPool
-// layer, whose kernel never writes the convolution's output: one sample at a time (inference), every such pair; at
-// 16 lanes, the first layer (its backward has no input gradient), when the active kernels hold the 16 lanes in one
-// vector (AVX-512: the fused backward routes each pooled gradient once per weight-gradient tile; LeNet-5's step
-// measured 4-8% faster) or when its output would not fit in L2 (the MNIST-CoreML-Training graph's first
-// convolution: 1.4 MB per block), where the saved traffic pays for the routing. (Otherwise the separate kernels are
-// faster: LeNet-5's step on AVX2 measured 8% slower fused.)
+// layer, whose kernel never writes the convolution's output: one sample at a time (inference), every such pair. At
+// 16 lanes:
+// - when the active kernels hold the 16 lanes in one vector (AVX-512), every pair. A first layer's backward routes
+//   each pooled gradient once per weight-gradient tile (LeNet-5's step measured 4-8% faster); a later layer's
+//   routes it into the convolution's full-size gradient (conv_pool_route) for its weight and input gradients,
+//   instead of a separate pooling forward and backward and the convolution's output in memory (the
+//   MNIST-CoreML-Training graph's step 4% faster on the Intel VM, LeNet-5's unchanged);
+// - otherwise the first layer only, when its output would not fit in L2 (the MNIST-CoreML-Training graph's first
+//   convolution: 1.4 MB per block), where the saved traffic pays for the routing. (Elsewhere the separate kernels
+//   are faster: LeNet-5's step on AVX2 measured 8% slower with its first layer fused.)
 void fuse_conv_pool(std::vector<ops::LayerSpec>& layers, int lanes) {
     const bool wide = fuses_every_first_conv_pool(lanes);
     std::vector<ops::LayerSpec> out;
@@ -176,7 +180,7 @@ void fuse_conv_pool(std::vector<ops::LayerSpec>& layers, int lanes) {
         ops::LayerSpec* prev = out.empty() ? nullptr : &out.back();
         const bool big =
             prev && size_t(prev->s.oc) * prev->s.oh * prev->s.ow * size_t(lanes) >= kFusedConvPoolMinFloats;
-        const bool wanted = prev && (lanes == 1 || (out.size() == 1 && (wide || big)));
+        const bool wanted = prev && (lanes == 1 || wide || (out.size() == 1 && big));
         if (wanted && prev->kind == ops::LayerKind::Conv2d && prev->s.sh == 1 && prev->s.sw == 1 &&
             l.kind == ops::LayerKind::MaxPool && l.s.kh == 2 && l.s.kw == 2 && l.s.sh == 2 && l.s.sw == 2 &&
             l.s.ph == 0 && l.s.pw == 0) {

@@ -23,10 +23,12 @@ void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const f
 // lanes argmax (may be null), the window position that won (kernels.h: conv_pool_fwd).
 void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* w_cl,
                        const float* b, bool relu, float* y, float* argmax, int thread);
-// Its backward for a first layer (no input gradient): dw and db (overwritten; either may be null) from the pooled
-// output's gradient dy and argmax (kernels.h: conv_pool_dw), never storing the convolution's full-size gradient.
-void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* argmax,
-                        const float* dy, float* dw, float* db, int thread);
+// Its backward at 16 lanes: dw and db (overwritten; either may be null) from the pooled output's gradient dy and
+// argmax. Without dx (a first layer) the convolution's full-size gradient is never stored (kernels.h: conv_pool_dw);
+// with dx it is routed into scratch (conv_pool_route) and goes through conv_backward, direct (wt, dy_pad as there).
+void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* wt,
+                        const float* argmax, const float* dy, float* dw, float* db, float* dx, int thread,
+                        float* dy_pad);
 // dw [oc][ic][kh][kw] and db [oc] overwritten with this block's gradient (either may be null: not computed); dx
 // overwritten (may be null). wt: the flipped, transposed weights (flip_transpose), needed when direct and dx.
 // dy_pad (direct only; may be null): a buffer of padded_dy_floats(s) whose border the caller keeps zero (zeroed

@@ -159,9 +159,13 @@ void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x,
     k.conv_pool_fwd(&s, padded(s, x, thread, 0), w, w_cl, b, y, argmax, relu);
 }
 
-void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* argmax,
-                        const float* dy, float* dw, float* db, int thread) {
-    k.conv_pool_dw(&s, padded(s, x, thread, 0), argmax, dy, dw, db);
+void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* wt,
+                        const float* argmax, const float* dy, float* dw, float* db, float* dx, int thread,
+                        float* dy_pad) {
+    if (!dx) return k.conv_pool_dw(&s, padded(s, x, thread, 0), argmax, dy, dw, db);
+    float* g = scratch(thread, 9, floats(s.oc, s.oh, s.ow, s.lanes));
+    k.conv_pool_route(&s, argmax, dy, g);
+    conv_backward(k, s, /*direct=*/true, x, w, wt, g, dw, db, dx, thread, dy_pad);
 }
 
 size_t padded_dy_floats(const ConvShape& s) {

@@ -62,11 +62,11 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
             if (l.db) conv_parts_.push_back({param_floats_ + partial_db_offset(l), bias_floats(l), l.db});
             param_floats_ += partial_floats(l);
         }
-        if (l.kind == LayerKind::ConvPool && i > 0)
-            throw std::invalid_argument("a fused conv-pool layer trains only as the first layer (no input gradient)");
         if (l.kind == LayerKind::Linear && trainable(l))
             batch_floats_per_sample_ += size_t(block::dense_xT_stride(l.s.ic)) + l.s.oc;
-        wt_.emplace_back(fwd_->direct(i) ? weight_floats(l) : 0);
+        // a fused conv-pool layer's forward is direct: so is its input gradient (a first layer computes none)
+        direct_dx_.push_back(fwd_->direct(i) || l.kind == LayerKind::ConvPool);
+        wt_.emplace_back(direct_dx_.back() ? weight_floats(l) : 0);
     }
     dy_pad_.resize(fwd_->layers().size());
     while (flatten_ < fwd_->layers().size() && fwd_->layers()[flatten_].kind != LayerKind::Flatten) ++flatten_;
@@ -197,16 +197,21 @@ float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* 
     const float* y = in[i + 1];
     const ptrdiff_t cnt = ptrdiff_t(fwd.out_floats(size_t(i)) / kLanes * size_t(lanes));
     switch (l.kind) {
-        case LayerKind::Conv2d: {
+        case LayerKind::Conv2d:
+        case LayerKind::ConvPool: {
             const ConvGrads g = conv_grads(l, part + param_offset_[size_t(i)]);  // this block's partial
             float* dy_pad = nullptr;
-            if (dx && fwd.direct(size_t(i))) {
+            if (dx && direct_dx_[size_t(i)]) {
                 LineVector<float>& buf = dy_pad_[size_t(i)][size_t(thread)];
                 if (buf.empty()) buf.assign(block::padded_dy_floats(l.s), 0.0f);
                 dy_pad = buf.data();
             }
-            block::conv_backward(k, l.s, fwd.direct(size_t(i)), x_in, l.w, wt_[size_t(i)].data(), dy, g.dw, g.db, dx,
-                                 thread, dy_pad);
+            const float* wt = wt_[size_t(i)].data();
+            if (l.kind == LayerKind::Conv2d)
+                block::conv_backward(k, l.s, fwd.direct(size_t(i)), x_in, l.w, wt, dy, g.dw, g.db, dx, thread, dy_pad);
+            else
+                block::conv_pool_backward(k, l.s, x_in, l.w, wt, fwd.argmax(size_t(i), acts), dy, g.dw, g.db, dx,
+                                          thread, dy_pad);
             break;
         }
         case LayerKind::MaxPool:
@@ -220,11 +225,6 @@ float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* 
         case LayerKind::Relu: if (dx) k.relu_bwd(cnt, y, dy, dx); break;
         case LayerKind::Tanh: if (dx) k.tanh_bwd(cnt, y, dy, dx); break;
         case LayerKind::Flatten: return dy;  // same memory, new shape
-        case LayerKind::ConvPool: {  // the first layer: weight and bias gradients only
-            const ConvGrads g = conv_grads(l, part + param_offset_[size_t(i)]);
-            block::conv_pool_backward(k, l.s, x_in, fwd.argmax(size_t(i), acts), dy, g.dw, g.db, thread);
-            break;
-        }
         case LayerKind::Linear: {  // gathers x^T and dy for the batch-wide dW (trainable layers)
             const ptrdiff_t B = ptrdiff_t(block_loss_.size()) * kLanes;
             float* xT = trainable(l) ? batch_.data() + batch_offset_[size_t(i)] * size_t(B) : nullptr;
@@ -242,13 +242,14 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
     const std::vector<LayerSpec>& layers = fwd.layers();
     const int L = kLanes, n = int(layers.size());
     for (int i = 0; i < n; ++i)
-        if (fwd.direct(size_t(i)) && i > 0) block::flip_transpose(layers[size_t(i)].s, layers[size_t(i)].w, wt_[size_t(i)].data());
+        if (direct_dx_[size_t(i)] && i > 0)
+            block::flip_transpose(layers[size_t(i)].s, layers[size_t(i)].w, wt_[size_t(i)].data());
     partials_.resize(param_floats_ * size_t(nblk));
     const size_t B = size_t(nblk) * L;
     batch_.resize(batch_floats_per_sample_ * B);
     block_loss_.assign(size_t(nblk), 0.0);
     for (int i = first_trainable_ + 1; i < n; ++i)  // the layers whose input gradient is computed
-        if (fwd.direct(size_t(i))) dy_pad_[size_t(i)].resize(size_t(ThreadPool::instance().threads()));
+        if (direct_dx_[size_t(i)]) dy_pad_[size_t(i)].resize(size_t(ThreadPool::instance().threads()));
 
     // Blocks in chunks, one chunk per task: of 1 block where the flat layers' weights stay in L2 beside a block's
     // activations, else of up to kMaxChunk (the MNIST-CoreML-Training graph's batch of 128, 8 blocks: 2 chunks of 4 on

@@ -69,25 +69,28 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
                 }
 }
 
-// xpad as above; argmax, dy [oc][oh/2][ow/2][L] -> dw [oc][ic][kh][kw] and db [oc] (overwritten, either may be
-// null): conv_direct_dw and the bias gradient of the convolution's gradient g, which is dy at the argmax position of
-// each window (none where argmax is -1) and zero elsewhere (and on an odd last row or column, which the pooling
-// dropped).
-void conv_pool_dw(const ConvShape* s, const float* xpad, const float* argmax, const float* dy, float* dw,
-                  float* db) {
+// argmax, dy [oc][oh/2][ow/2][L] -> g [oc][oh][ow][L]: dy at the argmax position of each window (none where argmax
+// is -1), zero elsewhere and on an odd last row or column, which the pooling dropped.
+void conv_pool_route(const ConvShape* s, const float* argmax, const float* dy, float* g) {
     const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2;
-    const ptrdiff_t plane = ptrdiff_t(s->oh) * s->ow * L;
-    std::vector<float> g(size_t(s->oc) * size_t(plane));  // [oc][oh][ow][L]
     for (int o = 0; o < s->oc; ++o)
         for (int oy = 0; oy < s->oh; ++oy)
             for (int ox = 0; ox < s->ow; ++ox)
                 for (int l = 0; l < L; ++l) {
                     const int py = oy / 2, px = ox / 2, d = (oy % 2) * 2 + ox % 2;
-                    if (py >= out_h || px >= out_w) continue;
                     const ptrdiff_t i = ((ptrdiff_t(o) * out_h + py) * out_w + px) * L + l;
-                    if (int(argmax[i]) == d)
-                        g[size_t(o * plane + (ptrdiff_t(oy) * s->ow + ox) * L + l)] = dy[i];
+                    const bool routed = py < out_h && px < out_w && int(argmax[i]) == d;
+                    g[((ptrdiff_t(o) * s->oh + oy) * s->ow + ox) * L + l] = routed ? dy[i] : 0.0f;
                 }
+}
+
+// xpad as above; argmax, dy [oc][oh/2][ow/2][L] -> dw [oc][ic][kh][kw] and db [oc] (overwritten, either may be
+// null): conv_direct_dw and the bias gradient of the convolution's gradient g (conv_pool_route).
+void conv_pool_dw(const ConvShape* s, const float* xpad, const float* argmax, const float* dy, float* dw,
+                  float* db) {
+    const ptrdiff_t plane = ptrdiff_t(s->oh) * s->ow * s->lanes;
+    std::vector<float> g(size_t(s->oc) * size_t(plane));  // [oc][oh][ow][L]
+    conv_pool_route(s, argmax, dy, g.data());
     if (dw) conv_direct_dw(s, xpad, g.data(), dw);
     for (int o = 0; db && o < s->oc; ++o) {
         float acc = 0.0f;

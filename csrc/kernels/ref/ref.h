@@ -15,6 +15,7 @@ void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, floa
 void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
                    float* y, float* argmax, int relu);
 void conv_pool_dw(const ConvShape* s, const float* xpad, const float* argmax, const float* dy, float* dw, float* db);
+void conv_pool_route(const ConvShape* s, const float* argmax, const float* dy, float* g);
 void maxpool_fwd(const ConvShape* s, const float* x, float* y, int relu);
 void maxpool_bwd(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx, int relu);
 void avgpool_fwd(const ConvShape* s, const float* x, float* y);

@@ -6,6 +6,7 @@ namespace lenet {
 const KernelTable kTableReference = {
     "reference", 1,
     ref::gemm_nn, ref::gemm_nt, ref::conv_direct_fwd, ref::conv_direct_dw, ref::conv_pool_fwd, ref::conv_pool_dw,
+    ref::conv_pool_route,
     ref::maxpool_fwd, ref::maxpool_bwd, ref::avgpool_fwd, ref::avgpool_bwd,
     ref::bias_add, ref::bias_grad,
     ref::relu_fwd, ref::relu_bwd, ref::tanh_fwd, ref::tanh_bwd,

@@ -376,12 +376,13 @@ template <class V> constexpr int pool16_ocb() {
     return n > 8 ? 8 : (n < 1 ? 1 : n);
 }
 
-template <class V, int OCB>
+template <class V, int OCB, int K = 0>
 LENET_TILE_FUNCTION
 void conv_pool16_tile(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y,
                       float* argmax, int o0, int py, int px, int relu) {
     constexpr int LV = kDirectLanes / V::W, L = kDirectLanes;
-    const ptrdiff_t pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1, wstride = ptrdiff_t(s->ic) * s->kh * s->kw;
+    const int kh = K ? K : s->kh, kw = K ? K : s->kw;
+    const ptrdiff_t pw = s->ow + kw - 1, ph = s->oh + kh - 1, wstride = ptrdiff_t(s->ic) * kh * kw;
     const int oy = 2 * py, ox = 2 * px;
     typename V::T acc[OCB][4][LV];  // window position d = 2 * row + column
     LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) {
@@ -390,12 +391,14 @@ void conv_pool16_tile(const ConvShape* s, const float* xpad, const float* w, con
             LENET_TILE_LOOP for (int v = 0; v < LV; ++v) acc[o][d][v] = b;
     }
     const KernelRows r0 = image_rows(s, oy), r1 = image_rows(s, oy + 1), cols = image_columns(s, ox, 2);
-    const int lo = r1.lo < r0.lo ? r1.lo : r0.lo, hi = r0.hi > r1.hi ? r0.hi : r1.hi;
+    // (K > 0: constant bounds, which gcc unrolls as far as registers allow; the unroll pragma spilled)
+    const int ky0 = K ? 0 : (r1.lo < r0.lo ? r1.lo : r0.lo), ky1 = K ? K : (r0.hi > r1.hi ? r0.hi : r1.hi);
+    const int kx0 = K ? 0 : cols.lo, kx1 = K ? K : cols.hi;
     for (int c = 0; c < s->ic; ++c)
-        for (int ky = lo; ky < hi; ++ky) {
+        for (int ky = ky0; ky < ky1; ++ky) {
             const float* row = xpad + ((c * ph + oy + ky) * pw + ox) * L;
-            const float* wrow = w + o0 * wstride + (c * s->kh + ky) * s->kw;
-            for (int kx = cols.lo; kx < cols.hi; ++kx) {
+            const float* wrow = w + o0 * wstride + (c * kh + ky) * kw;
+            for (int kx = kx0; kx < kx1; ++kx) {
                 typename V::T wv[OCB];
                 LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) wv[o] = V::set1(wrow[o * wstride + kx]);
                 LENET_TILE_LOOP for (int d = 0; d < 4; ++d)
@@ -432,9 +435,17 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
         constexpr int OCB = pool16_ocb<V>();
         for (int o0 = 0; o0 < s->oc; o0 += OCB)
             with_size<OCB>(s->oc - o0 < OCB ? s->oc - o0 : OCB, [&](auto o) {
+                constexpr int O = decltype(o)::value;
                 for (int py = 0; py < out_h; ++py)
-                    for (int px = 0; px < out_w; ++px)
-                        conv_pool16_tile<V, decltype(o)::value>(s, xpad, w, bias, y, argmax, o0, py, px, relu);
+                    for (int px = 0; px < out_w; ++px) {
+                        if constexpr (O == OCB)  // whole channel tiles inside the image: unrolled
+                            if (window_inside(s, 2 * py, 2, 2 * px, 2) && with_unrolled_kernel(s, [&](auto k) {
+                                    conv_pool16_tile<V, O, decltype(k)::value>(s, xpad, w, bias, y, argmax, o0, py,
+                                                                               px, relu);
+                                }))
+                                continue;
+                        conv_pool16_tile<V, O>(s, xpad, w, bias, y, argmax, o0, py, px, relu);
+                    }
             });
         return;
     }
@@ -697,6 +708,33 @@ void conv_pool_dw(const ConvShape* s, const float* xpad, const float* argmax, co
             acc = V::add(acc, V::select(V::gt(V::load(argmax + i), V::set1(-1.0f)), V::load(dy + i), V::zero()));
         db[o] = V::hsum(acc);
     }
+}
+
+// The fused convolution + max pooling's full-size gradient (kernels.h: conv_pool_route): each pooled vector of dy
+// goes to the window position argmax names, zeros to the other three.
+template <class V>
+void conv_pool_route(const ConvShape* s, const float* argmax, const float* dy, float* g) {
+    if (s->lanes != kDirectLanes) return ref::conv_pool_route(s, argmax, dy, g);
+    constexpr int L = kDirectLanes;
+    const int out_h = s->oh / 2, out_w = s->ow / 2;
+    const ptrdiff_t row = ptrdiff_t(s->ow) * L;
+    for (int o = 0; o < s->oc; ++o)
+        for (int oy = 0; oy < s->oh; ++oy) {
+            float* out = g + (ptrdiff_t(o) * s->oh + oy) * row;
+            const int py = oy / 2;
+            int ox = 0;
+            if (py < out_h)
+                for (; ox < 2 * out_w; ox += 2) {
+                    const ptrdiff_t i = ((ptrdiff_t(o) * out_h + py) * out_w + ox / 2) * L;
+                    const float first = float((oy % 2) * 2);  // the window position of this row's even column
+                    for (int v = 0; v < L; v += V::W) {
+                        const typename V::T a = V::load(argmax + i + v), d = V::load(dy + i + v);
+                        V::store(out + ox * L + v, V::select(V::eq(a, V::set1(first)), d, V::zero()));
+                        V::store(out + (ox + 1) * L + v, V::select(V::eq(a, V::set1(first + 1.0f)), d, V::zero()));
+                    }
+                }
+            for (ptrdiff_t i = ptrdiff_t(ox) * L; i < row; ++i) out[i] = 0.0f;  // what the pooling dropped
+        }
 }
 
 }  // namespace

@@ -15,6 +15,7 @@ constexpr KernelTable make_table(const char* gemm_nn_name, const char* gemm_nt_n
     return KernelTable{
         V::isa, V::W,
         gemm_nn<V>, gemm_nt<V>, conv_direct_fwd<V>, conv_direct_dw<V>, conv_pool_fwd<V>, conv_pool_dw<V>,
+        conv_pool_route<V>,
         maxpool_fwd<V>, maxpool_bwd<V>, avgpool_fwd<V>, avgpool_bwd<V>,
         bias_add<V>, bias_grad<V>,
         relu_fwd<V>, relu_bwd<V>, tanh_fwd<V>, tanh_bwd<V>,
