@@ -28,6 +28,12 @@ MODELS = {
     "three_by_three_no_relu": lambda: nn.Sequential(
         nn.Conv2d(1, 27, 3), nn.MaxPool2d(2), nn.Tanh(), nn.Flatten(), nn.Linear(27 * 13 * 13, 16), nn.ReLU(),
         nn.Linear(16, 10)),
+    # Later convolutions fused with their pooling too (on AVX-512), with odd outputs (the last row and column
+    # dropped): a padded 3x3 (13 x 13) with a tanh after the pooling and 10 channels (a remainder in the 6-channel
+    # tiles), then a 2x2 as in the CoreML graph (5 x 5).
+    "later_conv_pool_odd": lambda: nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 10, 3, padding=1), nn.MaxPool2d(2), nn.Tanh(),
+        nn.Conv2d(10, 8, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 2 * 2, 10)),
     "tanh_avgpool_strided": lambda: nn.Sequential(
         nn.Conv2d(1, 5, 3, stride=2, padding=1), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(5, 7, 3, padding=1),
         nn.MaxPool2d(3, 2), nn.ReLU(), nn.Flatten(), nn.Linear(7 * 3 * 3, 10)),
