@@ -174,7 +174,7 @@ namespace {
 //   convolution: 1.4 MB per block), where the saved traffic pays for the routing. (Elsewhere the separate kernels
 //   are faster: LeNet-5's step on AVX2 measured 8% slower with its first layer fused.)
 void fuse_conv_pool(std::vector<ops::LayerSpec>& layers, int lanes) {
-    const bool wide = fuses_every_first_conv_pool(lanes);
+    const bool wide = fuses_every_conv_pool(lanes);
     std::vector<ops::LayerSpec> out;
     for (const ops::LayerSpec& l : layers) {
         ops::LayerSpec* prev = out.empty() ? nullptr : &out.back();
@@ -194,7 +194,7 @@ void fuse_conv_pool(std::vector<ops::LayerSpec>& layers, int lanes) {
 }
 }  // namespace
 
-bool fuses_every_first_conv_pool(int lanes) { return kernels().vector_floats >= lanes; }
+bool fuses_every_conv_pool(int lanes) { return kernels().vector_floats >= lanes; }
 
 Plan plan(const Graph& g, int lanes, const std::vector<const float*>& params, const std::vector<float*>& grads) {
     const Analysis a = analyse(g);

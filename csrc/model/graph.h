@@ -53,9 +53,9 @@ struct Plan {
 Plan plan(const Graph& g, int lanes, const std::vector<const float*>& params, const std::vector<float*>& grads);
 
 // A stride-1 convolution followed by a 2x2 stride-2 max pooling becomes one ConvPool layer: at 1 lane every such
-// pair; at more, the first layer, when the active kernels' vectors hold all the lanes or else when the convolution's
-// output is at least this many floats per block.
+// pair; at more, every pair when the active kernels' vectors hold all the lanes, else the first layer when the
+// convolution's output is at least this many floats per block.
 constexpr size_t kFusedConvPoolMinFloats = size_t(1) << 18;  // 1 MB
-bool fuses_every_first_conv_pool(int lanes);  // the first case, under the active kernels
+bool fuses_every_conv_pool(int lanes);  // the first case at more than 1 lane, under the active kernels
 
 }  // namespace lenet::model

@@ -20,8 +20,8 @@
 namespace lenet::ops {
 
 // ConvPool: a stride-1 conv2d followed by a 2x2 stride-2 max pooling (and a ReLU if relu) as one kernel (s is the
-// convolution's shape): one sample at a time in inference, and at 16 lanes as the first layer of a training step
-// (model::plan decides where).
+// convolution's shape): one sample at a time in inference, and at 16 lanes in a training step (model::plan decides
+// where).
 enum class LayerKind { Conv2d, Linear, MaxPool, AvgPool, Relu, Tanh, Flatten, ConvPool };
 
 struct LayerSpec {

@@ -922,10 +922,10 @@ py::dict kernel_info() {
                              k.gemm_nn_name + " + col2im (dX)";
     ops["conv2d_maxpool2d_fused"] = std::string(k.conv_pool_name) +
                                     " for conv (stride 1) -> ReLU -> 2x2 max pool: one sample at a time, and in "
-                                    "training a first convolution" +
-                                    (model::fuses_every_first_conv_pool(16)
-                                         ? std::string()
-                                         : " whose output fills at least " +
+                                    "training " +
+                                    (model::fuses_every_conv_pool(16)
+                                         ? std::string("every such pair")
+                                         : "a first convolution whose output fills at least " +
                                                std::to_string(model::kFusedConvPoolMinFloats * sizeof(float) >> 20) +
                                                " MB per block of 16");
     ops["linear_forward"] = k.gemm_nn_name;

@@ -32,8 +32,8 @@ inline KernelRows image_columns(const ConvShape* s, int ox0, int n) {
 // over the window then unrolled: K = 0 reads the size and the image bounds at run time. Only 2x2 (the
 // MNIST-CoreML-Training graph's second layer) and 3x3 are compiled unrolled: each is a tile function of its own per
 // ISA, and the library's size is a goal. Measured on one thread of the Intel VM, AVX-512, 16 lanes: that 2x2 layer's
-// forward 1.1x and input gradient 1.13x faster, a 32 -> 32 channel 3x3 1.07x; 5x5 (LeNet-5) gained 3-4% on AVX-512
-// and lost 5% on AVX2, so it is not unrolled.
+// forward 1.1x and input gradient 1.13x faster, a 32 -> 32 channel 3x3 1.07x, and that 2x2 layer fused with its
+// pooling (conv_pool16_tile) 1.1x; 5x5 (LeNet-5) gained 3-4% on AVX-512 and lost 5% on AVX2, so it is not unrolled.
 template <class F>
 bool with_unrolled_kernel(const ConvShape* s, F&& f) {
     if (s->kh != s->kw) return false;
