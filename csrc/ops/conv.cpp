@@ -100,6 +100,9 @@ void col2im(const ConvShape& s, const float* dcol, float* dx) {
             }
 }
 
+// Floats of the block x [ic][ih][iw][L] zero-padded: xpad [ic][ih+2ph][iw+2pw][L].
+size_t padded_floats(const ConvShape& s) { return block_floats(s.ic, s.ih + 2 * s.ph, s.iw + 2 * s.pw, s.lanes); }
+
 // x [ic][ih][iw][L] -> the interior of xpad [ic][ih+2ph][iw+2pw][L] (its border left as it is).
 void pad_interior(const ConvShape& s, const float* x, float* xpad) {
     const int L = s.lanes, ph = s.ih + 2 * s.ph, pw = s.iw + 2 * s.pw;
@@ -111,14 +114,14 @@ void pad_interior(const ConvShape& s, const float* x, float* xpad) {
 
 // x [ic][ih][iw][L] -> xpad [ic][ih+2ph][iw+2pw][L] with a zero border.
 void pad_block(const ConvShape& s, const float* x, float* xpad) {
-    std::memset(xpad, 0, block_floats(s.ic, s.ih + 2 * s.ph, s.iw + 2 * s.pw, s.lanes) * sizeof(float));
+    std::memset(xpad, 0, padded_floats(s) * sizeof(float));
     pad_interior(s, x, xpad);
 }
 
 // The block x as the direct kernels read it: itself without padding, else a zero-bordered copy in scratch slot.
 const float* padded(const ConvShape& s, const float* x, int thread, int slot) {
     if (!s.ph && !s.pw) return x;
-    float* xpad = scratch(thread, slot, block_floats(s.ic, s.ih + 2 * s.ph, s.iw + 2 * s.pw, s.lanes));
+    float* xpad = scratch(thread, slot, padded_floats(s));
     pad_block(s, x, xpad);
     return xpad;
 }
@@ -168,10 +171,7 @@ void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x
     conv_backward(k, s, /*direct=*/true, x, w, wt, g, dw, db, dx, thread, dy_pad);
 }
 
-size_t padded_dy_floats(const ConvShape& s) {
-    const ConvShape sdx = dx_shape(s);
-    return block_floats(sdx.ic, sdx.ih + 2 * sdx.ph, sdx.iw + 2 * sdx.pw, sdx.lanes);
-}
+size_t padded_dy_floats(const ConvShape& s) { return padded_floats(dx_shape(s)); }
 
 void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,
                    const float* wt, const float* dy, float* dw, float* db, float* dx, int thread, float* dy_pad) {

@@ -103,13 +103,13 @@ void Forward::run_layers(const KernelTable& k, const float** in, float* acts, in
     }
 }
 
-size_t Forward::flat_floats(size_t begin, int lanes) const {
-    return (act_floats_ - act_offset_[begin]) / size_t(lanes_) * size_t(lanes);
-}
+size_t Forward::widened(size_t floats, int lanes) const { return floats / size_t(lanes_) * size_t(lanes); }
+
+size_t Forward::flat_floats(size_t begin, int lanes) const { return widened(act_floats_ - act_offset_[begin], lanes); }
 
 void Forward::run_flat_layers(const KernelTable& k, const float** in, float* acts, size_t begin, size_t end,
                               int lanes) const {
-    const auto widen = [&](size_t floats) { return floats / size_t(lanes_) * size_t(lanes); };
+    const auto widen = [&](size_t floats) { return widened(floats, lanes); };
     for (size_t i = begin; i < end; ++i)
         in[i + 1] = flat_layer(k, layers_[i], lanes, ptrdiff_t(widen(out_floats_[i])), in[i],
                                acts + widen(act_offset_[i] - act_offset_[begin]));

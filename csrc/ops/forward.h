@@ -50,6 +50,8 @@ public:
     void refresh_channels_last();
 
 private:
+    // A per-block count of floats (lanes() lanes) on `lanes` lanes.
+    size_t widened(size_t floats, int lanes) const;
     void regroup(size_t i);  // layer i's weights: copied into weights_seen_[i], regrouped into channels_last_[i]
 
     std::vector<LayerSpec> layers_;

@@ -64,9 +64,7 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
         }
         if (l.kind == LayerKind::Linear && trainable(l))
             batch_floats_per_sample_ += size_t(block::dense_xT_stride(l.s.ic)) + l.s.oc;
-        // a fused conv-pool layer's forward is direct: so is its input gradient (a first layer computes none)
-        direct_dx_.push_back(fwd_->direct(i) || l.kind == LayerKind::ConvPool);
-        wt_.emplace_back(direct_dx_.back() ? weight_floats(l) : 0);
+        wt_.emplace_back(direct_dx(i) ? weight_floats(l) : 0);
     }
     dy_pad_.resize(fwd_->layers().size());
     while (flatten_ < fwd_->layers().size() && fwd_->layers()[flatten_].kind != LayerKind::Flatten) ++flatten_;
@@ -85,6 +83,10 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
 }
 
 TrainStep::~TrainStep() = default;
+
+bool TrainStep::direct_dx(size_t i) const {
+    return fwd_->direct(i) || fwd_->layers()[i].kind == LayerKind::ConvPool;
+}
 
 void TrainStep::check_update(const Update& u) const {
     if (!u.w || !u.g || !u.s1 || (u.kind == Update::Kind::Adam && !u.s2))
@@ -201,7 +203,7 @@ float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* 
         case LayerKind::ConvPool: {
             const ConvGrads g = conv_grads(l, part + param_offset_[size_t(i)]);  // this block's partial
             float* dy_pad = nullptr;
-            if (dx && direct_dx_[size_t(i)]) {
+            if (dx && direct_dx(size_t(i))) {
                 LineVector<float>& buf = dy_pad_[size_t(i)][size_t(thread)];
                 if (buf.empty()) buf.assign(block::padded_dy_floats(l.s), 0.0f);
                 dy_pad = buf.data();
@@ -242,14 +244,14 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
     const std::vector<LayerSpec>& layers = fwd.layers();
     const int L = kLanes, n = int(layers.size());
     for (int i = 0; i < n; ++i)
-        if (direct_dx_[size_t(i)] && i > 0)
+        if (direct_dx(size_t(i)) && i > 0)
             block::flip_transpose(layers[size_t(i)].s, layers[size_t(i)].w, wt_[size_t(i)].data());
     partials_.resize(param_floats_ * size_t(nblk));
     const size_t B = size_t(nblk) * L;
     batch_.resize(batch_floats_per_sample_ * B);
     block_loss_.assign(size_t(nblk), 0.0);
     for (int i = first_trainable_ + 1; i < n; ++i)  // the layers whose input gradient is computed
-        if (direct_dx_[size_t(i)]) dy_pad_[size_t(i)].resize(size_t(ThreadPool::instance().threads()));
+        if (direct_dx(size_t(i))) dy_pad_[size_t(i)].resize(size_t(ThreadPool::instance().threads()));
 
     // Blocks in chunks, one chunk per task: of 1 block where the flat layers' weights stay in L2 beside a block's
     // activations, else of up to kMaxChunk (the MNIST-CoreML-Training graph's batch of 128, 8 blocks: 2 chunks of 4 on

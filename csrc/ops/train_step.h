@@ -85,12 +85,14 @@ private:
     // gradient. Returns where dx is.
     float* backward_layer(int i, int lanes, ptrdiff_t col0, const float* const* in, float* acts, float* part,
                           float* dy, float* dx, int thread);
+    // Layer i is a convolution whose input gradient is a direct convolution: a direct one, or a fused conv-pool
+    // layer (whose forward is direct; a first layer computes no input gradient).
+    bool direct_dx(size_t i) const;
 
     std::unique_ptr<Forward> fwd_;       // the layers and their forward pass, keeping every activation
     std::vector<size_t> param_offset_;   // per conv layer: where its [dw | db] lives in a block's partial gradient
     std::vector<size_t> batch_offset_;   // per dense layer: where its x^T [B][dense_xT_stride(in)] and dy [out][B] live
-    std::vector<char> direct_dx_;        // per layer: a convolution whose input gradient is a direct convolution
-    std::vector<std::vector<float>> wt_; // per conv layer: flipped weights for dX (direct_dx_)
+    std::vector<std::vector<float>> wt_; // per conv layer: flipped weights for dX (direct_dx)
     // per conv layer with a direct input gradient, per thread: its padded dY, zero border written once
     // (block::conv_backward's dy_pad)
     std::vector<std::vector<LineVector<float>>> dy_pad_;
