@@ -16,6 +16,7 @@
 # wheel also runs on a CPU without NEON (a Cortex-R5F: VFPv3-D16, the armhf baseline): the reference kernels.
 set -euo pipefail
 . "$(dirname "$0")/arm_env.sh"
+export ARM_TIMEOUT=${ARM_TIMEOUT:-600}  # for each qemu run but pytest's (arm_pytest): a hang fails, not stalls
 targets=("$@")
 ((${#targets[@]})) || targets=("${ARM_TARGETS[@]}")
 
@@ -26,6 +27,29 @@ fi
 export LENET_MNIST_DIR=$(cd "$LENET_MNIST_DIR" && pwd)
 tests=(test_kernels.py test_vector_tails.py test_gradients.py test_short_training.py)
 arm_apt_install
+
+# pytest under qemu from the installed package's folder: arm_pytest TARGET LOG PYTEST-ARGS... The whole output goes
+# to LOG, and all but the progress dots to the terminal as it comes. A hang shows where it was and does not stall CI:
+# a test still running after 5 minutes (the slowest takes about 1) dumps every thread's Python stack
+# (faulthandler_timeout in pyproject.toml), and a run still going after 15 minutes (2 are usual) is ended, said so,
+# and run once more; a second hang fails the run.
+pytest_timeout=${ARM_PYTEST_TIMEOUT:-900}  # seconds
+arm_pytest() {
+  local t=$1 log=$2 try
+  shift 2
+  for try in 1 2; do
+    rm -f "$log.status"
+    (cd "$install" && ARM_TIMEOUT=$pytest_timeout arm_python "$t" -m pytest -q -p no:cacheprovider "$@" \
+       || echo $? >"$log.status") 2>&1 | tee "$log" | grep --line-buffered -v '^\.*  *\[ *[0-9]*%\]$' || true
+    case $(cat "$log.status" 2>/dev/null) in 124 | 137) ;; *) return 0 ;; esac
+    echo "test_arm.sh: $t: pytest was still running after $pytest_timeout s and was ended (try $try of 2)" >&2
+  done
+}
+# pytest's last line ("N passed in S s"), after the exit status when that was not 0 (124: ended by ARM_TIMEOUT)
+pytest_summary() {
+  [ ! -f "$1.status" ] || printf 'exit status %s: ' "$(cat "$1.status")"
+  tail -n 1 "$1" | tr -d '=' | sed 's/^ *//'
+}
 
 for t in "${targets[@]}"; do
   arm_prepare_target "$t"
@@ -49,9 +73,8 @@ print(f"   {k['isa']} on {', '.join(k['cpu_features'])}: {k['ops']['linear_forwa
 EOF
   )
   log=$ARM_DIR/pytest-$t.log
-  (cd "$install" && arm_python "$t" -m pytest "${tests[@]/#/$ARM_ROOT/tests/}" -q -p no:cacheprovider) \
-    2>&1 | tee "$log" | grep -v '^\.*  *\[ *[0-9]*%\]$' || true
-  summary=$(tail -n 1 "$log" | tr -d '=' | sed 's/^ *//')
+  arm_pytest "$t" "$log" "${tests[@]/#/$ARM_ROOT/tests/}"
+  summary=$(pytest_summary "$log")
   if ! [[ $summary =~ ^[0-9]+\ passed(,\ [0-9]+\ warnings?)?\ in ]]; then
     echo "test_arm.sh: $t: tests failed or were skipped: $summary (log: $log)" >&2
     exit 1
@@ -74,11 +97,10 @@ EOF
   fi
   if [ "$t" = aarch64 ]; then  # a core with the dot-product extension: the int8 sdot kernels against the reference
     log=$ARM_DIR/pytest-$t-dotprod.log
-    (cd "$install" && ARM_QEMU_CPU=neoverse-n1 arm_python "$t" -m pytest -q -p no:cacheprovider \
-       "$ARM_ROOT/tests/test_quantize.py" -k "kernel") 2>&1 | tee "$log" | grep -v '^\.*  *\[ *[0-9]*%\]$' || true
+    ARM_QEMU_CPU=neoverse-n1 arm_pytest "$t" "$log" "$ARM_ROOT/tests/test_quantize.py" -k "kernel"
     (cd "$install" && ARM_QEMU_CPU=neoverse-n1 arm_python "$t" -c \
        'import lenet; k = lenet.kernels()["int8"]; assert "neon_dot" in k["available"], k; print("   int8:", k["conv"])')
-    dot=$(tail -n 1 "$log" | tr -d '=' | sed 's/^ *//')
+    dot=$(pytest_summary "$log")
     if ! [[ $dot =~ ^[0-9]+\ passed(,\ [0-9]+\ deselected)?(,\ [0-9]+\ warnings?)?\ in ]]; then
       echo "test_arm.sh: $t (neoverse-n1): int8 kernel tests failed or were skipped: $dot (log: $log)" >&2
       exit 1
