@@ -120,6 +120,24 @@ double TrainStep::run(int n, const float* x, const int64_t* rows, const int32_t*
     return run_blocks((n + kLanes - 1) / kLanes, Input{nullptr, nullptr, x, rows, n}, label, scale, update);
 }
 
+// Reads the flat layers' weights into this core's caches, one float per cache line. On two or more threads each
+// step's update leaves a share of them modified in another core's cache, and the dense GEMMs then fetched those
+// lines one demand miss at a time; this sequential read keeps many misses in flight. Only where the flat weights stay
+// in L2 (chunks of one block), else they would not stay until used. LeNet-5 on 2 threads of the Intel VM, timer
+// build, per thread and step: the 400 -> 120 layer's forward 31-33 -> 25 us, the read 9-10 us, the chunks 14-16 us
+// shorter.
+void TrainStep::warm_flat_weights() const {
+    constexpr size_t kLineFloats = 64 / sizeof(float);
+    float sum = 0.0f;
+    for (size_t i = flatten_; i < fwd_->layers().size(); ++i) {
+        const LayerSpec& l = fwd_->layers()[i];
+        if (l.kind != LayerKind::Linear) continue;
+        for (size_t f = 0, n = weight_floats(l); f < n; f += kLineFloats) sum += l.w[f];
+    }
+    static volatile float sink;  // keeps the reads
+    sink = sum;
+}
+
 void TrainStep::run_chunk(int b0, int nb, int chunk, const Input& x, const int32_t* label, float scale, int thread) {
     const KernelTable& k = kernels();
     const Forward& fwd = *fwd_;
@@ -258,7 +276,9 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
     // 1 or 2 threads). Results do not depend on the chunk.
     const int threads = ThreadPool::instance().threads();
     const int chunk = std::min(max_chunk_, (nblk + threads - 1) / threads);
+    const bool warm = max_chunk_ == 1 && threads > 1;
     ThreadPool::instance().parallel_for((nblk + chunk - 1) / chunk, [&](int c, int thread) {
+        if (warm) warm_flat_weights();
         run_chunk(c * chunk, std::min(chunk, nblk - c * chunk), chunk, x, label, scale, thread);
     });
 

@@ -79,6 +79,7 @@ private:
     // then the flat layers, loss and their backward once over all nb*16 lanes (each weight matrix read once per
     // chunk instead of once per block), then each block's backward below the flatten.
     void run_chunk(int b0, int nb, int chunk, const Input& x, const int32_t* label, float scale, int thread);
+    void warm_flat_weights() const;
     // Layer i's backward on `lanes` lanes (16: one block, the only case for conv and pooling layers; more: flat
     // layers of a chunk, columns [col0, col0 + lanes) of the batch): dy in dy, dx into dx (null: not needed; a
     // flatten returns dy itself as its dx); in: the activations, acts the block's arena, part the block's partial
