@@ -28,13 +28,19 @@ arm_target() {
   site=$ARM_CACHE/site-$1  # numpy (aarch64) and pytest for the target
 }
 
-# Runs the target's python3.11 under qemu: arm_python TARGET ARGS... (ARM_QEMU_CPU=... overrides the CPU;
-# ARM_TIMEOUT=SECONDS ends a run that takes longer, with exit status 124, so that a hang fails instead of stalling)
-arm_python() {
+# Runs a program of the target under qemu with its sysroot: arm_run TARGET PROGRAM ARGS... (ARM_QEMU_CPU=...
+# overrides the CPU; ARM_TIMEOUT=SECONDS ends a run that takes longer, with exit status 124, so that a hang fails
+# instead of stalling)
+arm_run() {
   arm_target "$1" || return
   shift
-  QEMU_CPU=${ARM_QEMU_CPU:-$qemu_cpu} ${ARM_TIMEOUT:+timeout --kill-after=30 "$ARM_TIMEOUT"} \
-    "$qemu" -L "$sysroot" "$sysroot/usr/bin/python3.11" "$@"
+  QEMU_CPU=${ARM_QEMU_CPU:-$qemu_cpu} ${ARM_TIMEOUT:+timeout --kill-after=30 "$ARM_TIMEOUT"} "$qemu" -L "$sysroot" "$@"
+}
+
+# The target's python3.11 under qemu: arm_python TARGET ARGS...
+arm_python() {
+  arm_target "$1" || return
+  arm_run "$1" "$sysroot/usr/bin/python3.11" "${@:2}"
 }
 
 arm_apt_install() {  # the cross compilers and qemu-user, when missing

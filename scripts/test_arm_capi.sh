@@ -41,7 +41,7 @@ for t in "${targets[@]}"; do
   "$tools/cmake" -S "$ARM_ROOT" -B "$build" -G Ninja -DCMAKE_MAKE_PROGRAM="$tools/ninja" -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_TOOLCHAIN_FILE="$toolchain" >/dev/null
   "$tools/cmake" --build "$build" >/dev/null
-  out=$(QEMU_CPU=$qemu_cpu timeout --kill-after=30 900 "$qemu" -L "$sysroot" -E LD_LIBRARY_PATH="$build" "$build/mnist_demo" "${demo_args[@]}" \
+  out=$(ARM_TIMEOUT=900 arm_run "$t" -E LD_LIBRARY_PATH="$build" "$build/mnist_demo" "${demo_args[@]}" \
         --out "$build/demo.lenet" "$raw")
   sed 's/^/   /' <<<"$out"
   got=$(file_accuracy <<<"$out")
