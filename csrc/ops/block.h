@@ -42,24 +42,24 @@ size_t padded_dy_floats(const ConvShape& s);
 // wt [ic][oc][kh][kw] = w [oc][ic][kh-1-ky][kw-1-kx]: the weights of dX as a convolution of padded dY.
 void flip_transpose(const ConvShape& s, const float* w, float* wt);
 
-// The row stride of a dense layer's whole-batch x^T, xBI [B][dense_xT_stride(in)]: `in` rounded up to whole cache
-// lines, and to an odd number of them. dW = dyT . xBI reads a panel of xBI down all B rows; at a stride of an even
-// number of lines those rows fall into few of L1's sets (1152 floats, 72 lines: 8 sets apart, so a 64-column panel
-// of 128 rows needs 512 lines of 384 places) and the panel is re-read from L2 by every row tile (measured 1.15x
-// faster at 1168 on the MNIST-CoreML-Training graph's fc1, AVX-512).
-inline ptrdiff_t dense_xT_stride(int in) {
-    const ptrdiff_t lines = (ptrdiff_t(in) + 15) / 16;
-    return (lines | 1) * 16;
-}
+// A dense layer's whole-batch x^T in column panels of kDensePanel features: xP [ceil(in / P)][B][P], sample b's
+// feature i at (i - i % P) * B + b * P + i % P. dW = dyT . x^T takes one panel at a time (dense_dw_rows), so every
+// row tile of dW reads B rows of P floats in one contiguous block: from L1 after the first tile, and as one stream
+// the prefetchers follow from L2. (Row-major x^T [B][in], with an odd cache-line row stride against L1 set
+// conflicts, was 1.1x slower on the MNIST-CoreML-Training graph's fc1: dW 16 x 1152, K = 128, AVX-512.) 48 floats:
+// a multiple of every ISA's gemm_nn column tile (16 or 48 on AVX-512, 16 or 8 on AVX2 and NEON, 8 or 4 on armv7).
+constexpr int kDensePanel = 48;
+// Floats per sample of xP: `in` rounded up to whole panels.
+inline ptrdiff_t dense_xT_floats(int in) { return (ptrdiff_t(in) + kDensePanel - 1) / kDensePanel * kDensePanel; }
 
 // Dense backward on L lanes (one block, or several side by side): gathers x^T rows [L][in] and dy columns [out][L]
-// into the whole-batch xBI [B][dense_xT_stride(in)] and dyT [out][B] at columns [col0, col0 + L) (both null for a
-// frozen layer), and writes dx [in][L] (may be null).
+// into the whole-batch xP (panels, above) and dyT [out][B] at samples [col0, col0 + L) (both null for a frozen
+// layer), and writes dx [in][L] (may be null).
 void dense_backward(const KernelTable& k, int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, const float* x,
-                    const float* w, const float* dy, float* dx, float* xBI, float* dyT);
-// Rows [o0, o0+rows) of dW [out][in] = dyT . xBI, one gemm_nn over the batch with no horizontal sums, and of
-// db = the row sums of dyT (either may be null); added to dw/db when accumulate, else written.
-void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, const float* xBI, const float* dyT,
+                    const float* w, const float* dy, float* dx, float* xP, float* dyT);
+// Rows [o0, o0+rows) of dW [out][in] = dyT . x^T, one gemm_nn per panel of xP over the batch with no horizontal
+// sums, and of db = the row sums of dyT (either may be null); added to dw/db when accumulate, else written.
+void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, const float* xP, const float* dyT,
                    float* dw, float* db, bool accumulate);
 
 }  // namespace lenet::ops::block

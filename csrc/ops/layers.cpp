@@ -70,28 +70,32 @@ void linear_forward(int nblk, int L, int in, int out, const float* x, const floa
 namespace block {
 
 void dense_backward(const KernelTable& k, int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, const float* x,
-                    const float* w, const float* dy, float* dx, float* xBI, float* dyT) {
+                    const float* w, const float* dy, float* dx, float* xP, float* dyT) {
     if (dyT)
         for (int o = 0; o < out; ++o) std::memcpy(dyT + o * B + col0, dy + size_t(o) * L, L * sizeof(float));
-    // x [in][L] transposed into rows col0.. of xBI, 16 features at a time: the tile's 16 rows of x stay in L1 while
-    // each of the L output rows gets 16 adjacent floats (a transpose one element at a time down all `in` rows read
-    // each x line L times from L2: on the MNIST-CoreML-Training graph's 1152 x 64 lanes, most of the layer's gather).
-    constexpr int kTile = 16;
-    const ptrdiff_t ldx = dense_xT_stride(in);
-    for (int i0 = 0; xBI && i0 < in; i0 += kTile) {
+    // x [in][L] transposed into samples col0.. of xP, 16 features at a time (inside one panel): the tile's 16 rows
+    // of x stay in L1 while each of the L samples gets 16 adjacent floats (a transpose one element at a time down
+    // all `in` rows read each x line L times from L2: on the MNIST-CoreML-Training graph's 1152 x 64 lanes, most of
+    // the layer's gather).
+    constexpr int kTile = 16, P = kDensePanel;
+    static_assert(P % kTile == 0, "a gather tile stays inside one panel");
+    for (int i0 = 0; xP && i0 < in; i0 += kTile) {
         const int i1 = std::min(in, i0 + kTile);
+        float* panel = xP + (i0 - i0 % P) * B + i0 % P;
         for (int l = 0; l < L; ++l) {
-            float* row = xBI + (col0 + l) * ldx;
+            float* row = panel + (col0 + l) * P - i0;
             for (int i = i0; i < i1; ++i) row[i] = x[size_t(i) * L + l];
         }
     }
     if (dx) k.gemm_nn(in, L, out, w, 1, in, dy, L, dx, L, 0);
 }
 
-void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, const float* xBI, const float* dyT,
+void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, const float* xP, const float* dyT,
                    float* dw, float* db, bool accumulate) {
-    if (dw) k.gemm_nn(rows, in, int(B), dyT + o0 * B, B, 1, xBI, dense_xT_stride(in), dw + size_t(o0) * in, in,
-                      accumulate);
+    constexpr int P = kDensePanel;
+    for (int i0 = 0; dw && i0 < in; i0 += P)
+        k.gemm_nn(rows, std::min(P, in - i0), int(B), dyT + o0 * B, B, 1, xP + i0 * B, P, dw + size_t(o0) * in + i0,
+                  in, accumulate);
     if (!db) return;
     if (!accumulate) std::memset(db + o0, 0, size_t(rows) * sizeof(float));
     k.bias_grad(rows, B, dyT + o0 * B, db + o0);
@@ -100,7 +104,7 @@ void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, 
 }  // namespace block
 
 // dW = dy . x^T reduces over the whole batch: the blocks are first gathered into dyT [out][B] (each lane row
-// copied whole) and xBI [B][in] (x transposed), so dW is a plain gemm_nn with K = B, vectorised along `in` with
+// copied whole) and xP (x transposed, in panels), so dW is a plain gemm_nn with K = B, vectorised along `in` with
 // no horizontal sums; it is split by rows of dW, so no partial sums are needed.
 void linear_backward(int nblk, int L, int in, int out, const float* x, const float* w, const float* dy, float* dx,
                      float* dw, float* db, const float* relu_y) {
@@ -108,7 +112,7 @@ void linear_backward(int nblk, int L, int in, int out, const float* x, const flo
     ThreadPool& pool = ThreadPool::instance();
     const ptrdiff_t B = ptrdiff_t(nblk) * L, block_out = ptrdiff_t(out) * L;
     float* dyT = scratch(0, 0, size_t(out) * B);
-    float* xBI = scratch(0, 1, size_t(block::dense_xT_stride(in) * B));
+    float* xP = scratch(0, 1, size_t(block::dense_xT_floats(in) * B));
     pool.parallel_for(nblk, [&](int blk, int thread) {
         const float* dyb = dy + blk * block_out;
         if (relu_y) {  // the ReLU's backward first: dy where it passed its input, else 0
@@ -117,12 +121,12 @@ void linear_backward(int nblk, int L, int in, int out, const float* x, const flo
             dyb = masked;
         }
         block::dense_backward(k, L, in, out, ptrdiff_t(blk) * L, B, x + size_t(blk) * in * L, w, dyb,
-                              dx ? dx + size_t(blk) * in * L : nullptr, xBI, dyT);
+                              dx ? dx + size_t(blk) * in * L : nullptr, xP, dyT);
     });
     const int rows_per_task = 16, tasks = (out + rows_per_task - 1) / rows_per_task;
     pool.parallel_for(tasks, [&](int task, int) {
         const int o0 = task * rows_per_task, rows = out - o0 < rows_per_task ? out - o0 : rows_per_task;
-        block::dense_dw_rows(k, in, B, o0, rows, xBI, dyT, dw, db, true);
+        block::dense_dw_rows(k, in, B, o0, rows, xP, dyT, dw, db, true);
     });
 }
 

@@ -63,7 +63,7 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
             param_floats_ += partial_floats(l);
         }
         if (l.kind == LayerKind::Linear && trainable(l))
-            batch_floats_per_sample_ += size_t(block::dense_xT_stride(l.s.ic)) + l.s.oc;
+            batch_floats_per_sample_ += size_t(block::dense_xT_floats(l.s.ic)) + l.s.oc;
         wt_.emplace_back(direct_dx(i) ? weight_floats(l) : 0);
     }
     dy_pad_.resize(fwd_->layers().size());
@@ -249,7 +249,7 @@ float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* 
             const ptrdiff_t B = ptrdiff_t(block_loss_.size()) * kLanes;
             float* xT = trainable(l) ? batch_.data() + batch_offset_[size_t(i)] * size_t(B) : nullptr;
             block::dense_backward(k, lanes, l.s.ic, l.s.oc, col0, B, x_in, l.w, dy, dx, xT,
-                                  xT ? xT + block::dense_xT_stride(l.s.ic) * B : nullptr);
+                                  xT ? xT + block::dense_xT_floats(l.s.ic) * B : nullptr);
             break;
         }
     }
@@ -313,7 +313,7 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
         const LayerSpec& l = layers[size_t(task.index)];
         const float* xT = batch_.data() + batch_offset_[size_t(task.index)] * B;
         block::dense_dw_rows(k, l.s.ic, ptrdiff_t(B), int(task.begin), int(count), xT,
-                             xT + block::dense_xT_stride(l.s.ic) * B, l.dw, l.db, false);
+                             xT + block::dense_xT_floats(l.s.ic) * B, l.dw, l.db, false);
         if (!update) return;
         if (l.dw) update->apply(k, l.dw + task.begin * size_t(l.s.ic), ptrdiff_t(count * size_t(l.s.ic)));
         if (l.db) update->apply(k, l.db + task.begin, ptrdiff_t(count));

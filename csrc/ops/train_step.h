@@ -92,7 +92,8 @@ private:
 
     std::unique_ptr<Forward> fwd_;       // the layers and their forward pass, keeping every activation
     std::vector<size_t> param_offset_;   // per conv layer: where its [dw | db] lives in a block's partial gradient
-    std::vector<size_t> batch_offset_;   // per dense layer: where its x^T [B][dense_xT_stride(in)] and dy [out][B] live
+    // per dense layer: where its x^T in panels (block::dense_xT_floats(in) per sample) and dy [out][B] live
+    std::vector<size_t> batch_offset_;
     std::vector<std::vector<float>> wt_; // per conv layer: flipped weights for dX (direct_dx)
     // per conv layer with a direct input gradient, per thread: its padded dY, zero border written once
     // (block::conv_backward's dy_pad)
