@@ -176,6 +176,46 @@ def test_conv_pool_sixteen_lanes(isa, rng, width, oc):
         close(picked[~no_gradient], want[~no_gradient])  # the recorded position holds the maximum
 
 
+@pytest.mark.parametrize("kernel", [(2, 2), (3, 3), (2, 3)])
+@pytest.mark.parametrize("oc", [1, 5, 7, 13, 32])
+def test_conv_pool_backward_equals_routed_conv_backward(isa, rng, kernel, oc):
+    """The fused backward routes dy into the zero-padded full-size gradient that its input gradient reads, and takes
+    the weight gradient from there too: dx and dw bit-identical to the direct convolution's backward of that
+    gradient routed by numpy, db (summed from the pooled dy) close. Odd outputs (the pooling drops a row and a
+    column), channel counts around the register tiles, two blocks, with and without padding."""
+    x = rng.standard_normal((20, 3, 8, 9), dtype=np.float32)
+    w = rng.standard_normal((oc, 3) + kernel, dtype=np.float32)
+    b = rng.standard_normal(oc, dtype=np.float32)
+    for pad, relu in (((0, 0), True), ((1, 1), False), ((1, 0), True)):
+        xl = _to_lanes(x, 16)
+        y, argmax = _core.conv_pool_forward(xl, w, b, pad, relu)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        oh, ow = ref.conv2d(x[:1], w, None, (1, 1), pad).shape[2:]
+        g = np.zeros((y.shape[0], oc, oh, ow, 16), np.float32)
+        for d in range(4):
+            g[:, :, d // 2 : 2 * y.shape[2] : 2, d % 2 : 2 * y.shape[3] : 2] = np.where(argmax == d, dy, 0)
+        want_dw, want_db = np.zeros_like(w), np.zeros_like(b)
+        want_dx = _core.conv2d_backward(xl, w, g, want_dw, want_db, (1, 1), pad, True, "direct")
+        dw, db = np.zeros_like(w), np.zeros_like(b)
+        dx = _core.conv_pool_backward(xl, w, argmax, dy, dw, db, pad)
+        np.testing.assert_array_equal(dx, want_dx)
+        np.testing.assert_array_equal(dw, want_dw)
+        close(db, want_db)
+        assert _core.conv_pool_backward(xl, w, argmax, dy, dw, None, pad, need_dx=False) is None
+
+
+def test_conv_pool_backward_rejects_what_it_cannot_run(rng):
+    w = np.ones((2, 1, 3, 3), np.float32)
+    a = np.zeros((1, 2, 2, 2, 16), np.float32)
+    with pytest.raises(ValueError, match="runs on 16 lanes, got 8"):
+        _core.conv_pool_backward(np.zeros((1, 1, 6, 6, 8), np.float32), w, a[..., :8], a[..., :8], np.zeros_like(w),
+                                 None)
+    with pytest.raises(ValueError, match="argmax"):
+        _core.conv_pool_backward(np.zeros((1, 1, 6, 6, 16), np.float32), w, a[:, :1], a, np.zeros_like(w), None)
+    with pytest.raises(ValueError, match="padding must be smaller than the kernel"):
+        _core.conv_pool_backward(np.zeros((1, 1, 2, 2, 16), np.float32), w, a, a, np.zeros_like(w), None, (3, 3))
+
+
 def test_conv_pool_rejects_what_it_cannot_run(rng):
     w = np.ones((2, 1, 3, 3), np.float32)
     with pytest.raises(ValueError, match="1 lane"):

@@ -62,8 +62,10 @@ struct KernelTable {
     void (*conv_direct_fwd)(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
                             float* y);
     // Its weight gradient, one block: dw[oc][ic][kh][kw] = sum over pixels and lanes of dy * xpad (overwritten);
-    // the lanes are the reduction, one horizontal sum per weight. Null where the ISA has none.
-    void (*conv_direct_dw)(const ConvShape* s, const float* xpad, const float* dy, float* dw);
+    // the lanes are the reduction, one horizontal sum per weight. dy [oc][oh][ow][L] is read inside a border of bh
+    // rows and bw columns, dy [oc][oh+2bh][ow+2bw][L] (the zero-padded gradient that the input gradient's
+    // convolution reads: conv_pool_route writes it there), or of none. Null where the ISA has none.
+    void (*conv_direct_dw)(const ConvShape* s, const float* xpad, const float* dy, int bh, int bw, float* dw);
     // Stride 1, input pre-padded as for conv_direct_fwd, lanes 1 (one sample) or 16: the convolution (plus bias),
     // then a 2x2 stride-2 max pooling, then a ReLU when relu != 0, in one pass that never writes the convolution's
     // output: y [oc][oh/2][ow/2][L] (s: the convolution's shape; an odd last row or column is dropped, as the
@@ -79,8 +81,9 @@ struct KernelTable {
     void (*conv_pool_dw)(const ConvShape* s, const float* xpad, const float* argmax, const float* dy, float* dw,
                          float* db);
     // The convolution's full-size gradient, 16 lanes (for a layer that also needs its input gradient): g [oc][oh][ow]
-    // [L] = dy at the window position argmax names, 0 elsewhere and on an odd last row or column (overwritten).
-    void (*conv_pool_route)(const ConvShape* s, const float* argmax, const float* dy, float* g);
+    // [L] = dy at the window position argmax names, 0 elsewhere and on an odd last row or column (overwritten),
+    // inside a border of bh rows and bw columns, g [oc][oh+2bh][ow+2bw][L], that is left as it is.
+    void (*conv_pool_route)(const ConvShape* s, const float* argmax, const float* dy, float* g, int bh, int bw);
 
     // Pooling over one block [c][ih][iw][L] -> [c][oh][ow][L] (no padding). With relu != 0 max pooling is fused
     // with a ReLU (max and ReLU commute: relu(maxpool(x)) == maxpool(relu(x))), saving a pass over x.

@@ -25,8 +25,9 @@ void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x,
                        const float* b, bool relu, float* y, float* argmax, int thread);
 // Its backward at 16 lanes: dw and db (overwritten; either may be null) from the pooled output's gradient dy and
 // argmax. Without dx (a first layer) the convolution's full-size gradient is never stored (kernels.h: conv_pool_dw);
-// with dx it is routed into scratch (conv_pool_route) and goes through conv_backward, direct (wt, dy_pad as there).
-void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* wt,
+// with dx it is routed into the interior of dy_pad (conv_pool_route; required with dx, its border zero, sized by
+// padded_dy_floats), from which the direct kernels take dW and dX (wt as in conv_backward).
+void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* wt,
                         const float* argmax, const float* dy, float* dw, float* db, float* dx, int thread,
                         float* dy_pad);
 // dw [oc][ic][kh][kw] and db [oc] overwritten with this block's gradient (either may be null: not computed); dx

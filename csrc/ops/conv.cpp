@@ -4,6 +4,7 @@
 //   dW:       dW[oc][K] += dy[oc][P*L] . col[K][P*L]^T        (gemm_nt, long reduction over P*L)
 //   dX:       dcol[K][P*L] = W^T[K][oc] * dy[oc][P*L]         (gemm_nn with a transposed A), then col2im
 #include <cstring>
+#include <vector>
 
 #include "../core/dispatch.h"
 #include "../core/threadpool.h"
@@ -162,13 +163,20 @@ void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x,
     k.conv_pool_fwd(&s, padded(s, x, thread, 0), w, w_cl, b, y, argmax, relu);
 }
 
-void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* wt,
+void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* wt,
                         const float* argmax, const float* dy, float* dw, float* db, float* dx, int thread,
                         float* dy_pad) {
-    if (!dx) return k.conv_pool_dw(&s, padded(s, x, thread, 0), argmax, dy, dw, db);
-    float* g = scratch(thread, 9, floats(s.oc, s.oh, s.ow, s.lanes));
-    k.conv_pool_route(&s, argmax, dy, g);
-    conv_backward(k, s, /*direct=*/true, x, w, wt, g, dw, db, dx, thread, dy_pad);
+    const float* xpad = padded(s, x, thread, 0);
+    if (!dx) return k.conv_pool_dw(&s, xpad, argmax, dy, dw, db);
+    // The convolution's full-size gradient g is routed straight into the interior of dy_pad, its zero-padded copy
+    // that the input gradient's convolution reads, and the weight gradient reads it there too; db, the sum of g, is
+    // the sum of the routed dy (conv_pool_dw). (A separate g also took a pass that copied it into the padded buffer
+    // and one that summed it: on the MNIST-CoreML-Training graph's second layer, 12 + 3 us of a block's 260.)
+    const ConvShape sdx = dx_shape(s);
+    k.conv_pool_route(&s, argmax, dy, dy_pad, sdx.ph, sdx.pw);
+    if (dw) k.conv_direct_dw(&s, xpad, dy_pad, sdx.ph, sdx.pw, dw);
+    if (db) k.conv_pool_dw(&s, xpad, argmax, dy, nullptr, db);
+    k.conv_direct_fwd(&sdx, dy_pad, wt, nullptr, nullptr, dx);
 }
 
 size_t padded_dy_floats(const ConvShape& s) { return padded_floats(dx_shape(s)); }
@@ -180,7 +188,7 @@ void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const 
     if (!dw) {
         // a frozen weight: no gradient
     } else if (direct) {
-        k.conv_direct_dw(&s, padded(s, x, thread, 0), dy, dw);
+        k.conv_direct_dw(&s, padded(s, x, thread, 0), dy, 0, 0, dw);
     } else {
         float* col = scratch(thread, 0, size_t(K) * PL);
         im2col(s, x, col);
@@ -226,6 +234,43 @@ void conv_pool_forward(const ConvShape& s, int nblk, const float* x, const float
     });
 }
 
+namespace {
+// One partial gradient [dw (oc*K) | db (oc)] per block, computed by block_grad(blk, thread, dw, db) and then summed
+// into dw and db in block order: the result does not depend on which thread ran which block.
+template <class F>
+void sum_block_grads(const ConvShape& s, int nblk, float* dw, float* db, F&& block_grad) {
+    const size_t K = size_t(s.ic) * s.kh * s.kw, partial = size_t(s.oc) * K + s.oc;
+    float* partials = scratch(0, 5, partial * size_t(nblk));
+    ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
+        float* part = partials + partial * size_t(blk);
+        block_grad(blk, thread, part, part + size_t(s.oc) * K);
+    });
+    for (int blk = 0; blk < nblk; ++blk) {
+        const float* part = partials + partial * size_t(blk);
+        for (size_t i = 0; i < size_t(s.oc) * K; ++i) dw[i] += part[i];
+        if (db)
+            for (int o = 0; o < s.oc; ++o) db[o] += part[size_t(s.oc) * K + o];
+    }
+}
+}  // namespace
+
+void conv_pool_backward(const ConvShape& s, int nblk, const float* x, const float* w, const float* argmax,
+                        const float* dy, float* dx, float* dw, float* db) {
+    const KernelTable& k = kernels();
+    const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh / 2, s.ow / 2, s.lanes);
+    float* wt = nullptr;
+    std::vector<std::vector<float>> dy_pad;  // per thread, zero border (block::conv_pool_backward)
+    if (dx) {
+        wt = scratch(0, 4, size_t(s.oc) * s.ic * s.kh * s.kw);
+        block::flip_transpose(s, w, wt);
+        dy_pad.assign(size_t(ThreadPool::instance().threads()), std::vector<float>(block::padded_dy_floats(s)));
+    }
+    sum_block_grads(s, nblk, dw, db, [&](int blk, int thread, float* pdw, float* pdb) {
+        block::conv_pool_backward(k, s, x + blk * xb, wt, argmax + blk * yb, dy + blk * yb, pdw, pdb,
+                                  dx ? dx + blk * xb : nullptr, thread, dx ? dy_pad[size_t(thread)].data() : nullptr);
+    });
+}
+
 void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* w, const float* dy, float* dx,
                      float* dw, float* db, ConvAlgo algo) {
     const KernelTable& k = kernels();
@@ -237,21 +282,10 @@ void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* 
         wt = scratch(0, 4, size_t(s.oc) * K);
         block::flip_transpose(s, w, wt);
     }
-    // One partial gradient [dw (oc*K) | db (oc)] per block, summed in block order below: the result does not
-    // depend on which thread ran which block.
-    const size_t partial = size_t(s.oc) * K + s.oc;
-    float* partials = scratch(0, 5, partial * size_t(nblk));
-    ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
-        float* part = partials + partial * size_t(blk);
-        block::conv_backward(k, s, direct, x + blk * xb, w, wt, dy + blk * yb, part, part + size_t(s.oc) * K,
-                             dx ? dx + blk * xb : nullptr, thread);
+    sum_block_grads(s, nblk, dw, db, [&](int blk, int thread, float* pdw, float* pdb) {
+        block::conv_backward(k, s, direct, x + blk * xb, w, wt, dy + blk * yb, pdw, pdb, dx ? dx + blk * xb : nullptr,
+                             thread);
     });
-    for (int blk = 0; blk < nblk; ++blk) {
-        const float* part = partials + partial * size_t(blk);
-        for (size_t i = 0; i < size_t(s.oc) * K; ++i) dw[i] += part[i];
-        if (db)
-            for (int o = 0; o < s.oc; ++o) db[o] += part[size_t(s.oc) * K + o];
-    }
 }
 
 }  // namespace lenet::ops

@@ -31,6 +31,10 @@ void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* 
 // then a ReLU if relu, in one pass (kernels.h: conv_pool_fwd); at 16 lanes also argmax (same shape; may be null).
 void conv_pool_forward(const ConvShape& s, int nblk, const float* x, const float* w, const float* b, float* y,
                        float* argmax, bool relu);
+// Its backward, L == 16: dy and argmax [nblk][oc][oh/2][ow/2][L] -> dx (overwritten, may be null), dw [oc][ic][kh][kw]
+// +=, db [oc] += (may be null), as the captured training step computes them (block::conv_pool_backward).
+void conv_pool_backward(const ConvShape& s, int nblk, const float* x, const float* w, const float* argmax,
+                        const float* dy, float* dx, float* dw, float* db);
 
 enum class PoolKind { Max, Avg };
 // x [nblk][c][ih][iw][L] -> y [nblk][c][oh][ow][L]; s.ic is the channel count, no padding.

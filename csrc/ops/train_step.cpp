@@ -134,7 +134,7 @@ void TrainStep::warm_flat_weights() const {
         if (l.kind != LayerKind::Linear) continue;
         for (size_t f = 0, n = weight_floats(l); f < n; f += kLineFloats) sum += l.w[f];
     }
-    static volatile float sink;  // keeps the reads
+    [[maybe_unused]] static volatile float sink;  // keeps the reads
     sink = sum;
 }
 
@@ -230,7 +230,7 @@ float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* 
             if (l.kind == LayerKind::Conv2d)
                 block::conv_backward(k, l.s, fwd.direct(size_t(i)), x_in, l.w, wt, dy, g.dw, g.db, dx, thread, dy_pad);
             else
-                block::conv_pool_backward(k, l.s, x_in, l.w, wt, fwd.argmax(size_t(i), acts), dy, g.dw, g.db, dx,
+                block::conv_pool_backward(k, l.s, x_in, wt, fwd.argmax(size_t(i), acts), dy, g.dw, g.db, dx,
                                           thread, dy_pad);
             break;
         }

@@ -228,6 +228,21 @@ float* opt_bias_out(const py::object& b, int n, const char* name, py::array_t<fl
     return keep.mutable_data();
 }
 
+// A convolution backward's gradients: dw and db accumulated into the caller's grad_weight and grad_bias (None: not
+// computed), dx a new array when needed (else None).
+struct ConvGrads {
+    py::array_t<float> dw_keep, db_keep, dx_keep;
+    float *dw, *db, *dx = nullptr;
+    ConvGrads(const Act4& x, const ConvShape& s, py::handle dw_, const py::object& db_, bool need_dx)
+        : dw_keep(checked<float>(dw_, "grad_weight", {s.oc, s.ic, s.kh, s.kw}, true)),
+          dw(dw_keep.mutable_data()), db(opt_bias_out(db_, s.oc, "grad_bias", db_keep)) {
+        if (!need_dx) return;
+        dx_keep = empty({x.nblk, s.ic, s.ih, s.iw, s.lanes});
+        dx = dx_keep.mutable_data();
+    }
+    py::object result() const { return dx ? py::object(dx_keep) : py::object(py::none()); }
+};
+
 // Stride 1, 1 or 16 lanes: the convolution, 2x2 stride-2 max pooling and optional ReLU in one kernel -> (y, argmax:
 // at 16 lanes the window position 0-3 of each output's maximum, or -1 where the ReLU zeroed it, else None).
 py::tuple conv_pool_forward(py::handle x_, py::handle w_, py::object b_, std::pair<int, int> padding, bool relu) {
@@ -254,6 +269,28 @@ py::tuple conv_pool_forward(py::handle x_, py::handle w_, py::object b_, std::pa
         ops::conv_pool_forward(s, x.nblk, x.a.data(), w.data(), b, yp, ap, relu);
     }
     return py::make_tuple(y, argmax);
+}
+
+// Its backward at 16 lanes, as the captured training step runs it (there the fused layer has no autograd op of its
+// own; this is for tests): dx (or None), and dw, db accumulated into grad_weight, grad_bias (may be None).
+py::object conv_pool_backward(py::handle x_, py::handle w_, py::handle argmax_, py::handle dy_, py::handle dw_,
+                              py::object db_, std::pair<int, int> padding, bool need_dx) {
+    Act4 x = act4(x_, "x");
+    if (x.lanes != ops::TrainStep::kLanes)
+        throw py::value_error("conv_pool_backward runs on 16 lanes, got " + std::to_string(x.lanes));
+    auto w = checked<float>(w_, "weight", {kAny, x.c, kAny, kAny});
+    ConvShape s = conv_shape(x, int(w.shape(0)), int(w.shape(2)), int(w.shape(3)), 1, 1, padding.first, padding.second);
+    positive(s.oc, "output channels");
+    if (s.oh < 2 || s.ow < 2) throw py::value_error("the convolution's output is smaller than the 2x2 pooling window");
+    const Shape pooled{x.nblk, s.oc, s.oh / 2, s.ow / 2, s.lanes};
+    auto argmax = checked<float>(argmax_, "argmax", pooled);
+    auto dy = checked<float>(dy_, "grad_output", pooled);
+    ConvGrads g(x, s, dw_, db_, need_dx);
+    {
+        KernelCall call;
+        ops::conv_pool_backward(s, x.nblk, x.a.data(), w.data(), argmax.data(), dy.data(), g.dx, g.dw, g.db);
+    }
+    return g.result();
 }
 
 py::array_t<float> conv2d_forward(py::handle x_, py::handle w_, py::object b_, std::pair<int, int> stride,
@@ -284,21 +321,12 @@ py::object conv2d_backward(py::handle x_, py::handle w_, py::handle dy_, py::han
                              padding.first, padding.second);
     const ops::ConvAlgo algo = checked_algo(algo_name, s, /*backward=*/true);
     auto dy = checked<float>(dy_, "grad_output", {x.nblk, s.oc, s.oh, s.ow, s.lanes});
-    auto dw = checked<float>(dw_, "grad_weight", {s.oc, s.ic, s.kh, s.kw}, true);
-    py::array_t<float> dbk;
-    float* db = opt_bias_out(db_, s.oc, "grad_bias", dbk);
-    py::array_t<float> dx;
-    float* dxp = nullptr;
-    if (need_dx) {
-        dx = empty({x.nblk, s.ic, s.ih, s.iw, s.lanes});
-        dxp = dx.mutable_data();
-    }
-    float* dwp = dw.mutable_data();
+    ConvGrads g(x, s, dw_, db_, need_dx);
     {
         KernelCall call;
-        ops::conv2d_backward(s, x.nblk, x.a.data(), w.data(), dy.data(), dxp, dwp, db, algo);
+        ops::conv2d_backward(s, x.nblk, x.a.data(), w.data(), dy.data(), g.dx, g.dw, g.db, algo);
     }
-    return need_dx ? py::object(dx) : py::object(py::none());
+    return g.result();
 }
 
 ConvShape pool_shape(const Act4& x, std::pair<int, int> kernel, std::pair<int, int> stride) {
@@ -954,6 +982,9 @@ PYBIND11_MODULE(_core, m) {
           py::arg("stride") = pair{1, 1}, py::arg("padding") = pair{0, 0}, py::arg("algo") = "auto");
     m.def("conv_pool_forward", &conv_pool_forward, py::arg("x"), py::arg("weight"), py::arg("bias"),
           py::arg("padding") = pair{0, 0}, py::arg("relu") = false);
+    m.def("conv_pool_backward", &conv_pool_backward, py::arg("x"), py::arg("weight"), py::arg("argmax"),
+          py::arg("grad_output"), py::arg("grad_weight"), py::arg("grad_bias"), py::arg("padding") = pair{0, 0},
+          py::arg("need_dx") = true);
     m.def("conv2d_backward", &conv2d_backward, py::arg("x"), py::arg("weight"), py::arg("grad_output"),
           py::arg("grad_weight"), py::arg("grad_bias"), py::arg("stride") = pair{1, 1},
           py::arg("padding") = pair{0, 0}, py::arg("need_dx") = true, py::arg("algo") = "auto");

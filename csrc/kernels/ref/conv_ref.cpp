@@ -30,9 +30,10 @@ void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, cons
                     y[((ptrdiff_t(o) * s->oh + oy) * s->ow + ox) * s->lanes + l] = conv_at(s, xpad, w, bias, o, oy, ox, l);
 }
 
-// xpad [ic][oh+kh-1][ow+kw-1][L], dy [oc][oh][ow][L] -> dw [oc][ic][kh][kw] (overwritten).
-void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, float* dw) {
+// xpad [ic][oh+kh-1][ow+kw-1][L], dy [oc][oh][ow][L] inside a border (bh, bw) -> dw [oc][ic][kh][kw] (overwritten).
+void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, int bh, int bw, float* dw) {
     const int L = s->lanes, pw = s->ow + s->kw - 1, ph = s->oh + s->kh - 1;
+    const int gh = s->oh + 2 * bh, gw = s->ow + 2 * bw;
     for (int o = 0; o < s->oc; ++o)
         for (int c = 0; c < s->ic; ++c)
             for (int ky = 0; ky < s->kh; ++ky)
@@ -41,7 +42,7 @@ void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, floa
                     for (int oy = 0; oy < s->oh; ++oy)
                         for (int ox = 0; ox < s->ow; ++ox)
                             for (int l = 0; l < L; ++l)
-                                acc += dy[((ptrdiff_t(o) * s->oh + oy) * s->ow + ox) * L + l] *
+                                acc += dy[((ptrdiff_t(o) * gh + oy + bh) * gw + ox + bw) * L + l] *
                                        xpad[((ptrdiff_t(c) * ph + oy + ky) * pw + ox + kx) * L + l];
                     dw[((o * s->ic + c) * s->kh + ky) * s->kw + kx] = acc;
                 }
@@ -69,10 +70,11 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
                 }
 }
 
-// argmax, dy [oc][oh/2][ow/2][L] -> g [oc][oh][ow][L]: dy at the argmax position of each window (none where argmax
-// is -1), zero elsewhere and on an odd last row or column, which the pooling dropped.
-void conv_pool_route(const ConvShape* s, const float* argmax, const float* dy, float* g) {
+// argmax, dy [oc][oh/2][ow/2][L] -> g [oc][oh][ow][L] inside a border (bh, bw): dy at the argmax position of each
+// window (none where argmax is -1), zero elsewhere and on an odd last row or column, which the pooling dropped.
+void conv_pool_route(const ConvShape* s, const float* argmax, const float* dy, float* g, int bh, int bw) {
     const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2;
+    const int gh = s->oh + 2 * bh, gw = s->ow + 2 * bw;
     for (int o = 0; o < s->oc; ++o)
         for (int oy = 0; oy < s->oh; ++oy)
             for (int ox = 0; ox < s->ow; ++ox)
@@ -80,7 +82,7 @@ void conv_pool_route(const ConvShape* s, const float* argmax, const float* dy, f
                     const int py = oy / 2, px = ox / 2, d = (oy % 2) * 2 + ox % 2;
                     const ptrdiff_t i = ((ptrdiff_t(o) * out_h + py) * out_w + px) * L + l;
                     const bool routed = py < out_h && px < out_w && int(argmax[i]) == d;
-                    g[((ptrdiff_t(o) * s->oh + oy) * s->ow + ox) * L + l] = routed ? dy[i] : 0.0f;
+                    g[((ptrdiff_t(o) * gh + oy + bh) * gw + ox + bw) * L + l] = routed ? dy[i] : 0.0f;
                 }
 }
 
@@ -90,8 +92,8 @@ void conv_pool_dw(const ConvShape* s, const float* xpad, const float* argmax, co
                   float* db) {
     const ptrdiff_t plane = ptrdiff_t(s->oh) * s->ow * s->lanes;
     std::vector<float> g(size_t(s->oc) * size_t(plane));  // [oc][oh][ow][L]
-    conv_pool_route(s, argmax, dy, g.data());
-    if (dw) conv_direct_dw(s, xpad, g.data(), dw);
+    conv_pool_route(s, argmax, dy, g.data(), 0, 0);
+    if (dw) conv_direct_dw(s, xpad, g.data(), 0, 0, dw);
     for (int o = 0; db && o < s->oc; ++o) {
         float acc = 0.0f;
         for (ptrdiff_t i = 0; i < plane; ++i) acc += g[size_t(o * plane + i)];

@@ -11,11 +11,11 @@ void gemm_nt(int M, int N, int K, const float* A, ptrdiff_t lda, const float* B,
              ptrdiff_t ldc, int accumulate);
 void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
                      float* y);
-void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, float* dw);
+void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, int bh, int bw, float* dw);
 void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
                    float* y, float* argmax, int relu);
 void conv_pool_dw(const ConvShape* s, const float* xpad, const float* argmax, const float* dy, float* dw, float* db);
-void conv_pool_route(const ConvShape* s, const float* argmax, const float* dy, float* g);
+void conv_pool_route(const ConvShape* s, const float* argmax, const float* dy, float* g, int bh, int bw);
 void maxpool_fwd(const ConvShape* s, const float* x, float* y, int relu);
 void maxpool_bwd(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx, int relu);
 void avgpool_fwd(const ConvShape* s, const float* x, float* y);

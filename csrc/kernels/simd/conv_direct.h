@@ -525,16 +525,18 @@ void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, cons
 // Each source gives, for output row oy of channels from o0 on, a Row whose at(o, ox, v) is vector v of
 // g[o0 + o][oy][ox].
 
-// dy [oc][oh][ow][16].
+// dy [oc][oh][ow][16] inside a border of bh rows and bw columns: [oc][oh+2bh][ow+2bw][16].
 template <class V>
 struct StoredGrad {
     static constexpr bool kRouted = false;
-    const float* dy;
-    ptrdiff_t plane, row;  // floats per channel and per row of dy
+    const float* dy;       // at row 0, column 0 inside the border
+    ptrdiff_t plane, row;  // floats per channel and per row of dy, border included
     int rows, cols;        // the positions that have a gradient: all of them
-    StoredGrad(const ConvShape* s, const float* dy_)
-        : dy(dy_), plane(ptrdiff_t(s->oh) * s->ow * kDirectLanes), row(ptrdiff_t(s->ow) * kDirectLanes),
-          rows(s->oh), cols(s->ow) {}
+    StoredGrad(const ConvShape* s, const float* dy_, int bh, int bw)
+        : plane(ptrdiff_t(s->oh + 2 * bh) * (s->ow + 2 * bw) * kDirectLanes),
+          row(ptrdiff_t(s->ow + 2 * bw) * kDirectLanes), rows(s->oh), cols(s->ow) {
+        dy = dy_ + bh * row + bw * kDirectLanes;
+    }
     struct Row {
         const float* dy;
         ptrdiff_t plane;
@@ -686,10 +688,10 @@ void conv_dw(const ConvShape* s, const float* xpad, const G& g_src, float* dw) {
     }
 }
 
-// xpad [ic][oh+kh-1][ow+kw-1][16], dy [oc][oh][ow][16] -> dw [oc][ic][kh][kw] (overwritten).
+// xpad [ic][oh+kh-1][ow+kw-1][16], dy [oc][oh][ow][16] inside a border (bh, bw) -> dw [oc][ic][kh][kw] (overwritten).
 template <class V>
-void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, float* dw) {
-    conv_dw<V>(s, xpad, StoredGrad<V>(s, dy), dw);
+void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, int bh, int bw, float* dw) {
+    conv_dw<V>(s, xpad, StoredGrad<V>(s, dy, bh, bw), dw);
 }
 
 // The fused convolution + max pooling's weight and bias gradients (kernels.h: conv_pool_dw); db is the sum of the
@@ -713,14 +715,14 @@ void conv_pool_dw(const ConvShape* s, const float* xpad, const float* argmax, co
 // The fused convolution + max pooling's full-size gradient (kernels.h: conv_pool_route): each pooled vector of dy
 // goes to the window position argmax names, zeros to the other three.
 template <class V>
-void conv_pool_route(const ConvShape* s, const float* argmax, const float* dy, float* g) {
-    if (s->lanes != kDirectLanes) return ref::conv_pool_route(s, argmax, dy, g);
+void conv_pool_route(const ConvShape* s, const float* argmax, const float* dy, float* g, int bh, int bw) {
+    if (s->lanes != kDirectLanes) return ref::conv_pool_route(s, argmax, dy, g, bh, bw);
     constexpr int L = kDirectLanes;
     const int out_h = s->oh / 2, out_w = s->ow / 2;
-    const ptrdiff_t row = ptrdiff_t(s->ow) * L;
+    const ptrdiff_t row = ptrdiff_t(s->ow) * L, g_row = ptrdiff_t(s->ow + 2 * bw) * L;  // g_row: border included
     for (int o = 0; o < s->oc; ++o)
         for (int oy = 0; oy < s->oh; ++oy) {
-            float* out = g + (ptrdiff_t(o) * s->oh + oy) * row;
+            float* out = g + ((ptrdiff_t(o) * (s->oh + 2 * bh) + oy + bh) * g_row) + ptrdiff_t(bw) * L;
             const int py = oy / 2;
             int ox = 0;
             if (py < out_h)
