@@ -252,19 +252,22 @@ void sum_block_grads(const ConvShape& s, int nblk, float* dw, float* db, F&& blo
             for (int o = 0; o < s.oc; ++o) db[o] += part[size_t(s.oc) * K + o];
     }
 }
+
+// The weights of dX as a convolution of padded dY (block::flip_transpose), in scratch.
+const float* flipped_weights(const ConvShape& s, const float* w) {
+    float* wt = scratch(0, 4, size_t(s.oc) * s.ic * s.kh * s.kw);
+    block::flip_transpose(s, w, wt);
+    return wt;
+}
 }  // namespace
 
 void conv_pool_backward(const ConvShape& s, int nblk, const float* x, const float* w, const float* argmax,
                         const float* dy, float* dx, float* dw, float* db) {
     const KernelTable& k = kernels();
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh / 2, s.ow / 2, s.lanes);
-    float* wt = nullptr;
+    const float* wt = dx ? flipped_weights(s, w) : nullptr;
     std::vector<std::vector<float>> dy_pad;  // per thread, zero border (block::conv_pool_backward)
-    if (dx) {
-        wt = scratch(0, 4, size_t(s.oc) * s.ic * s.kh * s.kw);
-        block::flip_transpose(s, w, wt);
-        dy_pad.assign(size_t(ThreadPool::instance().threads()), std::vector<float>(block::padded_dy_floats(s)));
-    }
+    if (dx) dy_pad.assign(size_t(ThreadPool::instance().threads()), std::vector<float>(block::padded_dy_floats(s)));
     sum_block_grads(s, nblk, dw, db, [&](int blk, int thread, float* pdw, float* pdb) {
         block::conv_pool_backward(k, s, x + blk * xb, wt, argmax + blk * yb, dy + blk * yb, pdw, pdb,
                                   dx ? dx + blk * xb : nullptr, thread, dx ? dy_pad[size_t(thread)].data() : nullptr);
@@ -275,13 +278,8 @@ void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* 
                      float* dw, float* db, ConvAlgo algo) {
     const KernelTable& k = kernels();
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh, s.ow, s.lanes);
-    const int K = s.ic * s.kh * s.kw;
     const bool direct = conv_uses_direct(s, algo);
-    float* wt = nullptr;
-    if (dx && direct) {
-        wt = scratch(0, 4, size_t(s.oc) * K);
-        block::flip_transpose(s, w, wt);
-    }
+    const float* wt = dx && direct ? flipped_weights(s, w) : nullptr;
     sum_block_grads(s, nblk, dw, db, [&](int blk, int thread, float* pdw, float* pdb) {
         block::conv_backward(k, s, direct, x + blk * xb, w, wt, dy + blk * yb, pdw, pdb, dx ? dx + blk * xb : nullptr,
                              thread);

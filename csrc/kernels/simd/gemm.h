@@ -139,15 +139,19 @@ void gemm_nn_range(int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t
     }
 }
 
+// The range function for M rows: narrow or wide panels (gemm_nn_narrow_panels), with or without PF.
+template <class V, bool PF>
+auto gemm_nn_range_for(int M) {
+    return gemm_nn_narrow_panels<V>(M) ? gemm_nn_range<V, gemm_nn_narrow_nv<V>(), PF>
+                                       : gemm_nn_range<V, gemm_nn_nv<V>(), PF>;
+}
+
 template <class V>
 void gemm_nn(int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, const float* B, ptrdiff_t ldb,
              float* C, ptrdiff_t ldc, int accumulate) {
-    auto range = gemm_nn_narrow_panels<V>(M) ? gemm_nn_range<V, gemm_nn_narrow_nv<V>(), false>
-                                             : gemm_nn_range<V, gemm_nn_nv<V>(), false>;
-    if (rsa != 1 || K <= kTransposedKChunk) return range(M, N, K, A, rsa, csa, B, ldb, C, ldc, accumulate);
-    if (csa >= kFarRowFloats)
-        range = gemm_nn_narrow_panels<V>(M) ? gemm_nn_range<V, gemm_nn_narrow_nv<V>(), true>
-                                            : gemm_nn_range<V, gemm_nn_nv<V>(), true>;
+    if (rsa != 1 || K <= kTransposedKChunk)
+        return gemm_nn_range_for<V, false>(M)(M, N, K, A, rsa, csa, B, ldb, C, ldc, accumulate);
+    const auto range = csa >= kFarRowFloats ? gemm_nn_range_for<V, true>(M) : gemm_nn_range_for<V, false>(M);
     for (int k0 = 0; k0 < K; k0 += kTransposedKChunk)
         range(M, N, K - k0 < kTransposedKChunk ? K - k0 : kTransposedKChunk, A + k0 * csa, 1, csa, B + k0 * ldb, ldb,
               C, ldc, accumulate || k0 > 0);
