@@ -546,6 +546,7 @@ struct StoredGrad {
     struct Row {
         const float* dy;
         ptrdiff_t plane;
+        template <int PARITY>
         typename V::T at(int o, int ox, int v) const { return V::load(dy + o * plane + ox * kDirectLanes + v * V::W); }
     };
     Row at_row(int o0, int oy) const { return {dy + o0 * plane + oy * row, plane}; }
@@ -570,15 +571,17 @@ struct RoutedGrad {
     struct Row {
         const float *dy, *argmax;
         ptrdiff_t plane;
-        float first;  // the window position of this row's even columns: 0 or 2
+        typename V::T position[2];  // the window positions of this row's even and odd columns: 0 and 1, or 2 and 3
+        template <int PARITY>       // ox & 1
         typename V::T at(int o, int ox, int v) const {
             const ptrdiff_t i = o * plane + (ox >> 1) * kDirectLanes + v * V::W;
-            return V::select(V::eq(V::load(argmax + i), V::set1(first + float(ox & 1))), V::load(dy + i), V::zero());
+            return V::select(V::eq(V::load(argmax + i), position[PARITY]), V::load(dy + i), V::zero());
         }
     };
     Row at_row(int o0, int oy) const {
         const ptrdiff_t i = o0 * plane + (oy >> 1) * row;
-        return {dy + i, argmax + i, plane, float((oy & 1) * 2)};
+        const float first = float((oy & 1) * 2);
+        return {dy + i, argmax + i, plane, {V::set1(first), V::set1(first + 1.0f)}};
     }
 };
 
@@ -616,10 +619,11 @@ void conv_direct_dw_tile(const ConvShape* s, const float* xpad, const G& g_src, 
         // kernel row ky0 + r: xrow + r * pw * L
         const float* xrow = xpad + ((c * ph + oy + ky0) * pw + kx0) * L + v0 * V::W;
         const auto grow = g_src.at_row(o0, oy);
-        for (int ox = 0; ox < g_src.cols; ++ox)
+        auto pixel = [&](int ox, auto parity) {
             LENET_TILE_LOOP for (int v = 0; v < LVT; ++v) {
                 typename V::T g[OCB];
-                LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) g[o] = grow.at(o, ox, v0 + v);
+                LENET_TILE_LOOP for (int o = 0; o < OCB; ++o)
+                    g[o] = grow.template at<decltype(parity)::value>(o, ox, v0 + v);
                 LENET_TILE_LOOP for (int r = 0; r < KYB; ++r)
                     LENET_TILE_LOOP for (int k = 0; k < KXB; ++k) {
                         const typename V::T xv = V::load(xrow + (r * pw + ox + k) * L + v * V::W);
@@ -627,6 +631,19 @@ void conv_direct_dw_tile(const ConvShape* s, const float* xpad, const G& g_src, 
                             acc[o][r][k][v] = V::fmadd(g[o], xv, acc[o][r][k][v]);
                     }
             }
+        };
+        // Routed: cols is even, and each pair of columns takes its two window positions as vectors set once per row
+        // (computing one per column from ox & 1 cost an int-to-float conversion and a broadcast per pixel: the
+        // MNIST-CoreML-Training graph's first layer, 4 blocks on one thread, measured 1.18x slower on AVX2 and
+        // about 1.03x on AVX-512).
+        if constexpr (G::kRouted) {
+            for (int ox = 0; ox < g_src.cols; ox += 2) {
+                pixel(ox, Size<0>{});
+                pixel(ox + 1, Size<1>{});
+            }
+        } else {
+            for (int ox = 0; ox < g_src.cols; ++ox) pixel(ox, Size<0>{});
+        }
     }
     LENET_TILE_LOOP for (int o = 0; o < OCB; ++o)
         LENET_TILE_LOOP for (int r = 0; r < KYB; ++r)
