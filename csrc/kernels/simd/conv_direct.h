@@ -530,8 +530,9 @@ void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, cons
 // g, the convolution's output gradient, comes from a source G: StoredGrad, a gradient in memory (conv_direct_dw), or
 // RoutedGrad, the gradient of the 2x2 max pooling fused after the convolution, routed on the fly (conv_pool_dw).
 
-// Each source gives, for output row oy of channels from o0 on, a Row whose at(o, ox, v) is vector v of
-// g[o0 + o][oy][ox].
+// Each source gives, for output row oy of channels from o0 on, a Row whose at<ox & 1>(o, gx, v) is vector v of
+// g[o0 + o][oy][ox], where gx is ox in the source's own columns: ox itself, or for the routed gradient the pooled
+// column ox / 2 (so that the tile's loop over column pairs computes no index per pixel).
 
 // dy [oc][oh][ow][16] inside a border of bh rows and bw columns: [oc][oh+2bh][ow+2bw][16].
 template <class V>
@@ -574,9 +575,9 @@ struct RoutedGrad {
         const float *dy, *argmax;
         ptrdiff_t plane;
         typename V::T position[2];  // the window positions of this row's even and odd columns: 0 and 1, or 2 and 3
-        template <int PARITY>       // ox & 1
-        typename V::T at(int o, int ox, int v) const {
-            const ptrdiff_t i = o * plane + (ox >> 1) * kDirectLanes + v * V::W;
+        template <int PARITY>       // column ox = 2 * px + PARITY
+        typename V::T at(int o, int px, int v) const {
+            const ptrdiff_t i = o * plane + px * kDirectLanes + v * V::W;
             return V::select(V::eq(V::load(argmax + i), position[PARITY]), V::load(dy + i), V::zero());
         }
     };
@@ -621,11 +622,11 @@ void conv_direct_dw_tile(const ConvShape* s, const float* xpad, const G& g_src, 
         // kernel row ky0 + r: xrow + r * pw * L
         const float* xrow = xpad + ((c * ph + oy + ky0) * pw + kx0) * L + v0 * V::W;
         const auto grow = g_src.at_row(o0, oy);
-        auto pixel = [&](int ox, auto parity) {
+        auto pixel = [&](int ox, int gx, auto parity) {  // gx: ox in the source's columns (routed: pooled)
             LENET_TILE_LOOP for (int v = 0; v < LVT; ++v) {
                 typename V::T g[OCB];
                 LENET_TILE_LOOP for (int o = 0; o < OCB; ++o)
-                    g[o] = grow.template at<decltype(parity)::value>(o, ox, v0 + v);
+                    g[o] = grow.template at<decltype(parity)::value>(o, gx, v0 + v);
                 LENET_TILE_LOOP for (int r = 0; r < KYB; ++r)
                     LENET_TILE_LOOP for (int k = 0; k < KXB; ++k) {
                         const typename V::T xv = V::load(xrow + (r * pw + ox + k) * L + v * V::W);
@@ -639,12 +640,12 @@ void conv_direct_dw_tile(const ConvShape* s, const float* xpad, const G& g_src, 
         // MNIST-CoreML-Training graph's first layer, 4 blocks on one thread, measured 1.18x slower on AVX2 and
         // about 1.03x on AVX-512).
         if constexpr (G::kRouted) {
-            for (int ox = 0; ox < g_src.cols; ox += 2) {
-                pixel(ox, Size<0>{});
-                pixel(ox + 1, Size<1>{});
+            for (int px = 0; px < g_src.cols / 2; ++px) {
+                pixel(2 * px, px, Size<0>{});
+                pixel(2 * px + 1, px, Size<1>{});
             }
         } else {
-            for (int ox = 0; ox < g_src.cols; ++ox) pixel(ox, Size<0>{});
+            for (int ox = 0; ox < g_src.cols; ++ox) pixel(ox, ox, Size<0>{});
         }
     }
     LENET_TILE_LOOP for (int o = 0; o < OCB; ++o)
