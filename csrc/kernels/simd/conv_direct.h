@@ -481,8 +481,10 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
                 for (int py = 0; py < out_h; ++py)
                     with_size<OCB>(s->oc - o0 < OCB ? s->oc - o0 : OCB, [&](auto o) {
                         constexpr int O = decltype(o)::value;
-                        if (n == NV * V::W) conv_row_pool_tile<V, O, NV, true>(s, xpad, w, bias, y, o0, py, ox0, n, relu);
-                        else conv_row_pool_tile<V, O, NV, false>(s, xpad, w, bias, y, o0, py, ox0, n, relu);
+                        if (n == NV * V::W)
+                            conv_row_pool_tile<V, O, NV, true>(s, xpad, w, bias, y, o0, py, ox0, n, relu);
+                        else
+                            conv_row_pool_tile<V, O, NV, false>(s, xpad, w, bias, y, o0, py, ox0, n, relu);
                     });
         });
     }
