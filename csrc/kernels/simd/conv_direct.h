@@ -495,9 +495,7 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
 // The channel tiles of one pixel tile run back to back, so its input window (ic x kh rows x PXB + kw - 1 pixels)
 // is read from L1 after the first. (Channel tiles outermost re-read the whole input from L2 per channel tile: the
 // MNIST-CoreML-Training graph's unfused 2x2 32 -> 32 layer, one block on AVX2, measured 1.1x slower; AVX-512 and
-// LeNet-5's layers the same within noise.) A row's last, narrower tile is unrolled too when it is over half full
-// (that graph's 2x2 input gradient, rows of 13 = 5 + 5 + 3 pixels on AVX-512: 1.1x faster, one block on one thread;
-// each unrolled width is a tile function of its own per ISA, so not the narrow ones).
+// LeNet-5's layers the same within noise.)
 template <class V, int OCB, int PXB, bool EVEN>
 void conv_direct_tiles(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y) {
     for (int oy = 0; oy < s->oh; ++oy)
@@ -508,8 +506,8 @@ void conv_direct_tiles(const ConvShape* s, const float* xpad, const float* w, co
                     constexpr int O = EVEN ? OCB : decltype(o)::value;
                     with_size<PXB>(s->ow - ox0 < PXB ? s->ow - ox0 : PXB, [&](auto p) {
                         constexpr int P = decltype(p)::value;
-                        if constexpr (O == OCB && 2 * P > PXB)  // tiles over half full inside the image: unrolled
-                            if (window_inside(s, oy, 1, ox0, P) && with_unrolled_kernel(s, [&](auto k) {
+                        if constexpr (O == OCB && P == PXB)  // whole tiles inside the image: unrolled
+                            if (window_inside(s, oy, 1, ox0, PXB) && with_unrolled_kernel(s, [&](auto k) {
                                     conv_direct_tile<V, O, P, decltype(k)::value>(s, xpad, w, bias, y, o0, oy, ox0);
                                 }))
                                 return;
