@@ -289,8 +289,8 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
     tasks.clear();
     // Dense rows in tasks of 16, or 32 where the weights do not stay in L2: each task reads the whole batch's x^T
     // from L2, and larger tasks read it half as often (the MNIST-CoreML-Training graph's 1152 -> 500 layer, x^T
-    // 590 KB: its step on 2 threads faster in 11 of 15 interleaved pairs, medians about 1.5%; LeNet-5's layers, where
-    // 32-row tasks left too few to balance two threads, stay at 16).
+    // 590 KB: its step on 2 threads faster in 11 of 15 interleaved pairs, medians about 1.5%; LeNet-5's, whose
+    // weights stay in L2, was no faster with 32, in 4 pairs, and keeps 16).
     constexpr size_t kChunk = 4096, kRows = 16;
     for (size_t p = 0; p < conv_parts_.size(); ++p)
         for (size_t b = 0; b < conv_parts_[p].floats; b += kChunk)
