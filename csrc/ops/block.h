@@ -58,6 +58,14 @@ inline ptrdiff_t dense_xT_floats(int in) { return (ptrdiff_t(in) + kDensePanel -
 // layer), and writes dx [in][L] (may be null).
 void dense_backward(const KernelTable& k, int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, const float* x,
                     const float* w, const float* dy, float* dx, float* xP, float* dyT);
+// Rows of dW per task when a dense layer's weight gradient is split over threads (dense_dw_rows): 16, or 32 where
+// its weights (in x out floats) exceed 1 MB and do not stay in L2. Each task reads the whole batch's x^T from L2,
+// and larger tasks read it half as often (the MNIST-CoreML-Training graph's 1152 -> 500 layer, x^T 590 KB: its
+// training step on 2 threads faster in 11 of 15 interleaved pairs, medians about 1.5%; LeNet-5's, whose weights stay
+// in L2, was no faster with 32, in 4 pairs).
+inline int dense_dw_task_rows(int in, int out) {
+    return size_t(in) * size_t(out) * sizeof(float) > (size_t(1) << 20) ? 32 : 16;
+}
 // Rows [o0, o0+rows) of dW [out][in] = dyT . x^T, one gemm_nn per panel of xP over the batch with no horizontal
 // sums, and of db = the row sums of dyT (either may be null); added to dw/db when accumulate, else written.
 void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, const float* xP, const float* dyT,

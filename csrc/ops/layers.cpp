@@ -123,7 +123,7 @@ void linear_backward(int nblk, int L, int in, int out, const float* x, const flo
         block::dense_backward(k, L, in, out, ptrdiff_t(blk) * L, B, x + size_t(blk) * in * L, w, dyb,
                               dx ? dx + size_t(blk) * in * L : nullptr, xP, dyT);
     });
-    const int rows_per_task = 16, tasks = (out + rows_per_task - 1) / rows_per_task;
+    const int rows_per_task = block::dense_dw_task_rows(in, out), tasks = (out + rows_per_task - 1) / rows_per_task;
     pool.parallel_for(tasks, [&](int task, int) {
         const int o0 = task * rows_per_task, rows = out - o0 < rows_per_task ? out - o0 : rows_per_task;
         block::dense_dw_rows(k, in, B, o0, rows, xP, dyT, dw, db, true);

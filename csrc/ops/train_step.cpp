@@ -287,18 +287,14 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
     // the optimiser update, if any, right where it was computed.
     std::vector<Task>& tasks = tasks_;
     tasks.clear();
-    // Dense rows in tasks of 16, or 32 where the weights do not stay in L2: each task reads the whole batch's x^T
-    // from L2, and larger tasks read it half as often (the MNIST-CoreML-Training graph's 1152 -> 500 layer, x^T
-    // 590 KB: its step on 2 threads faster in 11 of 15 interleaved pairs, medians about 1.5%; LeNet-5's, whose
-    // weights stay in L2, was no faster with 32, in 4 pairs, and keeps 16).
-    constexpr size_t kChunk = 4096, kRows = 16;
+    constexpr size_t kChunk = 4096;
     for (size_t p = 0; p < conv_parts_.size(); ++p)
         for (size_t b = 0; b < conv_parts_[p].floats; b += kChunk)
             tasks.push_back({true, int(p), b, std::min(conv_parts_[p].floats, b + kChunk)});
     for (int i = 0; i < n; ++i) {
         const LayerSpec& l = layers[size_t(i)];
         if (l.kind != LayerKind::Linear || !trainable(l)) continue;
-        const size_t rows = weight_floats(l) * sizeof(float) > kChunkWeightBytes ? 2 * kRows : kRows;
+        const size_t rows = size_t(block::dense_dw_task_rows(l.s.ic, l.s.oc));
         for (size_t r = 0; r < size_t(l.s.oc); r += rows)
             tasks.push_back({false, i, r, std::min(size_t(l.s.oc), r + rows)});
     }
