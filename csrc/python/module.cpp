@@ -243,6 +243,16 @@ struct ConvGrads {
     py::object result() const { return dx ? py::object(dx_keep) : py::object(py::none()); }
 };
 
+// The convolution's shape in a fused conv-pool layer (stride 1) of x and the checked weight w [oc][x.c][kh][kw]:
+// at least one output channel and an output no smaller than the 2x2 pooling window.
+ConvShape conv_pool_shape(const Act4& x, const py::array_t<float>& w, std::pair<int, int> padding) {
+    const ConvShape s = conv_shape(x, int(w.shape(0)), int(w.shape(2)), int(w.shape(3)), 1, 1, padding.first,
+                                   padding.second);
+    positive(s.oc, "output channels");
+    if (s.oh < 2 || s.ow < 2) throw py::value_error("the convolution's output is smaller than the 2x2 pooling window");
+    return s;
+}
+
 // Stride 1, 1 or 16 lanes: the convolution, 2x2 stride-2 max pooling and optional ReLU in one kernel -> (y, argmax:
 // at 16 lanes the window position 0-3 of each output's maximum, or -1 where the ReLU zeroed it, else None).
 py::tuple conv_pool_forward(py::handle x_, py::handle w_, py::object b_, std::pair<int, int> padding, bool relu) {
@@ -250,9 +260,7 @@ py::tuple conv_pool_forward(py::handle x_, py::handle w_, py::object b_, std::pa
     if (x.lanes != 1 && x.lanes != ops::TrainStep::kLanes)
         throw py::value_error("conv_pool_forward runs on 1 lane (one sample) or 16, got " + std::to_string(x.lanes));
     auto w = checked<float>(w_, "weight", {kAny, x.c, kAny, kAny});
-    ConvShape s = conv_shape(x, int(w.shape(0)), int(w.shape(2)), int(w.shape(3)), 1, 1, padding.first, padding.second);
-    positive(s.oc, "output channels");
-    if (s.oh < 2 || s.ow < 2) throw py::value_error("the convolution's output is smaller than the 2x2 pooling window");
+    const ConvShape s = conv_pool_shape(x, w, padding);
     py::array_t<float> bk;
     const float* b = opt_bias(b_, s.oc, "bias", bk);
     auto y = empty({x.nblk, s.oc, s.oh / 2, s.ow / 2, x.lanes});
@@ -279,9 +287,7 @@ py::object conv_pool_backward(py::handle x_, py::handle w_, py::handle argmax_, 
     if (x.lanes != ops::TrainStep::kLanes)
         throw py::value_error("conv_pool_backward runs on 16 lanes, got " + std::to_string(x.lanes));
     auto w = checked<float>(w_, "weight", {kAny, x.c, kAny, kAny});
-    ConvShape s = conv_shape(x, int(w.shape(0)), int(w.shape(2)), int(w.shape(3)), 1, 1, padding.first, padding.second);
-    positive(s.oc, "output channels");
-    if (s.oh < 2 || s.ow < 2) throw py::value_error("the convolution's output is smaller than the 2x2 pooling window");
+    const ConvShape s = conv_pool_shape(x, w, padding);
     const Shape pooled{x.nblk, s.oc, s.oh / 2, s.ow / 2, s.lanes};
     auto argmax = checked<float>(argmax_, "argmax", pooled);
     auto dy = checked<float>(dy_, "grad_output", pooled);
