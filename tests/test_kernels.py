@@ -152,16 +152,15 @@ def test_conv_pool_one_sample_narrow_rows(isa, rng, width):
                         (((0, 0), True, True), ((1, 1), False, True), ((1, 0), True, False)))
 
 
-@pytest.mark.parametrize("width", [2, 3, 4, 5, 9, 12, 13])
-@pytest.mark.parametrize("oc", [1, 5, 7, 13])
-def test_conv_pool_sixteen_lanes(isa, rng, width, oc):
-    """At 16 lanes (a training batch): the pooled output and, for the backward pass, the winning window position of
-    each output: its convolution value is the window's maximum. Odd widths and heights, channel counts around the
-    register tiles, two blocks (one partly padding), with and without padding, bias and ReLU."""
-    x = rng.standard_normal((20, 2, 7, width + 2), dtype=np.float32)
-    w = rng.standard_normal((oc, 2, 3, 3), dtype=np.float32)
+def check_conv_pool_sixteen_lanes(rng, x_shape, oc, kernel):
+    """The fused conv -> 2x2 max pool -> ReLU at 16 lanes against numpy, with and without padding, bias and ReLU: the
+    pooled output and, for the backward pass, the winning window position of each output (its convolution value is
+    the window's maximum)."""
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    w = rng.standard_normal((oc, x_shape[1], *kernel), dtype=np.float32)
     b = rng.standard_normal(oc, dtype=np.float32)
     for pad, with_bias, relu in (((0, 0), True, True), ((1, 2), False, False), ((2, 1), True, False)):
+        pad = tuple(min(p, k - 1) for p, k in zip(pad, kernel))
         y, argmax = _core.conv_pool_forward(_to_lanes(x, 16), w, b if with_bias else None, pad, relu)
         conv = ref.conv2d(x, w, b if with_bias else np.zeros(oc, np.float32), (1, 1), pad)
         ph, pw = conv.shape[2] // 2, conv.shape[3] // 2
@@ -174,6 +173,25 @@ def test_conv_pool_sixteen_lanes(isa, rng, width, oc):
         np.testing.assert_array_equal(at == -1, no_gradient)
         picked = np.take_along_axis(windows, np.maximum(at, 0).astype(np.int64)[None], axis=0)[0]
         close(picked[~no_gradient], want[~no_gradient])  # the recorded position holds the maximum
+
+
+@pytest.mark.parametrize("width", [2, 3, 4, 5, 9, 12, 13])
+@pytest.mark.parametrize("oc", [1, 5, 7, 13])
+def test_conv_pool_sixteen_lanes(isa, rng, width, oc):
+    """At 16 lanes (a training batch): odd widths and heights, channel counts around the register tiles, two blocks
+    (one partly padding)."""
+    check_conv_pool_sixteen_lanes(rng, (20, 2, 7, width + 2), oc, (3, 3))
+
+
+@pytest.mark.parametrize("shape", [(4, 13, 13), (17, 7, 10), (32, 4, 5), (16, 3, 3)])
+@pytest.mark.parametrize("oc", [1, 2, 3, 4, 5, 32])
+def test_conv_pool_winograd(isa, rng, shape, oc):
+    """2x2 kernels from 4 input channels on, at 16 lanes, take Winograd's F(2x2, 2x2) on the ISAs that have it
+    (lenet.kernels() names it): odd sizes (the pooling drops a row and a column), one pooling window, channel counts
+    around its register tile of 3 output channels, two blocks."""
+    if isa in ("reference", "avx512"):
+        assert "winograd" in lenet.kernels()["ops"]["conv2d_maxpool2d_fused"]
+    check_conv_pool_sixteen_lanes(rng, (20, shape[0], shape[1] + 1, shape[2] + 1), oc, (2, 2))
 
 
 @pytest.mark.parametrize("kernel", [(2, 2), (3, 3), (2, 3)])

@@ -40,6 +40,35 @@ static inline void conv_weights_channels_last(const ConvShape* s, const float* w
         for (int t = 0; t < taps; ++t) w_cl[t * s->oc + o] = w[o * taps + t];
 }
 
+// Winograd F(2x2, 2x2) (conv_pool_fwd_winograd): 2x2 weights w [oc][ic][2][2] -> u [oc][ic][3][3] = G w G^T with
+// G = [1 0; 1 1; 0 1], and the scratch of one transformed 3x3 input tile, [ic][3][3][16].
+static inline void winograd_2x2_weights(int oc, int ic, const float* w, float* u) {
+    for (ptrdiff_t p = 0; p < ptrdiff_t(oc) * ic; ++p, w += 4, u += 9) {
+        const float a = w[0], b = w[1], c = w[2], d = w[3];
+        u[0] = a, u[1] = a + b, u[2] = b;
+        u[3] = a + c, u[4] = (a + b) + (c + d), u[5] = b + d;
+        u[6] = c, u[7] = c + d, u[8] = d;
+    }
+}
+static inline ptrdiff_t winograd_tile_floats(int ic) { return ptrdiff_t(ic) * 9 * 16; }
+// Its input transform, v = B^T d B with B^T = [1 -1 0; 0 1 0; 0 -1 1], and output transform, y = A^T m A with
+// A^T = [1 1 0; 0 1 1], over floats or GCC vectors (one order of operations for the reference and every ISA).
+template <class T>
+static inline void winograd_input_tile(const T d[3][3], T v[9]) {
+    for (int r = 0; r < 3; ++r) {
+        const T t0 = r == 0 ? d[0][0] - d[1][0] : r == 1 ? d[1][0] : d[2][0] - d[1][0];
+        const T t1 = r == 0 ? d[0][1] - d[1][1] : r == 1 ? d[1][1] : d[2][1] - d[1][1];
+        const T t2 = r == 0 ? d[0][2] - d[1][2] : r == 1 ? d[1][2] : d[2][2] - d[1][2];
+        v[3 * r] = t0 - t1, v[3 * r + 1] = t1, v[3 * r + 2] = t2 - t1;
+    }
+}
+template <class T>
+static inline void winograd_output_tile(const T m[9], T y[4]) {
+    T r0[3], r1[3];
+    for (int j = 0; j < 3; ++j) r0[j] = m[j] + m[3 + j], r1[j] = m[3 + j] + m[6 + j];
+    y[0] = r0[0] + r0[1], y[1] = r0[1] + r0[2], y[2] = r1[0] + r1[1], y[3] = r1[1] + r1[2];
+}
+
 struct KernelTable {
     const char* isa;     // "reference", "avx2", "avx512", "neon"
     int vector_floats;   // floats per vector register (1 for the reference)
@@ -74,6 +103,13 @@ struct KernelTable {
     // zeroed it (relu and a maximum <= 0), so that no position gets a gradient. w_cl as above.
     void (*conv_pool_fwd)(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
                           float* y, float* argmax, int relu);
+    // The same for 2x2 kernels at 16 lanes through Winograd's F(2x2, 2x2): each pooling window's four convolution
+    // outputs come from one 3x3 input tile with 9 multiply-adds per channel pair instead of 16 (the output transform,
+    // bias, pooling, argmax and ReLU follow in registers). u: the weights transformed by winograd_2x2_weights;
+    // tile: winograd_tile_floats(ic) floats of scratch. The sums round differently from conv_pool_fwd's (within a
+    // few ulps of the window's magnitude). Null where the ISA has none.
+    void (*conv_pool_fwd_winograd)(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
+                                   float* argmax, int relu, float* tile);
     // Its weight and bias gradients, 16 lanes (a first layer, which needs no input gradient): dw [oc][ic][kh][kw]
     // and db [oc] (overwritten; either may be null) from the pooled output's gradient dy and the forward pass's
     // argmax (both [oc][oh/2][ow/2][L]): dy reaches the convolution only at the argmax position of its window (none
@@ -129,6 +165,7 @@ struct KernelTable {
     const char* conv_direct_name;
     const char* conv_direct_dw_name;
     const char* conv_pool_name;
+    const char* conv_pool_winograd_name;  // null where the slot is
 };
 
 // One table per ISA compiled into this build; null where the build target cannot have it.

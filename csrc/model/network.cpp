@@ -22,8 +22,8 @@ void Network::run(int n, const T* x, float* logits) const {
     const size_t F = sample_floats();
     const int K = classes();
     const bool blocks = n >= kMinBlockBatch;
-    if (!blocks) one_->refresh_channels_last();  // the parameters are read live: they may have changed in place
-    const ops::Forward& fwd = blocks ? *block_ : *one_;
+    ops::Forward& fwd = blocks ? *block_ : *one_;
+    fwd.refresh_derived_weights();  // the parameters are read live: they may have changed in place
     const int L = fwd.lanes();
     const int ntasks = blocks ? (n + L - 1) / L : n;
     auto task = [&](int t, int thread) {

@@ -15,14 +15,30 @@ size_t floats(int c, int h, int w, int L);  // one block of a [c][h][w][L] activ
 void pack(int n, size_t F, int L, const float* x, const int64_t* rows, float* out);
 void pack(int n, size_t F, int L, const uint8_t* x, const int64_t* rows, float* out);
 
-// y = conv(x, w) + b. `direct`: the shape-specialised kernels (16 lanes, stride 1), else im2col + GEMM. w_cl: w
-// channels-last for the one-sample direct kernels (kernels.h: conv_direct_fwd), or null.
+// The weights a convolution's kernels read besides w [oc][ic][kh][kw], derived from it (Forward keeps them while w
+// stays the same): channels-last (conv_weights_channels_last) for the one-sample kernels (lanes 1: a direct
+// convolution or a fused conv-pool layer), Winograd's (winograd_2x2_weights) for a fused layer at 16 lanes that
+// takes it (conv_pool_winograd). derived_weight_floats: how many floats (0: none); derive_weights writes them.
+size_t derived_weight_floats(const ConvShape& s, bool fused, bool direct);
+void derive_weights(const ConvShape& s, const float* w, float* derived);
+
+// y = conv(x, w) + b. `direct`: the shape-specialised kernels (16 lanes, stride 1), else im2col + GEMM. derived:
+// derive_weights' (or null: the kernels derive what they need on every call).
 void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,
-                  const float* w_cl, const float* b, float* y, int thread);
+                  const float* derived, const float* b, float* y, int thread);
 // Stride 1, lanes 1 or 16: y [oc][oh/2][ow/2][L] = relu?(2x2 stride-2 max pool of the convolution), and at 16
-// lanes argmax (may be null), the window position that won (kernels.h: conv_pool_fwd).
-void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* w_cl,
+// lanes argmax (may be null), the window position that won (kernels.h: conv_pool_fwd). derived as above.
+void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* derived,
                        const float* b, bool relu, float* y, float* argmax, int thread);
+// At 16 lanes, 2x2 kernels from kWinogradMinChannels input channels on take Winograd's F(2x2, 2x2) where the ISA
+// has it (kernels.h: conv_pool_fwd_winograd). (The MNIST-CoreML-Training graph's 32 -> 32 layer, 13 x 13, on
+// AVX-512: 108 -> 85 us per block on one thread; its training step on 2 threads 3717 -> 3558 us, medians of 4
+// interleaved pairs. 32 output channels from 2, 4, 8 and 16 input channels: 10.4 -> 10.2, 15.7 -> 13.9,
+// 29.3 -> 23.1 and 57.2 -> 43.7 us.)
+constexpr int kWinogradMinChannels = 4;
+inline bool conv_pool_winograd(const ConvShape& s) {
+    return s.lanes == 16 && s.kh == 2 && s.kw == 2 && s.sh == 1 && s.sw == 1 && s.ic >= kWinogradMinChannels;
+}
 // Its backward at 16 lanes: dw and db (overwritten; either may be null) from the pooled output's gradient dy and
 // argmax. Without dx (a first layer) the convolution's full-size gradient is never stored (kernels.h: conv_pool_dw);
 // with dx it is routed into the interior of dy_pad (conv_pool_route; required with dx, its border zero, sized by

@@ -145,9 +145,9 @@ void flip_transpose(const ConvShape& s, const float* w, float* wt) {
 }
 
 void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,
-                  const float* w_cl, const float* b, float* y, int thread) {
+                  const float* derived, const float* b, float* y, int thread) {
     if (direct) {
-        k.conv_direct_fwd(&s, padded(s, x, thread, 0), w, w_cl, b, y);
+        k.conv_direct_fwd(&s, padded(s, x, thread, 0), w, derived, b, y);
         return;
     }
     const int K = s.ic * s.kh * s.kw;
@@ -158,9 +158,27 @@ void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const f
     if (b) k.bias_add(s.oc, PL, b, y);
 }
 
-void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* w_cl,
+size_t derived_weight_floats(const ConvShape& s, bool fused, bool direct) {
+    const size_t pairs = size_t(s.oc) * s.ic;
+    if (s.lanes == 1) return fused || direct ? pairs * s.kh * s.kw : 0;
+    return fused && conv_pool_winograd(s) ? pairs * 9 : 0;
+}
+
+void derive_weights(const ConvShape& s, const float* w, float* derived) {
+    if (s.lanes == 1) conv_weights_channels_last(&s, w, derived);
+    else winograd_2x2_weights(s.oc, s.ic, w, derived);
+}
+
+void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* derived,
                        const float* b, bool relu, float* y, float* argmax, int thread) {
-    k.conv_pool_fwd(&s, padded(s, x, thread, 0), w, w_cl, b, y, argmax, relu);
+    const float* xpad = padded(s, x, thread, 0);
+    if (!k.conv_pool_fwd_winograd || !conv_pool_winograd(s))
+        return k.conv_pool_fwd(&s, xpad, w, s.lanes == 1 ? derived : nullptr, b, y, argmax, relu);
+    // Scratch slot 1: the transformed input tile, then the Winograd weights when derived here.
+    const size_t tile = size_t(winograd_tile_floats(s.ic));
+    float* buf = scratch(thread, 1, tile + (derived ? 0 : derived_weight_floats(s, true, false)));
+    if (!derived) derive_weights(s, w, buf + tile);
+    k.conv_pool_fwd_winograd(&s, xpad, derived ? derived : buf + tile, b, y, argmax, relu, buf);
 }
 
 void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* wt,
@@ -228,8 +246,10 @@ void conv_pool_forward(const ConvShape& s, int nblk, const float* x, const float
                        float* argmax, bool relu) {
     const KernelTable& k = kernels();
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh / 2, s.ow / 2, s.lanes);
+    std::vector<float> derived(block::derived_weight_floats(s, true, false));  // once for all the blocks
+    if (!derived.empty()) block::derive_weights(s, w, derived.data());
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
-        block::conv_pool_forward(k, s, x + blk * xb, w, nullptr, b, relu, y + blk * yb,
+        block::conv_pool_forward(k, s, x + blk * xb, w, derived.empty() ? nullptr : derived.data(), b, relu, y + blk * yb,
                                  argmax ? argmax + blk * yb : nullptr, thread);
     });
 }

@@ -40,25 +40,24 @@ Forward::Forward(std::vector<LayerSpec> layers, size_t input_floats, int classes
         max_floats_ = std::max(max_floats_, out);
         // (At 16 lanes the forward and backward choices agree; the training step's backward reads direct().)
         direct_.push_back(l.kind == LayerKind::Conv2d && conv_uses_direct(l.s, ConvAlgo::Auto, /*backward=*/false));
-        const bool regrouped = L == 1 && (direct_.back() || l.kind == LayerKind::ConvPool);
-        const size_t wf = regrouped ? size_t(l.s.oc) * l.s.ic * l.s.kh * l.s.kw : 0;
-        weights_seen_.emplace_back(wf);
-        channels_last_.emplace_back(wf);
-        if (wf) regroup(weights_seen_.size() - 1);  // this layer's
+        const size_t df = block::derived_weight_floats(l.s, l.kind == LayerKind::ConvPool, direct_.back());
+        weights_seen_.emplace_back(df ? size_t(l.s.oc) * l.s.ic * l.s.kh * l.s.kw : 0);
+        derived_.emplace_back(df);
+        if (df) derive(weights_seen_.size() - 1);  // this layer's
         in = out;
     }
     if (in != size_t(classes) * L) throw std::invalid_argument("the last layer must produce the class logits");
 }
 
-void Forward::regroup(size_t i) {
+void Forward::derive(size_t i) {
     std::memcpy(weights_seen_[i].data(), layers_[i].w, weights_seen_[i].size() * sizeof(float));
-    conv_weights_channels_last(&layers_[i].s, layers_[i].w, channels_last_[i].data());
+    block::derive_weights(layers_[i].s, layers_[i].w, derived_[i].data());
 }
 
-void Forward::refresh_channels_last() {
+void Forward::refresh_derived_weights() {
     for (size_t i = 0; i < layers_.size(); ++i) {
         const std::vector<float>& seen = weights_seen_[i];
-        if (!seen.empty() && std::memcmp(seen.data(), layers_[i].w, seen.size() * sizeof(float)) != 0) regroup(i);
+        if (!seen.empty() && std::memcmp(seen.data(), layers_[i].w, seen.size() * sizeof(float)) != 0) derive(i);
     }
 }
 
@@ -88,11 +87,11 @@ void Forward::run_layers(const KernelTable& k, const float** in, float* acts, in
     for (size_t i = begin; i < end; ++i) {
         const LayerSpec& l = layers_[i];
         float* out = acts + act_offset_[i];
-        const float* w_cl = channels_last_[i].empty() ? nullptr : channels_last_[i].data();
+        const float* derived = derived_[i].empty() ? nullptr : derived_[i].data();
         switch (l.kind) {
-            case LayerKind::Conv2d: block::conv_forward(k, l.s, direct_[i], in[i], l.w, w_cl, l.b, out, thread); break;
+            case LayerKind::Conv2d: block::conv_forward(k, l.s, direct_[i], in[i], l.w, derived, l.b, out, thread); break;
             case LayerKind::ConvPool:
-                block::conv_pool_forward(k, l.s, in[i], l.w, w_cl, l.b, l.relu, out, L > 1 ? argmax(i, acts) : nullptr,
+                block::conv_pool_forward(k, l.s, in[i], l.w, derived, l.b, l.relu, out, L > 1 ? argmax(i, acts) : nullptr,
                                          thread);
                 break;
             case LayerKind::MaxPool: k.maxpool_fwd(&l.s, in[i], out, l.relu); break;

@@ -42,24 +42,23 @@ public:
                          int lanes) const;
     size_t flat_floats(size_t begin, int lanes) const;
 
-    // One sample (lanes 1): brings each convolution's channels-last weights (which the kernels vectorised along the
-    // output channels read) up to date with its weights, regrouping only those whose values changed since the last
+    // Brings the weights each convolution's kernels read besides w (block::derived_weight_floats: channels-last at
+    // lanes 1, Winograd's at 16 lanes) up to date with w, deriving again only those whose w changed since the last
     // call: the parameters are read live, so they may have been trained in place. Call before run_block, from one
     // thread. (The check is a comparison with a copy: 10 KB for LeNet-5, where regrouping every call cost 0.8 us of
     // a 7 us forward pass.)
-    void refresh_channels_last();
+    void refresh_derived_weights();
 
 private:
     // A per-block count of floats (lanes() lanes) on `lanes` lanes.
     size_t widened(size_t floats, int lanes) const;
-    void regroup(size_t i);  // layer i's weights: copied into weights_seen_[i], regrouped into channels_last_[i]
+    void derive(size_t i);  // layer i's weights: copied into weights_seen_[i], derived into derived_[i]
 
     std::vector<LayerSpec> layers_;
     std::vector<size_t> out_floats_;  // per layer: floats of one block's output
     std::vector<size_t> act_offset_;  // per layer: where its output lives in the arena
     std::vector<bool> direct_;
-    std::vector<std::vector<float>> weights_seen_, channels_last_;  // per conv layer at lanes 1: w when last
-                                                                    // regrouped, and w channels-last
+    std::vector<std::vector<float>> weights_seen_, derived_;  // per layer: w when last derived, and what was derived
     size_t input_floats_, act_floats_ = 0, max_floats_ = 0;
     int classes_, lanes_;
 };

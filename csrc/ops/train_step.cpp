@@ -261,6 +261,7 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
     const Forward& fwd = *fwd_;
     const std::vector<LayerSpec>& layers = fwd.layers();
     const int L = kLanes, n = int(layers.size());
+    fwd_->refresh_derived_weights();  // the last step's update changed the weights
     for (int i = 0; i < n; ++i)
         if (direct_dx(size_t(i)) && i > 0)
             block::flip_transpose(layers[size_t(i)].s, layers[size_t(i)].w, wt_[size_t(i)].data());

@@ -961,7 +961,12 @@ py::dict kernel_info() {
                                          ? std::string("every such pair")
                                          : "a first convolution whose output fills at least " +
                                                std::to_string(model::kFusedConvPoolMinFloats * sizeof(float) >> 20) +
-                                               " MB per block of 16");
+                                               " MB per block of 16") +
+                                    (k.conv_pool_winograd_name
+                                         ? "; at 16 lanes, 2x2 kernels from " +
+                                               std::to_string(ops::block::kWinogradMinChannels) +
+                                               " input channels on: " + k.conv_pool_winograd_name
+                                         : std::string());
     ops["linear_forward"] = k.gemm_nn_name;
     ops["linear_backward"] = std::string(k.gemm_nn_name) + " (dX and dW)";
     for (const char* op : {"maxpool2d", "avgpool2d", "bias", "relu", "tanh", "softmax_cross_entropy", "sgd", "adam"})

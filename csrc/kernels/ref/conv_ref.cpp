@@ -51,6 +51,18 @@ void conv_direct_dw(const ConvShape* s, const float* xpad, const float* dy, int 
 // xpad [ic][oh+kh-1][ow+kw-1][L], w [oc][ic][kh][kw], bias [oc] -> y [oc][oh/2][ow/2][L], the maximum of the
 // convolution over each 2x2 window at stride 2 (then a ReLU if relu), and argmax: the window position of the first
 // maximum, 0-3 row-major, or -1 where the ReLU zeroed the output (relu and a maximum <= 0: no gradient).
+namespace {
+// One pooled output y[i] (and argmax[i]) from its window's four convolution values, row-major.
+void store_pooled(const float conv[4], int relu, ptrdiff_t i, float* y, float* argmax) {
+    float best = conv[0];
+    int at = 0;
+    for (int d = 1; d < 4; ++d)
+        if (conv[d] > best) best = conv[d], at = d;
+    y[i] = relu && best < 0.0f ? 0.0f : best;
+    if (argmax) argmax[i] = relu && !(best > 0.0f) ? -1.0f : float(at);
+}
+}  // namespace
+
 void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const float*, const float* bias, float* y,
                    float* argmax, int relu) {
     const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2;
@@ -58,16 +70,39 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
         for (int py = 0; py < out_h; ++py)
             for (int px = 0; px < out_w; ++px)
                 for (int l = 0; l < L; ++l) {
-                    float best = 0.0f;
-                    int at = 0;
-                    for (int d = 0; d < 4; ++d) {
-                        const float acc = conv_at(s, xpad, w, bias, o, 2 * py + d / 2, 2 * px + d % 2, l);
-                        if (d == 0 || acc > best) best = acc, at = d;
-                    }
-                    const ptrdiff_t i = ((ptrdiff_t(o) * out_h + py) * out_w + px) * L + l;
-                    y[i] = relu && best < 0.0f ? 0.0f : best;
-                    if (argmax) argmax[i] = relu && !(best > 0.0f) ? -1.0f : float(at);
+                    float conv[4];
+                    for (int d = 0; d < 4; ++d) conv[d] = conv_at(s, xpad, w, bias, o, 2 * py + d / 2, 2 * px + d % 2, l);
+                    store_pooled(conv, relu, ((ptrdiff_t(o) * out_h + py) * out_w + px) * L + l, y, argmax);
                 }
+}
+
+// The same for 2x2 kernels through Winograd's F(2x2, 2x2), one pooling window at a time: the window's 3x3 input
+// tile of every input channel transformed into `tile` [ic][9][L], then per output channel the elementwise products
+// with u summed over the input channels (m [9]) and transformed back into the window's 2x2 convolution.
+void conv_pool_fwd_winograd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
+                            float* argmax, int relu, float* tile) {
+    const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2;
+    const ptrdiff_t ph = s->oh + 1, pw = s->ow + 1;
+    for (int py = 0; py < out_h; ++py)
+        for (int px = 0; px < out_w; ++px) {
+            for (int c = 0; c < s->ic; ++c)
+                for (int l = 0; l < L; ++l) {
+                    float d[3][3], v[9];
+                    for (int r = 0; r < 3; ++r)
+                        for (int q = 0; q < 3; ++q) d[r][q] = xpad[((c * ph + 2 * py + r) * pw + 2 * px + q) * L + l];
+                    winograd_input_tile(d, v);
+                    for (int i = 0; i < 9; ++i) tile[(c * 9 + i) * L + l] = v[i];
+                }
+            for (int o = 0; o < s->oc; ++o)
+                for (int l = 0; l < L; ++l) {
+                    float m[9] = {}, conv[4];
+                    for (int c = 0; c < s->ic; ++c)
+                        for (int i = 0; i < 9; ++i) m[i] += u[(ptrdiff_t(o) * s->ic + c) * 9 + i] * tile[(c * 9 + i) * L + l];
+                    winograd_output_tile(m, conv);
+                    for (float& v : conv) v += bias ? bias[o] : 0.0f;
+                    store_pooled(conv, relu, ((ptrdiff_t(o) * out_h + py) * out_w + px) * L + l, y, argmax);
+                }
+        }
 }
 
 // argmax, dy [oc][oh/2][ow/2][L] -> g [oc][oh][ow][L] inside a border (bh, bw): dy at the argmax position of each

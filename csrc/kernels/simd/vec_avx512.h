@@ -46,6 +46,9 @@ struct VecAVX512 {
     static T select(M m, T a, T b) { return _mm512_mask_blend_ps(m, b, a); }  // m ? a : b
     static T round(T a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     static T scale2(T a, T n) { return _mm512_scalef_ps(a, n); }  // a * 2^n, n integral
+    // An optimisation barrier: v is in a register from here on (the compiler may not fold its load into the next
+    // instructions as a memory operand).
+    static void keep_in_register(T& v) { asm("" : "+v"(v)); }
 };
 
 }  // namespace lenet::simd
