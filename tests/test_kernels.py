@@ -53,6 +53,8 @@ CONV_CASES = [  # (batch, in_ch, H, W, out_ch, kernel, stride, padding)
     (2, 4, 6, 7, 5, (2, 1), (1, 1), (1, 0)),
     (2, 3, 7, 11, 18, (3, 3), (1, 1), (1, 1)),    # 6-channel tiles (18 channels: 6s, not 4s), a 2-pixel tail
     (2, 6, 9, 10, 4, (3, 3), (1, 1), (0, 0)),     # and in the input gradient (6 channels), a 1-pixel tail
+    (2, 4, 7, 6, 5, (2, 2), (1, 1), (1, 0)),      # dX through Winograd at 16 lanes: 4 channels (a tile of 3 and 1),
+    (2, 5, 6, 9, 4, (2, 2), (1, 1), (0, 1)),      # 5 (3 and 2), odd and even heights and widths
 ]
 
 

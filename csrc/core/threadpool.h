@@ -75,8 +75,8 @@ private:
 // hot path once warm). Slot s (0..kScratchSlots-1) of thread t is independent of every other slot. In use: 0 and
 // 1 a convolution's padded input and im2col buffers, 2-5 a block's activations, gradients and input in the training
 // step and inference, 6 sums, int8 work and a linear layer's ReLU-masked output gradient, 7-8 the flat layers'
-// activations and gradients of a chunk of blocks in the training step, 9 a fused conv-pool layer's full-size
-// output gradient.
+// activations and gradients of a chunk of blocks in the training step, 9 a Winograd convolution's transformed input
+// tile (and its weights where derived per call).
 constexpr int kScratchSlots = 10;
 float* scratch(int thread, int slot, size_t floats);
 

@@ -110,6 +110,10 @@ struct KernelTable {
     // few ulps of the window's magnitude). Null where the ISA has none.
     void (*conv_pool_fwd_winograd)(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
                                    float* argmax, int relu, float* tile);
+    // conv_direct_fwd for 2x2 kernels at 16 lanes through Winograd's F(2x2, 2x2) (u, tile as above; bias may be null):
+    // y [oc][oh][ow][L] in 2x2 tiles, of which an odd last row or column is cut. Null where the ISA has none.
+    void (*conv_winograd_fwd)(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
+                              float* tile);
     // Its weight and bias gradients, 16 lanes (a first layer, which needs no input gradient): dw [oc][ic][kh][kw]
     // and db [oc] (overwritten; either may be null) from the pooled output's gradient dy and the forward pass's
     // argmax (both [oc][oh/2][ow/2][L]): dy reaches the convolution only at the argmax position of its window (none
@@ -166,6 +170,7 @@ struct KernelTable {
     const char* conv_direct_dw_name;
     const char* conv_pool_name;
     const char* conv_pool_winograd_name;  // null where the slot is
+    const char* conv_winograd_name;       // null where the slot is
 };
 
 // One table per ISA compiled into this build; null where the build target cannot have it.

@@ -30,13 +30,15 @@ void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const f
 // lanes argmax (may be null), the window position that won (kernels.h: conv_pool_fwd). derived as above.
 void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* derived,
                        const float* b, bool relu, float* y, float* argmax, int thread);
-// At 16 lanes, 2x2 kernels from kWinogradMinChannels input channels on take Winograd's F(2x2, 2x2) where the ISA
-// has it (kernels.h: conv_pool_fwd_winograd). (The MNIST-CoreML-Training graph's 32 -> 32 layer, 13 x 13, on
-// AVX-512: 108 -> 85 us per block on one thread; its training step on 2 threads 3717 -> 3558 us, medians of 4
-// interleaved pairs. 32 output channels from 2, 4, 8 and 16 input channels: 10.4 -> 10.2, 15.7 -> 13.9,
-// 29.3 -> 23.1 and 57.2 -> 43.7 us.)
+// At 16 lanes, stride-1 2x2 convolutions from kWinogradMinChannels input channels on take Winograd's F(2x2, 2x2)
+// where the ISA has it (kernels.h: conv_pool_fwd_winograd, conv_winograd_fwd): the fused forward, and the input
+// gradient, itself such a convolution (dx_shape). (The MNIST-CoreML-Training graph's 32 -> 32 layer, 13 x 13, on
+// AVX-512: the fused forward 108 -> 85 us per block on one thread, and its training step on 2 threads 3717 -> 3558 us,
+// medians of 4 interleaved pairs; 32 output channels from 2, 4, 8 and 16 input channels: 10.4 -> 10.2,
+// 15.7 -> 13.9, 29.3 -> 23.1 and 57.2 -> 43.7 us. Its input gradient: 129-140 -> 115-120 us per block, and the
+// step 3620 -> 3563 us, medians of 4 pairs, faster in 3.)
 constexpr int kWinogradMinChannels = 4;
-inline bool conv_pool_winograd(const ConvShape& s) {
+inline bool winograd_shape(const ConvShape& s) {
     return s.lanes == 16 && s.kh == 2 && s.kw == 2 && s.sh == 1 && s.sw == 1 && s.ic >= kWinogradMinChannels;
 }
 // Its backward at 16 lanes: dw and db (overwritten; either may be null) from the pooled output's gradient dy and
@@ -47,7 +49,7 @@ void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x
                         const float* argmax, const float* dy, float* dw, float* db, float* dx, int thread,
                         float* dy_pad);
 // dw [oc][ic][kh][kw] and db [oc] overwritten with this block's gradient (either may be null: not computed); dx
-// overwritten (may be null). wt: the flipped, transposed weights (flip_transpose), needed when direct and dx.
+// overwritten (may be null). wt: dx_weights' (below), needed when direct and dx.
 // dy_pad (direct only; may be null): a buffer of padded_dy_floats(s) whose border the caller keeps zero (zeroed
 // once, used for nothing else), for dY zero-padded as the input gradient's convolution reads it: only its interior
 // is written here. Null: a scratch copy, border included, on every call (the border is most of it: LeNet-5's
@@ -56,8 +58,11 @@ void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const 
                    const float* wt, const float* dy, float* dw, float* db, float* dx, int thread,
                    float* dy_pad = nullptr);
 size_t padded_dy_floats(const ConvShape& s);
-// wt [ic][oc][kh][kw] = w [oc][ic][kh-1-ky][kw-1-kx]: the weights of dX as a convolution of padded dY.
-void flip_transpose(const ConvShape& s, const float* w, float* wt);
+// The weights of dX as a convolution of padded dY (a direct layer's, or a fused layer's), flipped and transposed:
+// wt [ic][oc][kh][kw] = w [oc][ic][kh-1-ky][kw-1-kx], in Winograd's form (winograd_2x2_weights) where that
+// convolution takes it on k. dx_weight_floats: how many floats; dx_weights writes them.
+size_t dx_weight_floats(const KernelTable& k, const ConvShape& s);
+void dx_weights(const KernelTable& k, const ConvShape& s, const float* w, float* wt);
 
 // A dense layer's whole-batch x^T in column panels of kDensePanel features: xP [ceil(in / P)][B][P], sample b's
 // feature i at (i - i % P) * B + b * P + i % P. dW = dyT . x^T takes one panel at a time (dense_dw_rows), so every

@@ -135,13 +135,33 @@ ConvShape dx_shape(const ConvShape& s) {
     return ConvShape{s.oc, s.oh, s.ow, s.ic, s.ih, s.iw, s.kh, s.kw, 1, 1, s.kh - 1 - s.ph, s.kw - 1 - s.pw, s.lanes};
 }
 
-void flip_transpose(const ConvShape& s, const float* w, float* wt) {
+namespace {
+bool dx_winograd(const KernelTable& k, const ConvShape& s) { return k.conv_winograd_fwd && winograd_shape(dx_shape(s)); }
+
+// dx = the convolution of dy_pad (padded dY) with dx_weights' wt.
+void dx_convolution(const KernelTable& k, const ConvShape& s, const float* dy_pad, const float* wt, float* dx,
+                    int thread) {
+    const ConvShape sdx = dx_shape(s);
+    if (!dx_winograd(k, s)) return k.conv_direct_fwd(&sdx, dy_pad, wt, nullptr, nullptr, dx);
+    k.conv_winograd_fwd(&sdx, dy_pad, wt, nullptr, dx, scratch(thread, 9, size_t(winograd_tile_floats(sdx.ic))));
+}
+}  // namespace
+
+size_t dx_weight_floats(const KernelTable& k, const ConvShape& s) {
+    return size_t(s.oc) * s.ic * (dx_winograd(k, s) ? 9 : s.kh * s.kw);
+}
+
+void dx_weights(const KernelTable& k, const ConvShape& s, const float* w, float* wt) {
+    const int taps = s.kh * s.kw;
+    const bool winograd = dx_winograd(k, s);
     for (int o = 0; o < s.oc; ++o)
-        for (int c = 0; c < s.ic; ++c)
-            for (int ky = 0; ky < s.kh; ++ky)
-                for (int kx = 0; kx < s.kw; ++kx)
-                    wt[((size_t(c) * s.oc + o) * s.kh + (s.kh - 1 - ky)) * s.kw + (s.kw - 1 - kx)] =
-                        w[((size_t(o) * s.ic + c) * s.kh + ky) * s.kw + kx];
+        for (int c = 0; c < s.ic; ++c) {
+            const float* from = w + (size_t(o) * s.ic + c) * taps;
+            float flipped[4];  // a 2x2 kernel's, before Winograd's transform
+            float* to = winograd ? flipped : wt + (size_t(c) * s.oc + o) * taps;
+            for (int t = 0; t < taps; ++t) to[taps - 1 - t] = from[t];
+            if (winograd) winograd_2x2_weights(1, 1, flipped, wt + (size_t(c) * s.oc + o) * 9);
+        }
 }
 
 void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const float* x, const float* w,
@@ -161,7 +181,7 @@ void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const f
 size_t derived_weight_floats(const ConvShape& s, bool fused, bool direct) {
     const size_t pairs = size_t(s.oc) * s.ic;
     if (s.lanes == 1) return fused || direct ? pairs * s.kh * s.kw : 0;
-    return fused && conv_pool_winograd(s) ? pairs * 9 : 0;
+    return fused && winograd_shape(s) ? pairs * 9 : 0;
 }
 
 void derive_weights(const ConvShape& s, const float* w, float* derived) {
@@ -172,11 +192,11 @@ void derive_weights(const ConvShape& s, const float* w, float* derived) {
 void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* derived,
                        const float* b, bool relu, float* y, float* argmax, int thread) {
     const float* xpad = padded(s, x, thread, 0);
-    if (!k.conv_pool_fwd_winograd || !conv_pool_winograd(s))
+    if (!k.conv_pool_fwd_winograd || !winograd_shape(s))
         return k.conv_pool_fwd(&s, xpad, w, s.lanes == 1 ? derived : nullptr, b, y, argmax, relu);
-    // Scratch slot 1: the transformed input tile, then the Winograd weights when derived here.
+    // Scratch slot 9: the transformed input tile, then the Winograd weights when derived here.
     const size_t tile = size_t(winograd_tile_floats(s.ic));
-    float* buf = scratch(thread, 1, tile + (derived ? 0 : derived_weight_floats(s, true, false)));
+    float* buf = scratch(thread, 9, tile + (derived ? 0 : derived_weight_floats(s, true, false)));
     if (!derived) derive_weights(s, w, buf + tile);
     k.conv_pool_fwd_winograd(&s, xpad, derived ? derived : buf + tile, b, y, argmax, relu, buf);
 }
@@ -194,7 +214,7 @@ void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x
     k.conv_pool_route(&s, argmax, dy, dy_pad, sdx.ph, sdx.pw);
     if (dw) k.conv_direct_dw(&s, xpad, dy_pad, sdx.ph, sdx.pw, dw);
     if (db) k.conv_pool_dw(&s, xpad, argmax, dy, nullptr, db);
-    k.conv_direct_fwd(&sdx, dy_pad, wt, nullptr, nullptr, dx);
+    dx_convolution(k, s, dy_pad, wt, dx, thread);
 }
 
 size_t padded_dy_floats(const ConvShape& s) { return padded_floats(dx_shape(s)); }
@@ -221,7 +241,7 @@ void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const 
         const ConvShape sdx = dx_shape(s);
         const bool keep = dy_pad && (sdx.ph || sdx.pw);  // the caller's buffer: its zero border is already there
         if (keep) pad_interior(sdx, dy, dy_pad);
-        k.conv_direct_fwd(&sdx, keep ? dy_pad : padded(sdx, dy, thread, 1), wt, nullptr, nullptr, dx);
+        dx_convolution(k, s, keep ? dy_pad : padded(sdx, dy, thread, 1), wt, dx, thread);
     } else {
         float* dcol = scratch(thread, 1, size_t(K) * PL);
         k.gemm_nn(K, int(PL), s.oc, w, 1, K, dy, PL, dcol, PL, 0);
@@ -273,10 +293,10 @@ void sum_block_grads(const ConvShape& s, int nblk, float* dw, float* db, F&& blo
     }
 }
 
-// The weights of dX as a convolution of padded dY (block::flip_transpose), in scratch.
-const float* flipped_weights(const ConvShape& s, const float* w) {
-    float* wt = scratch(0, 4, size_t(s.oc) * s.ic * s.kh * s.kw);
-    block::flip_transpose(s, w, wt);
+// The weights of dX as a convolution of padded dY (block::dx_weights), in scratch.
+const float* flipped_weights(const KernelTable& k, const ConvShape& s, const float* w) {
+    float* wt = scratch(0, 4, block::dx_weight_floats(k, s));
+    block::dx_weights(k, s, w, wt);
     return wt;
 }
 }  // namespace
@@ -285,7 +305,7 @@ void conv_pool_backward(const ConvShape& s, int nblk, const float* x, const floa
                         const float* dy, float* dx, float* dw, float* db) {
     const KernelTable& k = kernels();
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh / 2, s.ow / 2, s.lanes);
-    const float* wt = dx ? flipped_weights(s, w) : nullptr;
+    const float* wt = dx ? flipped_weights(k, s, w) : nullptr;
     std::vector<std::vector<float>> dy_pad;  // per thread, zero border (block::conv_pool_backward)
     if (dx) dy_pad.assign(size_t(ThreadPool::instance().threads()), std::vector<float>(block::padded_dy_floats(s)));
     sum_block_grads(s, nblk, dw, db, [&](int blk, int thread, float* pdw, float* pdb) {
@@ -299,7 +319,7 @@ void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* 
     const KernelTable& k = kernels();
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh, s.ow, s.lanes);
     const bool direct = conv_uses_direct(s, algo);
-    const float* wt = dx && direct ? flipped_weights(s, w) : nullptr;
+    const float* wt = dx && direct ? flipped_weights(k, s, w) : nullptr;
     sum_block_grads(s, nblk, dw, db, [&](int blk, int thread, float* pdw, float* pdb) {
         block::conv_backward(k, s, direct, x + blk * xb, w, wt, dy + blk * yb, pdw, pdb, dx ? dx + blk * xb : nullptr,
                              thread);

@@ -64,9 +64,9 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
         }
         if (l.kind == LayerKind::Linear && trainable(l))
             batch_floats_per_sample_ += size_t(block::dense_xT_floats(l.s.ic)) + l.s.oc;
-        wt_.emplace_back(direct_dx(i) ? weight_floats(l) : 0);
     }
     dy_pad_.resize(fwd_->layers().size());
+    wt_.resize(fwd_->layers().size());
     while (flatten_ < fwd_->layers().size() && fwd_->layers()[flatten_].kind != LayerKind::Flatten) ++flatten_;
     if (flatten_ == fwd_->layers().size()) throw std::invalid_argument("the training step needs a flatten layer");
     size_t flat_weight_bytes = 0;
@@ -262,9 +262,12 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
     const std::vector<LayerSpec>& layers = fwd.layers();
     const int L = kLanes, n = int(layers.size());
     fwd_->refresh_derived_weights();  // the last step's update changed the weights
-    for (int i = 0; i < n; ++i)
-        if (direct_dx(size_t(i)) && i > 0)
-            block::flip_transpose(layers[size_t(i)].s, layers[size_t(i)].w, wt_[size_t(i)].data());
+    for (int i = 1; i < n; ++i)
+        if (direct_dx(size_t(i))) {  // (sized here: their form depends on the kernels in use)
+            const LayerSpec& l = layers[size_t(i)];
+            wt_[size_t(i)].resize(block::dx_weight_floats(k, l.s));
+            block::dx_weights(k, l.s, l.w, wt_[size_t(i)].data());
+        }
     partials_.resize(param_floats_ * size_t(nblk));
     const size_t B = size_t(nblk) * L;
     batch_.resize(batch_floats_per_sample_ * B);

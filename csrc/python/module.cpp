@@ -952,7 +952,12 @@ py::dict kernel_info() {
     ops["conv2d_forward"] = direct + "im2col + " + k.gemm_nn_name;
     ops["conv2d_backward"] = (direct.empty() ? "" : k.conv_direct_dw_name + std::string(" (dW) where lanes == 16 and stride 1, else ")) +
                              std::string("im2col + ") + k.gemm_nt_name + " (dW); " +
-                             (direct.empty() ? "" : k.conv_direct_name + std::string(" on padded dY (dX) where lanes == 16 and stride 1, else ")) +
+                             (direct.empty() ? "" : k.conv_direct_name + std::string(" on padded dY (dX) where lanes == 16 and stride 1") +
+                                                        (k.conv_winograd_name ? std::string(" (2x2 kernels from ") +
+                                                                                    std::to_string(ops::block::kWinogradMinChannels) +
+                                                                                    " output channels on: " + k.conv_winograd_name + ")"
+                                                                              : std::string()) +
+                                                        ", else ") +
                              k.gemm_nn_name + " + col2im (dX)";
     ops["conv2d_maxpool2d_fused"] = std::string(k.conv_pool_name) +
                                     " for conv (stride 1) -> ReLU -> 2x2 max pool: one sample at a time, and in "

@@ -76,20 +76,25 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
                 }
 }
 
-// The same for 2x2 kernels through Winograd's F(2x2, 2x2), one pooling window at a time: the window's 3x3 input
-// tile of every input channel transformed into `tile` [ic][9][L], then per output channel the elementwise products
-// with u summed over the input channels (m [9]) and transformed back into the window's 2x2 convolution.
-void conv_pool_fwd_winograd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
-                            float* argmax, int relu, float* tile) {
-    const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2;
-    const ptrdiff_t ph = s->oh + 1, pw = s->ow + 1;
-    for (int py = 0; py < out_h; ++py)
-        for (int px = 0; px < out_w; ++px) {
+namespace {
+// A stride-1 2x2 convolution through Winograd's F(2x2, 2x2), over th x tw output tiles of 2x2: the tile's 3x3 input
+// window of every input channel (rows and columns past xpad [ic][oh+1][ow+1][L] read as zero) transformed into
+// `tile` [ic][9][L], then per output channel the elementwise products with u summed over the input channels (m [9])
+// and transformed back into the tile's 2x2 convolution plus bias: out(o, ty, tx, l, conv[4]).
+template <class Out>
+void winograd_tiles(const ConvShape* s, const float* xpad, const float* u, const float* bias, int th, int tw,
+                    float* tile, Out&& out) {
+    const int L = s->lanes, ph = s->oh + 1, pw = s->ow + 1;
+    for (int ty = 0; ty < th; ++ty)
+        for (int tx = 0; tx < tw; ++tx) {
             for (int c = 0; c < s->ic; ++c)
                 for (int l = 0; l < L; ++l) {
                     float d[3][3], v[9];
                     for (int r = 0; r < 3; ++r)
-                        for (int q = 0; q < 3; ++q) d[r][q] = xpad[((c * ph + 2 * py + r) * pw + 2 * px + q) * L + l];
+                        for (int q = 0; q < 3; ++q) {
+                            const int y = 2 * ty + r, x = 2 * tx + q;
+                            d[r][q] = y < ph && x < pw ? xpad[((ptrdiff_t(c) * ph + y) * pw + x) * L + l] : 0.0f;
+                        }
                     winograd_input_tile(d, v);
                     for (int i = 0; i < 9; ++i) tile[(c * 9 + i) * L + l] = v[i];
                 }
@@ -100,9 +105,31 @@ void conv_pool_fwd_winograd(const ConvShape* s, const float* xpad, const float* 
                         for (int i = 0; i < 9; ++i) m[i] += u[(ptrdiff_t(o) * s->ic + c) * 9 + i] * tile[(c * 9 + i) * L + l];
                     winograd_output_tile(m, conv);
                     for (float& v : conv) v += bias ? bias[o] : 0.0f;
-                    store_pooled(conv, relu, ((ptrdiff_t(o) * out_h + py) * out_w + px) * L + l, y, argmax);
+                    out(o, ty, tx, l, conv);
                 }
         }
+}
+}  // namespace
+
+// conv_pool_fwd through Winograd: one tile per pooling window.
+void conv_pool_fwd_winograd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
+                            float* argmax, int relu, float* tile) {
+    const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2;
+    winograd_tiles(s, xpad, u, bias, out_h, out_w, tile, [&](int o, int py, int px, int l, const float* conv) {
+        store_pooled(conv, relu, ((ptrdiff_t(o) * out_h + py) * out_w + px) * L + l, y, argmax);
+    });
+}
+
+// conv_direct_fwd for 2x2 kernels through Winograd: y [oc][oh][ow][L], the last tile row and column cut to the output.
+void conv_winograd_fwd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y, float* tile) {
+    const int L = s->lanes;
+    winograd_tiles(s, xpad, u, bias, (s->oh + 1) / 2, (s->ow + 1) / 2, tile,
+                   [&](int o, int ty, int tx, int l, const float* conv) {
+                       for (int d = 0; d < 4; ++d) {
+                           const int oy = 2 * ty + d / 2, ox = 2 * tx + d % 2;
+                           if (oy < s->oh && ox < s->ow) y[((ptrdiff_t(o) * s->oh + oy) * s->ow + ox) * L + l] = conv[d];
+                       }
+                   });
 }
 
 // argmax, dy [oc][oh/2][ow/2][L] -> g [oc][oh][ow][L] inside a border (bh, bw): dy at the argmax position of each

@@ -16,6 +16,7 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
                    float* y, float* argmax, int relu);
 void conv_pool_fwd_winograd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
                             float* argmax, int relu, float* tile);
+void conv_winograd_fwd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y, float* tile);
 void conv_pool_dw(const ConvShape* s, const float* xpad, const float* argmax, const float* dy, float* dw, float* db);
 void conv_pool_route(const ConvShape* s, const float* argmax, const float* dy, float* g, int bh, int bw);
 void maxpool_fwd(const ConvShape* s, const float* x, float* y, int relu);

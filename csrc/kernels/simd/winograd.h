@@ -1,6 +1,7 @@
-// Fused 2x2 convolution + 2x2 max pooling at 16 lanes through Winograd's F(2x2, 2x2) (kernels.h:
-// conv_pool_fwd_winograd): a pooling window's four convolution outputs are one Winograd output tile, so the whole
-// epilogue (output transform, bias, pooling, argmax, ReLU) runs on accumulators still in registers.
+// Stride-1 2x2 convolutions at 16 lanes through Winograd's F(2x2, 2x2) (kernels.h: conv_pool_fwd_winograd,
+// conv_winograd_fwd): 9 multiply-adds per channel pair and 2x2 output tile instead of 16. Fused with a 2x2 max
+// pooling, a pooling window's four outputs are one tile, so the whole epilogue (output transform, bias, pooling,
+// argmax, ReLU) runs on accumulators still in registers.
 // AVX-512 only: one channel's 9 transformed products x 16 lanes are 9 registers there, and 3 channels (27
 // accumulators) plus the input vector fill its 32; on AVX2's 16 registers a channel alone would not fit.
 #pragma once
@@ -12,16 +13,17 @@
 namespace lenet::simd {
 namespace {
 
-template <class V> constexpr bool has_winograd_pool() { return V::W == 16; }  // AVX-512
+template <class V> constexpr bool has_winograd() { return V::W == 16; }  // AVX-512
 constexpr int kWinogradChannels = 3;  // output channels per register tile: 27 accumulators
 
-// Output channels o0..o0+OC of one pooling window (py, px): m [OC][9] = sum over c of u [o][c][9] * tile [c][9]
-// (each tile vector loaded once for the OC multiply-adds, u as broadcast memory operands), then per channel the
-// output transform, bias, max, argmax and ReLU as in conv_pool16_tile.
-template <class V, int OC>
+// Output channels o0..o0+OC of output tile (ty, tx): m [OC][9] = sum over c of u [o][c][9] * tile [c][9] (each tile
+// vector loaded once for the OC multiply-adds, u as broadcast memory operands), then per channel the output
+// transform and bias, and either (POOL) the max, argmax and ReLU as in conv_pool16_tile, or the tile's outputs
+// inside the image.
+template <class V, int OC, bool POOL>
 LENET_TILE_FUNCTION
-void winograd_pool_tile(const ConvShape* s, const float* tile, const float* u, const float* bias, float* y,
-                        float* argmax, int o0, int py, int px, int relu) {
+void winograd_tile(const ConvShape* s, const float* tile, const float* u, const float* bias, float* y, float* argmax,
+                   int o0, int ty, int tx, int relu) {
     constexpr int L = 16;
     typename V::T m[OC][9];
     LENET_TILE_LOOP for (int o = 0; o < OC; ++o)
@@ -36,54 +38,79 @@ void winograd_pool_tile(const ConvShape* s, const float* tile, const float* u, c
         }
         LENET_TILE_LOOP for (int o = 0; o < OC; ++o) uo[o] += 9;
     }
-    const int out_h = s->oh / 2, out_w = s->ow / 2;
     LENET_TILE_LOOP for (int o = 0; o < OC; ++o) {
         typename V::T conv[4];
         winograd_output_tile(m[o], conv);
         const typename V::T b = V::set1(bias ? bias[o0 + o] : 0.0f);
-        typename V::T best = V::add(conv[0], b), which = V::zero();
-        LENET_TILE_LOOP for (int d = 1; d < 4; ++d) {  // strictly greater: the first maximum wins
-            const typename V::T at = V::add(conv[d], b);
-            const typename V::M more = V::gt(at, best);
-            best = V::select(more, at, best);
-            which = V::select(more, V::set1(float(d)), which);
+        LENET_TILE_LOOP for (int d = 0; d < 4; ++d) conv[d] = V::add(conv[d], b);
+        if constexpr (POOL) {
+            typename V::T best = conv[0], which = V::zero();
+            LENET_TILE_LOOP for (int d = 1; d < 4; ++d) {  // strictly greater: the first maximum wins
+                const typename V::M more = V::gt(conv[d], best);
+                best = V::select(more, conv[d], best);
+                which = V::select(more, V::set1(float(d)), which);
+            }
+            const ptrdiff_t at = ((ptrdiff_t(o0 + o) * (s->oh / 2) + ty) * (s->ow / 2) + tx) * L;
+            V::store(y + at, relu ? V::max(best, V::zero()) : best);
+            if (argmax)
+                V::store(argmax + at, relu ? V::select(V::gt(best, V::zero()), which, V::set1(-1.0f)) : which);
+        } else {
+            LENET_TILE_LOOP for (int d = 0; d < 4; ++d) {
+                const int oy = 2 * ty + d / 2, ox = 2 * tx + d % 2;
+                if (oy < s->oh && ox < s->ow) V::store(y + ((ptrdiff_t(o0 + o) * s->oh + oy) * s->ow + ox) * L, conv[d]);
+            }
         }
-        const ptrdiff_t at = ((ptrdiff_t(o0 + o) * out_h + py) * out_w + px) * L;
-        V::store(y + at, relu ? V::max(best, V::zero()) : best);
-        if (argmax) V::store(argmax + at, relu ? V::select(V::gt(best, V::zero()), which, V::set1(-1.0f)) : which);
     }
 }
 
-// Per pooling window: its 3x3 input tile of every input channel transformed into `tile` [ic][9][16] (in L1 for the
-// channel tiles that follow), then the output channels in tiles of kWinogradChannels.
-template <class V>
-void conv_pool_fwd_winograd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
-                            float* argmax, int relu, float* tile) {
+// Per output tile: its 3x3 input window of every input channel (rows and columns past xpad [ic][oh+1][ow+1][16] read
+// as zero) transformed into `tile` [ic][9][16] (in L1 for the channel tiles that follow), then the output channels
+// in tiles of kWinogradChannels. POOL: one tile per pooling window (oh/2 x ow/2), else ceil(oh/2) x ceil(ow/2).
+template <class V, bool POOL>
+void winograd_tiles(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
+                    float* argmax, int relu, float* tile) {
     constexpr int L = 16;
-    const int out_h = s->oh / 2, out_w = s->ow / 2;
-    const ptrdiff_t ph = s->oh + 1, pw = s->ow + 1;
-    for (int py = 0; py < out_h; ++py)
-        for (int px = 0; px < out_w; ++px) {
+    const int th = POOL ? s->oh / 2 : (s->oh + 1) / 2, tw = POOL ? s->ow / 2 : (s->ow + 1) / 2;
+    const int ph = s->oh + 1, pw = s->ow + 1;
+    for (int ty = 0; ty < th; ++ty)
+        for (int tx = 0; tx < tw; ++tx) {
+            const int rows = ph - 2 * ty < 3 ? ph - 2 * ty : 3, cols = pw - 2 * tx < 3 ? pw - 2 * tx : 3;
             for (int c = 0; c < s->ic; ++c) {
-                const float* p = xpad + ((c * ph + 2 * py) * pw + 2 * px) * L;
+                const float* p = xpad + ((ptrdiff_t(c) * ph + 2 * ty) * pw + 2 * tx) * L;
                 typename V::T d[3][3], v[9];
                 LENET_TILE_LOOP for (int r = 0; r < 3; ++r)
-                    LENET_TILE_LOOP for (int q = 0; q < 3; ++q) d[r][q] = V::load(p + (r * pw + q) * L);
+                    LENET_TILE_LOOP for (int q = 0; q < 3; ++q)
+                        d[r][q] = r < rows && q < cols ? V::load(p + (r * pw + q) * L) : V::zero();
                 winograd_input_tile(d, v);
                 LENET_TILE_LOOP for (int i = 0; i < 9; ++i) V::store(tile + (c * 9 + i) * L, v[i]);
             }
             for (int o0 = 0; o0 < s->oc; o0 += kWinogradChannels)
                 with_size<kWinogradChannels>(s->oc - o0 < kWinogradChannels ? s->oc - o0 : kWinogradChannels,
                                              [&](auto oc) {
-                                                 winograd_pool_tile<V, decltype(oc)::value>(s, tile, u, bias, y, argmax,
-                                                                                            o0, py, px, relu);
+                                                 winograd_tile<V, decltype(oc)::value, POOL>(s, tile, u, bias, y,
+                                                                                             argmax, o0, ty, tx, relu);
                                              });
         }
 }
 
-// The table's slot: the kernel where the ISA has it, else null.
+template <class V>
+void conv_pool_fwd_winograd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
+                            float* argmax, int relu, float* tile) {
+    winograd_tiles<V, true>(s, xpad, u, bias, y, argmax, relu, tile);
+}
+template <class V>
+void conv_winograd_fwd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
+                       float* tile) {
+    winograd_tiles<V, false>(s, xpad, u, bias, y, nullptr, 0, tile);
+}
+
+// The table's slots: the kernels where the ISA has them, else null.
 template <class V> constexpr decltype(KernelTable::conv_pool_fwd_winograd) winograd_pool_slot() {
-    if constexpr (has_winograd_pool<V>()) return conv_pool_fwd_winograd<V>;
+    if constexpr (has_winograd<V>()) return conv_pool_fwd_winograd<V>;
+    else return nullptr;
+}
+template <class V> constexpr decltype(KernelTable::conv_winograd_fwd) winograd_conv_slot() {
+    if constexpr (has_winograd<V>()) return conv_winograd_fwd<V>;
     else return nullptr;
 }
 
