@@ -18,7 +18,7 @@ void pack(int n, size_t F, int L, const uint8_t* x, const int64_t* rows, float* 
 // The weights a convolution's kernels read besides w [oc][ic][kh][kw], derived from it (Forward keeps them while w
 // stays the same): channels-last (conv_weights_channels_last) for the one-sample kernels (lanes 1: a direct
 // convolution or a fused conv-pool layer), Winograd's (winograd_2x2_weights) for a fused layer at 16 lanes that
-// takes it (conv_pool_winograd). derived_weight_floats: how many floats (0: none); derive_weights writes them.
+// takes it (winograd_shape). derived_weight_floats: how many floats (0: none); derive_weights writes them.
 size_t derived_weight_floats(const ConvShape& s, bool fused, bool direct);
 void derive_weights(const ConvShape& s, const float* w, float* derived);
 

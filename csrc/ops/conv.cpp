@@ -136,7 +136,9 @@ ConvShape dx_shape(const ConvShape& s) {
 }
 
 namespace {
-bool dx_winograd(const KernelTable& k, const ConvShape& s) { return k.conv_winograd_fwd && winograd_shape(dx_shape(s)); }
+bool dx_winograd(const KernelTable& k, const ConvShape& s) {
+    return k.conv_winograd_fwd && winograd_shape(dx_shape(s));
+}
 
 // dx = the convolution of dy_pad (padded dY) with dx_weights' wt.
 void dx_convolution(const KernelTable& k, const ConvShape& s, const float* dy_pad, const float* wt, float* dx,
@@ -268,8 +270,9 @@ void conv_pool_forward(const ConvShape& s, int nblk, const float* x, const float
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh / 2, s.ow / 2, s.lanes);
     std::vector<float> derived(block::derived_weight_floats(s, true, false));  // once for all the blocks
     if (!derived.empty()) block::derive_weights(s, w, derived.data());
+    const float* wd = derived.empty() ? nullptr : derived.data();
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
-        block::conv_pool_forward(k, s, x + blk * xb, w, derived.empty() ? nullptr : derived.data(), b, relu, y + blk * yb,
+        block::conv_pool_forward(k, s, x + blk * xb, w, wd, b, relu, y + blk * yb,
                                  argmax ? argmax + blk * yb : nullptr, thread);
     });
 }
@@ -294,7 +297,7 @@ void sum_block_grads(const ConvShape& s, int nblk, float* dw, float* db, F&& blo
 }
 
 // The weights of dX as a convolution of padded dY (block::dx_weights), in scratch.
-const float* flipped_weights(const KernelTable& k, const ConvShape& s, const float* w) {
+const float* dx_weights_in_scratch(const KernelTable& k, const ConvShape& s, const float* w) {
     float* wt = scratch(0, 4, block::dx_weight_floats(k, s));
     block::dx_weights(k, s, w, wt);
     return wt;
@@ -305,7 +308,7 @@ void conv_pool_backward(const ConvShape& s, int nblk, const float* x, const floa
                         const float* dy, float* dx, float* dw, float* db) {
     const KernelTable& k = kernels();
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh / 2, s.ow / 2, s.lanes);
-    const float* wt = dx ? flipped_weights(k, s, w) : nullptr;
+    const float* wt = dx ? dx_weights_in_scratch(k, s, w) : nullptr;
     std::vector<std::vector<float>> dy_pad;  // per thread, zero border (block::conv_pool_backward)
     if (dx) dy_pad.assign(size_t(ThreadPool::instance().threads()), std::vector<float>(block::padded_dy_floats(s)));
     sum_block_grads(s, nblk, dw, db, [&](int blk, int thread, float* pdw, float* pdb) {
@@ -319,7 +322,7 @@ void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* 
     const KernelTable& k = kernels();
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh, s.ow, s.lanes);
     const bool direct = conv_uses_direct(s, algo);
-    const float* wt = dx && direct ? flipped_weights(k, s, w) : nullptr;
+    const float* wt = dx && direct ? dx_weights_in_scratch(k, s, w) : nullptr;
     sum_block_grads(s, nblk, dw, db, [&](int blk, int thread, float* pdw, float* pdb) {
         block::conv_backward(k, s, direct, x + blk * xb, w, wt, dy + blk * yb, pdw, pdb, dx ? dx + blk * xb : nullptr,
                              thread);

@@ -89,10 +89,12 @@ void Forward::run_layers(const KernelTable& k, const float** in, float* acts, in
         float* out = acts + act_offset_[i];
         const float* derived = derived_[i].empty() ? nullptr : derived_[i].data();
         switch (l.kind) {
-            case LayerKind::Conv2d: block::conv_forward(k, l.s, direct_[i], in[i], l.w, derived, l.b, out, thread); break;
+            case LayerKind::Conv2d:
+                block::conv_forward(k, l.s, direct_[i], in[i], l.w, derived, l.b, out, thread);
+                break;
             case LayerKind::ConvPool:
-                block::conv_pool_forward(k, l.s, in[i], l.w, derived, l.b, l.relu, out, L > 1 ? argmax(i, acts) : nullptr,
-                                         thread);
+                block::conv_pool_forward(k, l.s, in[i], l.w, derived, l.b, l.relu, out,
+                                         L > 1 ? argmax(i, acts) : nullptr, thread);
                 break;
             case LayerKind::MaxPool: k.maxpool_fwd(&l.s, in[i], out, l.relu); break;
             case LayerKind::AvgPool: k.avgpool_fwd(&l.s, in[i], out); break;

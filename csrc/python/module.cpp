@@ -950,14 +950,14 @@ py::dict kernel_info() {
                                    ? std::string(k.conv_direct_name) + " where lanes == 16 (or 1) and stride 1, else "
                                    : std::string();
     ops["conv2d_forward"] = direct + "im2col + " + k.gemm_nn_name;
+    const std::string from_channels = " from " + std::to_string(ops::block::kWinogradMinChannels);
+    const std::string winograd_dx = k.conv_winograd_name ? " (2x2 kernels" + from_channels + " output channels on: " +
+                                                               std::string(k.conv_winograd_name) + ")"
+                                                         : std::string();
     ops["conv2d_backward"] = (direct.empty() ? "" : k.conv_direct_dw_name + std::string(" (dW) where lanes == 16 and stride 1, else ")) +
                              std::string("im2col + ") + k.gemm_nt_name + " (dW); " +
                              (direct.empty() ? "" : k.conv_direct_name + std::string(" on padded dY (dX) where lanes == 16 and stride 1") +
-                                                        (k.conv_winograd_name ? std::string(" (2x2 kernels from ") +
-                                                                                    std::to_string(ops::block::kWinogradMinChannels) +
-                                                                                    " output channels on: " + k.conv_winograd_name + ")"
-                                                                              : std::string()) +
-                                                        ", else ") +
+                                                        winograd_dx + ", else ") +
                              k.gemm_nn_name + " + col2im (dX)";
     ops["conv2d_maxpool2d_fused"] = std::string(k.conv_pool_name) +
                                     " for conv (stride 1) -> ReLU -> 2x2 max pool: one sample at a time, and in "
@@ -967,11 +967,9 @@ py::dict kernel_info() {
                                          : "a first convolution whose output fills at least " +
                                                std::to_string(model::kFusedConvPoolMinFloats * sizeof(float) >> 20) +
                                                " MB per block of 16") +
-                                    (k.conv_pool_winograd_name
-                                         ? "; at 16 lanes, 2x2 kernels from " +
-                                               std::to_string(ops::block::kWinogradMinChannels) +
-                                               " input channels on: " + k.conv_pool_winograd_name
-                                         : std::string());
+                                    (k.conv_pool_winograd_name ? "; at 16 lanes, 2x2 kernels" + from_channels +
+                                                                     " input channels on: " + k.conv_pool_winograd_name
+                                                               : std::string());
     ops["linear_forward"] = k.gemm_nn_name;
     ops["linear_backward"] = std::string(k.gemm_nn_name) + " (dX and dW)";
     for (const char* op : {"maxpool2d", "avgpool2d", "bias", "relu", "tanh", "softmax_cross_entropy", "sgd", "adam"})

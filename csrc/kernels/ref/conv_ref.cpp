@@ -71,7 +71,8 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
             for (int px = 0; px < out_w; ++px)
                 for (int l = 0; l < L; ++l) {
                     float conv[4];
-                    for (int d = 0; d < 4; ++d) conv[d] = conv_at(s, xpad, w, bias, o, 2 * py + d / 2, 2 * px + d % 2, l);
+                    for (int d = 0; d < 4; ++d)
+                        conv[d] = conv_at(s, xpad, w, bias, o, 2 * py + d / 2, 2 * px + d % 2, l);
                     store_pooled(conv, relu, ((ptrdiff_t(o) * out_h + py) * out_w + px) * L + l, y, argmax);
                 }
 }
@@ -101,8 +102,10 @@ void winograd_tiles(const ConvShape* s, const float* xpad, const float* u, const
             for (int o = 0; o < s->oc; ++o)
                 for (int l = 0; l < L; ++l) {
                     float m[9] = {}, conv[4];
-                    for (int c = 0; c < s->ic; ++c)
-                        for (int i = 0; i < 9; ++i) m[i] += u[(ptrdiff_t(o) * s->ic + c) * 9 + i] * tile[(c * 9 + i) * L + l];
+                    for (int c = 0; c < s->ic; ++c) {
+                        const float* uc = u + (ptrdiff_t(o) * s->ic + c) * 9;
+                        for (int i = 0; i < 9; ++i) m[i] += uc[i] * tile[(c * 9 + i) * L + l];
+                    }
                     winograd_output_tile(m, conv);
                     for (float& v : conv) v += bias ? bias[o] : 0.0f;
                     out(o, ty, tx, l, conv);
@@ -121,13 +124,15 @@ void conv_pool_fwd_winograd(const ConvShape* s, const float* xpad, const float* 
 }
 
 // conv_direct_fwd for 2x2 kernels through Winograd: y [oc][oh][ow][L], the last tile row and column cut to the output.
-void conv_winograd_fwd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y, float* tile) {
+void conv_winograd_fwd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
+                       float* tile) {
     const int L = s->lanes;
     winograd_tiles(s, xpad, u, bias, (s->oh + 1) / 2, (s->ow + 1) / 2, tile,
                    [&](int o, int ty, int tx, int l, const float* conv) {
                        for (int d = 0; d < 4; ++d) {
                            const int oy = 2 * ty + d / 2, ox = 2 * tx + d % 2;
-                           if (oy < s->oh && ox < s->ow) y[((ptrdiff_t(o) * s->oh + oy) * s->ow + ox) * L + l] = conv[d];
+                           if (oy >= s->oh || ox >= s->ow) continue;
+                           y[((ptrdiff_t(o) * s->oh + oy) * s->ow + ox) * L + l] = conv[d];
                        }
                    });
 }

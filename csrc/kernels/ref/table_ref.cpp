@@ -5,7 +5,8 @@ namespace lenet {
 
 const KernelTable kTableReference = {
     "reference", 1,
-    ref::gemm_nn, ref::gemm_nt, ref::conv_direct_fwd, ref::conv_direct_dw, ref::conv_pool_fwd, ref::conv_pool_fwd_winograd, ref::conv_winograd_fwd,
+    ref::gemm_nn, ref::gemm_nt, ref::conv_direct_fwd, ref::conv_direct_dw, ref::conv_pool_fwd,
+    ref::conv_pool_fwd_winograd, ref::conv_winograd_fwd,
     ref::conv_pool_dw,
     ref::conv_pool_route,
     ref::maxpool_fwd, ref::maxpool_bwd, ref::avgpool_fwd, ref::avgpool_bwd,

@@ -17,7 +17,8 @@ constexpr KernelTable make_table(const char* gemm_nn_name, const char* gemm_nt_n
                                  const char* conv_winograd_name = nullptr) {
     return KernelTable{
         V::isa, V::W,
-        gemm_nn<V>, gemm_nt<V>, conv_direct_fwd<V>, conv_direct_dw<V>, conv_pool_fwd<V>, winograd_pool_slot<V>(), winograd_conv_slot<V>(),
+        gemm_nn<V>, gemm_nt<V>, conv_direct_fwd<V>, conv_direct_dw<V>, conv_pool_fwd<V>,
+        winograd_pool_slot<V>(), winograd_conv_slot<V>(),
         conv_pool_dw<V>,
         conv_pool_route<V>,
         maxpool_fwd<V>, maxpool_bwd<V>, avgpool_fwd<V>, avgpool_bwd<V>,

@@ -57,7 +57,8 @@ void winograd_tile(const ConvShape* s, const float* tile, const float* u, const 
         } else {
             LENET_TILE_LOOP for (int d = 0; d < 4; ++d) {
                 const int oy = 2 * ty + d / 2, ox = 2 * tx + d % 2;
-                if (oy < s->oh && ox < s->ow) V::store(y + ((ptrdiff_t(o0 + o) * s->oh + oy) * s->ow + ox) * L, conv[d]);
+                if (oy < s->oh && ox < s->ow)
+                    V::store(y + ((ptrdiff_t(o0 + o) * s->oh + oy) * s->ow + ox) * L, conv[d]);
             }
         }
     }
