@@ -368,6 +368,24 @@ void conv_channel_pool_tile(const ConvShape* s, const float* xpad, const float* 
         }
 }
 
+// One pooled output vector from its window's four convolution values (row-major): their maximum (then a ReLU if
+// relu) to y, and to argmax (may be null) the first position that holds it, or -1 where the ReLU zeroed it.
+template <class V>
+inline void store_pool_window(typename V::T c0, typename V::T c1, typename V::T c2, typename V::T c3, int relu, float* y,
+                              float* argmax) {
+    typename V::T m = c0, which = V::zero();
+    const auto window = [&](typename V::T c, float d) {  // strictly greater: the first maximum wins
+        const typename V::M more = V::gt(c, m);
+        m = V::select(more, c, m);
+        which = V::select(more, V::set1(d), which);
+    };
+    window(c1, 1.0f);
+    window(c2, 2.0f);
+    window(c3, 3.0f);
+    V::store(y, relu ? V::max(m, V::zero()) : m);
+    if (argmax) V::store(argmax, relu ? V::select(V::gt(m, V::zero()), which, V::set1(-1.0f)) : which);
+}
+
 // 16 lanes (batches, training): OCB channels x one pooling window (2 rows x 2 pixels) x LV vectors; the epilogue
 // also records which of the window's positions won (argmax; -1 where the ReLU zeroed the output), for the backward
 // pass.
@@ -412,15 +430,8 @@ void conv_pool16_tile(const ConvShape* s, const float* xpad, const float* w, con
     LENET_TILE_LOOP for (int o = 0; o < OCB; ++o) {
         const ptrdiff_t at = ((ptrdiff_t(o0 + o) * out_h + py) * out_w + px) * L;
         LENET_TILE_LOOP for (int v = 0; v < LV; ++v) {
-            typename V::T m = acc[o][0][v], which = V::zero();
-            LENET_TILE_LOOP for (int d = 1; d < 4; ++d) {  // strictly greater: the first maximum wins
-                const typename V::M more = V::gt(acc[o][d][v], m);
-                m = V::select(more, acc[o][d][v], m);
-                which = V::select(more, V::set1(float(d)), which);
-            }
-            V::store(y + at + v * V::W, relu ? V::max(m, V::zero()) : m);
-            if (argmax)
-                V::store(argmax + at + v * V::W, relu ? V::select(V::gt(m, V::zero()), which, V::set1(-1.0f)) : which);
+            store_pool_window<V>(acc[o][0][v], acc[o][1][v], acc[o][2][v], acc[o][3][v], relu, y + at + v * V::W,
+                                 argmax ? argmax + at + v * V::W : nullptr);
         }
     }
 }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "../kernels.h"
+#include "conv_direct.h"
 #include "tile.h"
 
 namespace lenet::simd {
@@ -18,8 +19,8 @@ constexpr int kWinogradChannels = 3;  // output channels per register tile: 27 a
 
 // Output channels o0..o0+OC of output tile (ty, tx): m [OC][9] = sum over c of u [o][c][9] * tile [c][9] (each tile
 // vector loaded once for the OC multiply-adds, u as broadcast memory operands), then per channel the output
-// transform and bias, and either (POOL) the max, argmax and ReLU as in conv_pool16_tile, or the tile's outputs
-// inside the image.
+// transform and bias, and either (POOL) the max, argmax and ReLU (store_pool_window), or the tile's outputs inside
+// the image.
 template <class V, int OC, bool POOL>
 LENET_TILE_FUNCTION
 void winograd_tile(const ConvShape* s, const float* tile, const float* u, const float* bias, float* y, float* argmax,
@@ -44,16 +45,8 @@ void winograd_tile(const ConvShape* s, const float* tile, const float* u, const 
         const typename V::T b = V::set1(bias ? bias[o0 + o] : 0.0f);
         LENET_TILE_LOOP for (int d = 0; d < 4; ++d) conv[d] = V::add(conv[d], b);
         if constexpr (POOL) {
-            typename V::T best = conv[0], which = V::zero();
-            LENET_TILE_LOOP for (int d = 1; d < 4; ++d) {  // strictly greater: the first maximum wins
-                const typename V::M more = V::gt(conv[d], best);
-                best = V::select(more, conv[d], best);
-                which = V::select(more, V::set1(float(d)), which);
-            }
             const ptrdiff_t at = ((ptrdiff_t(o0 + o) * (s->oh / 2) + ty) * (s->ow / 2) + tx) * L;
-            V::store(y + at, relu ? V::max(best, V::zero()) : best);
-            if (argmax)
-                V::store(argmax + at, relu ? V::select(V::gt(best, V::zero()), which, V::set1(-1.0f)) : which);
+            store_pool_window<V>(conv[0], conv[1], conv[2], conv[3], relu, y + at, argmax ? argmax + at : nullptr);
         } else {
             LENET_TILE_LOOP for (int d = 0; d < 4; ++d) {
                 const int oy = 2 * ty + d / 2, ox = 2 * tx + d % 2;
