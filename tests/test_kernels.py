@@ -185,6 +185,15 @@ def test_conv_pool_sixteen_lanes(isa, rng, width, oc):
     check_conv_pool_sixteen_lanes(rng, (20, 2, 7, width + 2), oc, (3, 3))
 
 
+@pytest.mark.parametrize("width", [2, 3, 5, 12, 13])
+@pytest.mark.parametrize("oc", [1, 2, 3, 32])
+def test_conv_pool_sixteen_lanes_one_channel(isa, rng, width, oc):
+    """One input channel and a 3x3 kernel (the MNIST-CoreML-Training graph's first layer), which AVX-512 runs unpadded
+    with each channel pair's weights held in registers across a pooled row: odd widths and heights, an odd channel
+    count's last single channel."""
+    check_conv_pool_sixteen_lanes(rng, (20, 1, 7, width + 2), oc, (3, 3))
+
+
 @pytest.mark.parametrize("shape", [(4, 13, 13), (17, 7, 10), (32, 4, 5), (16, 3, 3)])
 @pytest.mark.parametrize("oc", [1, 2, 3, 4, 5, 32])
 def test_conv_pool_winograd(isa, rng, shape, oc):
