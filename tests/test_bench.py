@@ -205,6 +205,9 @@ def test_cli_runs_and_writes_json(tmp_path):
     if os.path.exists("/proc/stat"):
         assert rec["cpu"]["others_cores"] >= 0 and rec["cpu"]["own_cores"] > 0
     assert float(m.group(1)) == pytest.approx(rec["test_acc"], abs=1e-4)
+    m = re.search(r"1 epoch\(s\) of training in (\d+\.\d) s", p.stdout)  # the whole run's training time
+    assert m and doc["lenet"]["training_seconds"] == rec["seconds"], p.stdout
+    assert float(m.group(1)) == pytest.approx(rec["seconds"], abs=0.051)
     assert 0 < rec["kernel_seconds"] < rec["seconds"] and 0 < rec["outside_kernels"] < 1
     assert doc["lenet"]["peak_gflops"] > 0
     assert doc["lenet"]["peak_share"] == pytest.approx(doc["lenet"]["gflops"] / doc["lenet"]["peak_gflops"])
@@ -321,6 +324,10 @@ def test_compare_with_fake_peers(tmp_path, monkeypatch, capsys, restore_threads)
     assert doc["ratios"] == {"fake": pytest.approx(t_lenet / 0.5)}
     row = {r["framework"]: r for r in doc["comparison"]}["fake"]
     assert row["version"] == "9.9" and row["epoch_seconds"] == 0.5 and row["samples_per_s"] == 600
+    assert row["training_seconds"] == pytest.approx(3 * 0.5 + 0.5)  # every epoch, the slow first one included
+    epochs = doc["lenet"]["epochs"]
+    assert doc["lenet"]["training_seconds"] == pytest.approx(epochs[0]["seconds"] + epochs[1]["seconds"])
+    assert doc["comparison"][0]["training_seconds"] == doc["lenet"]["training_seconds"]
     assert f"{t_lenet / 0.5:.2f}x" in text
     assert len(row["core_round_trip_ns"]) == 2 and len(doc["comparison"][0]["core_round_trip_ns"]) == 1
 

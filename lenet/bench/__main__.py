@@ -490,10 +490,12 @@ def _run(args) -> int:
     timed_cpu = max(timed, key=lambda c: c["others_cores"]) if timed else None
     timed_records = records[1:] if len(records) >= 2 else records
     outside = sum(r["seconds"] - r["kernel_seconds"] for r in timed_records) / sum(r["seconds"] for r in timed_records)
+    training = sum(r["seconds"] for r in records)  # every epoch's training, evaluation left out
+    gflops = flops.step * n_train / t_lenet / 1e9
     _say(f"lenet: {t_lenet:.2f} s per epoch ({how}), {n_train / t_lenet:,.0f} samples/s, "
-         f"{flops.step * n_train / t_lenet / 1e9:.2f} GFLOP/s ({100 * flops.step * n_train / t_lenet / 1e9 / peak:.0f}% "
-         f"of the measured peak), {100 * outside:.0f}% of the time outside kernels, final test accuracy "
-         f"{records[-1]['test_acc']:.4f} ({data_tag})")
+         f"{gflops:.2f} GFLOP/s ({100 * gflops / peak:.0f}% of the measured peak), {100 * outside:.0f}% of the time "
+         f"outside kernels, final test accuracy {records[-1]['test_acc']:.4f} ({data_tag}); {len(records)} "
+         f"epoch(s) of training in {training:.1f} s")
     _say("(others: CPU cores used by other processes meanwhile, from /proc/stat; c2c ns: core-to-core round trip "
          "right after the epoch)")
     if timed_cpu and timed_cpu["others_cores"] > BUSY_CORES:
@@ -522,8 +524,8 @@ def _run(args) -> int:
                  f"{' and '.join(_ns([v]) for v in scaling['core_round_trip_ns'])} ns before and after)")
 
     rows = [{"framework": "lenet", "version": lenet.__version__, "status": "ok", "epoch_seconds": t_lenet,
-             "epoch_time_rule": how, "samples_per_s": n_train / t_lenet,
-             "gflops": flops.step * n_train / t_lenet / 1e9, "test_acc": records[-1]["test_acc"],
+             "epoch_time_rule": how, "training_seconds": training, "samples_per_s": n_train / t_lenet,
+             "gflops": gflops, "test_acc": records[-1]["test_acc"],
              "lenet_over_peer": 1.0, "cpu": timed_cpu,
              "core_round_trip_ns": [r["core_round_trip_ns"] for r in timed_records]}]
     peers, failed = {}, False
@@ -552,6 +554,7 @@ def _run(args) -> int:
                 res = info["result"]
                 secs, rule = epoch_time([e["seconds"] for e in res["epochs"]])
                 row.update(version=res.get("version"), epoch_seconds=secs, epoch_time_rule=rule,
+                           training_seconds=sum(e["seconds"] for e in res["epochs"]),
                            samples_per_s=n_train / secs, gflops=flops.step * n_train / secs / 1e9,
                            test_acc=res["epochs"][-1].get("test_acc"), lenet_over_peer=t_lenet / secs,
                            cpu=info.get("cpu"), core_round_trip_ns=info.get("core_round_trip_ns"))
@@ -585,7 +588,8 @@ def _run(args) -> int:
             _say("batch-1 inference latency, 1 thread (median, microseconds)")
             # Each peer row is compared with lenet at the same precision (int8 rows with lenet int8).
             fp32_us, int8_us = latency["median_us"], latency["int8"]["median_us"]
-            lat_rows = [["lenet", "fp32, Python", f"{fp32_us:.1f}", ""], ["lenet", "int8, Python", f"{int8_us:.1f}", ""]]
+            lat_rows = [["lenet", "fp32, Python", f"{fp32_us:.1f}", ""],
+                        ["lenet", "int8, Python", f"{int8_us:.1f}", ""]]
             for name in args.compare:
                 for variant, us in ((peers[name].get("result") or {}).get("infer_latency_us") or {}).items():
                     if "1thread" in variant or variant.startswith("tflite") or name == "tensorflow":
@@ -631,10 +635,10 @@ def _run(args) -> int:
                      "path": mnist.path, "n_train": n_train, "n_test": n_test},
             "model": {"name": args.model, "title": title, "parameters": n_params},
             "flops": flops.as_dict(),
-            "lenet": {"epochs": records, "epoch_seconds": t_lenet, "epoch_time_rule": how,
+            "lenet": {"epochs": records, "epoch_seconds": t_lenet, "epoch_time_rule": how, "training_seconds": training,
                       "cpu_timed_epochs": timed_cpu, "cpu_whole_run": lenet_cpu,
-                      "samples_per_s": n_train / t_lenet, "gflops": flops.step * n_train / t_lenet / 1e9,
-                      "peak_gflops": peak, "peak_share": flops.step * n_train / t_lenet / 1e9 / peak,
+                      "samples_per_s": n_train / t_lenet, "gflops": gflops,
+                      "peak_gflops": peak, "peak_share": gflops / peak,
                       "outside_kernels": outside, "final_test_acc": records[-1]["test_acc"],
                       "infer_latency_us": latency, "scaling": scaling},
             "peers": peers,
