@@ -7,7 +7,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import functional as F
-from .tensor import Tensor
+from .tensor import Tensor, zeros_on_lines
 
 _rng = np.random.default_rng(0)
 
@@ -20,7 +20,9 @@ def seed(value: int) -> None:
 
 def _uniform(shape, bound: float, rng) -> Tensor:
     rng = _rng if rng is None else rng
-    return Tensor(rng.uniform(-bound, bound, size=shape).astype(np.float32), requires_grad=True)
+    data = zeros_on_lines(shape)
+    data[...] = rng.uniform(-bound, bound, size=shape)
+    return Tensor(data, requires_grad=True)
 
 
 class Module:

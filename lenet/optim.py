@@ -1,12 +1,13 @@
 """Optimisers. All parameters live in one flat buffer (and their gradients in another), so a step is one kernel
-call over every parameter at once. An optimiser describes its next update once (next_update()); the same
+call over every parameter at once. Each parameter starts on a cache line of the buffers (the zero padding between
+them stays zero). An optimiser describes its next update once (next_update()); the same
 description drives its own step() and the captured training step, which applies it while computing the gradients."""
 from __future__ import annotations
 
 import numpy as np
 
 from . import _core
-from .tensor import Tensor
+from .tensor import LINE_FLOATS, Tensor, zeros_on_lines
 
 
 class Optimizer:
@@ -24,11 +25,13 @@ class Optimizer:
             raise ValueError(f"learning rate must be positive, got {lr}")
         self.lr = float(lr)
         self.params = unique
-        n = sum(p.data.size for p in unique)
-        self.flat = np.empty(n, dtype=np.float32)
-        self.flat_grad = np.zeros(n, dtype=np.float32)
-        offset = 0
-        for p in unique:  # re-home every parameter (and its gradient) as a view of the flat buffers
+        offsets, n = [], 0
+        for p in unique:
+            offsets.append(n)
+            n += -(-p.data.size // LINE_FLOATS) * LINE_FLOATS  # the next one starts on a line
+        self.flat = zeros_on_lines(n)
+        self.flat_grad = zeros_on_lines(n)
+        for p, offset in zip(unique, offsets):  # re-home every parameter (and its gradient) as a view of the buffers
             size = p.data.size
             view = self.flat[offset : offset + size].reshape(p.data.shape)
             view[...] = p.data
@@ -37,7 +40,6 @@ class Optimizer:
             if p.grad is not None:
                 grad[...] = p.grad
             p.grad = grad
-            offset += size
         self.steps = 0
 
     def zero_grad(self) -> None:
@@ -90,7 +92,7 @@ class SGD(Optimizer):
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         self.momentum, self.weight_decay, self.nesterov = float(momentum), float(weight_decay), bool(nesterov)
-        self.velocity = np.zeros_like(self.flat)
+        self.velocity = zeros_on_lines(self.flat.size)
 
     def next_update(self) -> dict:
         return {"kind": "sgd", "params": self.flat, "grads": self.flat_grad, "state": [self.velocity], "lr": self.lr,
@@ -109,8 +111,8 @@ class Adam(Optimizer):
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
             raise ValueError(f"betas must be in [0, 1), got {betas}")
         self.betas, self.eps, self.weight_decay = (float(b1), float(b2)), float(eps), float(weight_decay)
-        self.exp_avg = np.zeros_like(self.flat)
-        self.exp_avg_sq = np.zeros_like(self.flat)
+        self.exp_avg = zeros_on_lines(self.flat.size)
+        self.exp_avg_sq = zeros_on_lines(self.flat.size)
 
     def next_update(self) -> dict:
         return {"kind": "adam", "params": self.flat, "grads": self.flat_grad, "state": [self.exp_avg, self.exp_avg_sq],

@@ -14,6 +14,20 @@ import threading
 
 import numpy as np
 
+LINE_FLOATS = 16  # float32 values per 64-byte cache line
+
+
+def zeros_on_lines(shape) -> np.ndarray:
+    """float32 zeros starting on a 64-byte cache line, for parameters and optimiser buffers. The kernels load whole
+    lines of floats; numpy starts large arrays 16 bytes past a page, where each such load straddles two lines
+    (LeNet-5's 400 -> 120 layer on one sample: 2.3 us against 1.3 us on lines)."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    n = int(np.prod(shape, dtype=np.int64))
+    raw = np.zeros(n + LINE_FLOATS, dtype=np.float32)
+    start = (-raw.ctypes.data % 64) // 4  # float32 data starts on 4 bytes
+    return raw[start : start + n].reshape(shape)
+
+
 class _GradMode(threading.local):
     enabled = True  # per thread, as in PyTorch: no_grad() in one thread does not affect another
 

@@ -89,6 +89,31 @@ def test_module_parameters_and_state_dict(rng):
         other.load_state_dict(bad)
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_parameters_and_optimiser_buffers_start_on_cache_lines(rng, name):
+    """New layers' parameters, the optimiser's flat buffers and each parameter's view of them start on a 64-byte
+    line (the kernels load whole lines); the padding between parameters stays zero through steps with weight
+    decay."""
+    model = lenet.LeNet5()
+    assert all(p.data.ctypes.data % 64 == 0 for p in model.parameters())
+    opt = (optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1) if name == "sgd" else
+           optim.Adam(model.parameters(), lr=0.1, weight_decay=0.1))
+    buffers = [opt.flat, opt.flat_grad, *opt._buffers().values()]
+    assert all(b.ctypes.data % 64 == 0 and b.size == opt.flat.size for b in buffers)
+    assert all(p.data.ctypes.data % 64 == 0 and p.grad.ctypes.data % 64 == 0 for p in model.parameters())
+    padding = np.ones(opt.flat.size, bool)
+    for p in model.parameters():
+        start = (p.data.ctypes.data - opt.flat.ctypes.data) // 4
+        padding[start : start + p.data.size] = False
+    assert padding.sum() == opt.flat.size - sum(p.data.size for p in model.parameters()) > 0
+    x, y = rng.random((8, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 8)
+    for _ in range(2):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    assert all(not b[padding].any() for b in buffers) and opt.flat[~padding].any()
+
+
 def test_optimizer_keeps_parameters_as_views_of_one_buffer(rng):
     model = lenet.LeNet5()
     before = model.state_dict()

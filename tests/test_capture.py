@@ -295,6 +295,20 @@ def test_update_inside_the_step_refuses_foreign_buffers(rng):
         CapturedStep(model)._step.check_update(small)
 
 
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_update_inside_the_step_refuses_an_optimiser_with_an_extra_parameter(where):
+    """The flat buffers' zero padding between parameters is allowed; a parameter the step does not train is not,
+    wherever it sits (it would never be updated)."""
+    lenet.seed(0)
+    model = lenet.LeNet5()
+    extra = lenet.Tensor(np.ones(5, np.float32), requires_grad=True)
+    params = [extra] + model.parameters() if where == "first" else model.parameters() + [extra]
+    update = optim.SGD(params, lr=0.1).next_update()
+    with pytest.raises(ValueError, match="one starts at float 16, expected 0" if where == "first" else
+                       "must be the same"):
+        CapturedStep(model)._step.check_update(update)
+
+
 def test_step_takes_a_step_of_an_optimiser_of_its_own_kind(rng):
     """An optimiser with no fused form (any object with step()) gets its step() called after the step."""
     class Halve:

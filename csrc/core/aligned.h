@@ -8,6 +8,10 @@
 
 namespace lenet {
 
+constexpr size_t kLineFloats = 16;  // floats per 64-byte line
+// `floats` rounded up to whole lines: where the next array starts on a line when arrays share one buffer.
+constexpr size_t to_line(size_t floats) { return (floats + kLineFloats - 1) / kLineFloats * kLineFloats; }
+
 // `bytes` rounded up to whole 64-byte lines (at least one), starting on a line; null when out of memory. Freed with
 // std::free.
 inline void* line_alloc(size_t bytes) { return std::aligned_alloc(64, bytes ? (bytes + 63) / 64 * 64 : 64); }

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../core/aligned.h"
 #include "../core/dispatch.h"
 #include "../core/threadpool.h"
 #include "block.h"
@@ -268,7 +269,7 @@ void conv_pool_forward(const ConvShape& s, int nblk, const float* x, const float
                        float* argmax, bool relu) {
     const KernelTable& k = kernels();
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh / 2, s.ow / 2, s.lanes);
-    std::vector<float> derived(block::derived_weight_floats(s, true, false));  // once for all the blocks
+    LineVector<float> derived(block::derived_weight_floats(s, true, false));  // once for all the blocks
     if (!derived.empty()) block::derive_weights(s, w, derived.data());
     const float* wd = derived.empty() ? nullptr : derived.data();
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int thread) {
@@ -309,8 +310,8 @@ void conv_pool_backward(const ConvShape& s, int nblk, const float* x, const floa
     const KernelTable& k = kernels();
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh / 2, s.ow / 2, s.lanes);
     const float* wt = dx ? dx_weights_in_scratch(k, s, w) : nullptr;
-    std::vector<std::vector<float>> dy_pad;  // per thread, zero border (block::conv_pool_backward)
-    if (dx) dy_pad.assign(size_t(ThreadPool::instance().threads()), std::vector<float>(block::padded_dy_floats(s)));
+    std::vector<LineVector<float>> dy_pad;  // per thread, zero border (block::conv_pool_backward)
+    if (dx) dy_pad.assign(size_t(ThreadPool::instance().threads()), LineVector<float>(block::padded_dy_floats(s)));
     sum_block_grads(s, nblk, dw, db, [&](int blk, int thread, float* pdw, float* pdb) {
         block::conv_pool_backward(k, s, x + blk * xb, wt, argmax + blk * yb, dy + blk * yb, pdw, pdb,
                                   dx ? dx + blk * xb : nullptr, thread, dx ? dy_pad[size_t(thread)].data() : nullptr);

@@ -58,7 +58,8 @@ private:
     std::vector<size_t> out_floats_;  // per layer: floats of one block's output
     std::vector<size_t> act_offset_;  // per layer: where its output lives in the arena
     std::vector<bool> direct_;
-    std::vector<std::vector<float>> weights_seen_, derived_;  // per layer: w when last derived, and what was derived
+    std::vector<std::vector<float>> weights_seen_;  // per layer: w when last derived
+    std::vector<LineVector<float>> derived_;        // per layer: what was derived from it
     size_t input_floats_, act_floats_ = 0, max_floats_ = 0;
     int classes_, lanes_;
 };

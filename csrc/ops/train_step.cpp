@@ -4,6 +4,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "../core/aligned.h"
 #include "../core/dispatch.h"
 #include "../core/threadpool.h"
 #include "block.h"
@@ -91,21 +92,33 @@ bool TrainStep::direct_dx(size_t i) const {
 void TrainStep::check_update(const Update& u) const {
     if (!u.w || !u.g || !u.s1 || (u.kind == Update::Kind::Adam && !u.s2))
         throw std::invalid_argument("the optimiser update lacks a buffer");
-    ptrdiff_t covered = 0;
-    auto check = [&](const float* param, const float* grad, size_t floats) {
+    // The flat buffers hold the trained parameters one after another, each from the start of a line (lenet/optim.py,
+    // the C API): in order of offset, each starts on the line after the previous one's end, and the last one's line
+    // ends the buffers. So the update touches nothing but these parameters and the zero padding between them.
+    std::vector<std::pair<ptrdiff_t, size_t>> ranges;  // (offset, floats) of each trained parameter
+    auto add = [&](const float* param, const float* grad, size_t floats) {
         const ptrdiff_t o = grad - u.g;
         if (o < 0 || o + ptrdiff_t(floats) > u.n || param != u.w + o)
             throw std::invalid_argument("the optimiser's parameters are not the captured model's trainable ones "
                                         "(each gradient must sit at its parameter's offset in the flat buffers)");
-        covered += ptrdiff_t(floats);
+        ranges.emplace_back(o, floats);
     };
     for (const LayerSpec& l : fwd_->layers()) {
-        if (l.dw) check(l.w, l.dw, weight_floats(l));
-        if (l.db) check(l.b, l.db, bias_floats(l));
+        if (l.dw) add(l.w, l.dw, weight_floats(l));
+        if (l.db) add(l.b, l.db, bias_floats(l));
     }
-    if (covered != u.n)
-        throw std::invalid_argument("the optimiser holds " + std::to_string(u.n) + " parameters, the captured " +
-                                    "model trains " + std::to_string(covered) + ": they must be the same");
+    std::sort(ranges.begin(), ranges.end());
+    size_t end = 0;  // of the previous parameter's last line
+    for (const auto& [o, floats] : ranges) {
+        if (size_t(o) != end)
+            throw std::invalid_argument("the optimiser's flat buffers must hold the captured model's trainable "
+                                        "parameters only, each from the line after the previous one's end: one "
+                                        "starts at float " + std::to_string(o) + ", expected " + std::to_string(end));
+        end = to_line(size_t(o) + floats);
+    }
+    if (end != size_t(u.n))
+        throw std::invalid_argument("the optimiser holds " + std::to_string(u.n) + " floats of parameters, the " +
+                                    "captured model trains " + std::to_string(end) + ": they must be the same");
 }
 
 double TrainStep::run(int nblk, const float* x, const int32_t* label, float scale, const Update* update) {

@@ -94,7 +94,7 @@ private:
     std::vector<size_t> param_offset_;   // per conv layer: where its [dw | db] lives in a block's partial gradient
     // per dense layer: where its x^T in panels (block::dense_xT_floats(in) per sample) and dy [out][B] live
     std::vector<size_t> batch_offset_;
-    std::vector<std::vector<float>> wt_; // per conv layer: the weights of dX (direct_dx; block::dx_weights)
+    std::vector<LineVector<float>> wt_;  // per conv layer: the weights of dX (direct_dx; block::dx_weights)
     // per conv layer with a direct input gradient, per thread: its padded dY, zero border written once
     // (block::conv_backward's dy_pad)
     std::vector<std::vector<LineVector<float>>> dy_pad_;
