@@ -4,6 +4,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "../core/aligned.h"
 #include "block.h"
 #include "ops.h"
 
@@ -35,7 +36,9 @@ Forward::Forward(std::vector<LayerSpec> layers, size_t input_floats, int classes
         }
         out_floats_.push_back(out);
         act_offset_.push_back(act_floats_);
-        act_floats_ += l.kind == LayerKind::Flatten ? 0 : out;  // flatten aliases its input
+        // Flatten aliases its input; every other output starts on a line (at lanes 1 a layer's floats need not fill
+        // whole lines, and the dense layers' vector loads of their input would straddle two)
+        act_floats_ += l.kind == LayerKind::Flatten ? 0 : to_line(out);
         if (l.kind == LayerKind::ConvPool && L > 1) act_floats_ += out;  // its argmax, after its output
         max_floats_ = std::max(max_floats_, out);
         // (At 16 lanes the forward and backward choices agree; the training step's backward reads direct().)
