@@ -1,7 +1,7 @@
 """Optimisers. All parameters live in one flat buffer (and their gradients in another), so a step is one kernel
 call over every parameter at once. Each parameter starts on a cache line of the buffers (the zero padding between
-them stays zero). An optimiser describes its next update once (next_update()); the same
-description drives its own step() and the captured training step, which applies it while computing the gradients."""
+them stays zero). An optimiser describes its next update once (next_update()); the same description drives its own
+step() and the captured training step, which applies it while computing the gradients."""
 from __future__ import annotations
 
 import numpy as np

@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-LINE_FLOATS = 16  # float32 values per 64-byte cache line
+LINE_FLOATS = 16  # float32 values per 64-byte cache line (csrc/core/aligned.h: kLineFloats)
 
 
 def zeros_on_lines(shape) -> np.ndarray:

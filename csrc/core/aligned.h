@@ -8,7 +8,7 @@
 
 namespace lenet {
 
-constexpr size_t kLineFloats = 16;  // floats per 64-byte line
+constexpr size_t kLineFloats = 64 / sizeof(float);  // floats per 64-byte line
 // `floats` rounded up to whole lines: where the next array starts on a line when arrays share one buffer.
 constexpr size_t to_line(size_t floats) { return (floats + kLineFloats - 1) / kLineFloats * kLineFloats; }
 

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "../core/aligned.h"
 #include "../core/threadpool.h"
 #include "../kernels/int8/int8_dispatch.h"
 
@@ -15,9 +16,9 @@ struct QNetwork::Stage {
     ConvShape s{};                    // conv / pool: geometry of one sample; dense: ic = inputs, oc = outputs
     int groups = 0, hp = 0, wp = 0;   // conv: 4-byte groups per kernel row; padded input height, row bytes
     int k4 = 0, mpad = 0;             // dense: input groups, packed row length
-    std::vector<int8_t> w;            // packed as QConvArgs::w / QDenseArgs::w
-    std::vector<int32_t> bias, wsum;
-    std::vector<float> mult;
+    LineVector<int8_t> w;             // packed as QConvArgs::w / QDenseArgs::w (on lines: the kernels load whole ones)
+    LineVector<int32_t> bias, wsum;
+    LineVector<float> mult;
     int zero_in = 0, zero_out = 0, lo = 0;  // lo: lowest output code (a fused ReLU); relu / maxpool use lo only
     bool float_out = false;           // the last layer: float logits
     size_t out_size = 0;              // output bytes of one sample

@@ -140,7 +140,6 @@ double TrainStep::run(int n, const float* x, const int64_t* rows, const int32_t*
 // build, per thread and step: the 400 -> 120 layer's forward 31-33 -> 25 us, the read 9-10 us, the chunks 14-16 us
 // shorter.
 void TrainStep::warm_flat_weights() const {
-    constexpr size_t kLineFloats = 64 / sizeof(float);
     float sum = 0.0f;
     for (size_t i = flatten_; i < fwd_->layers().size(); ++i) {
         const LayerSpec& l = fwd_->layers()[i];
