@@ -293,7 +293,7 @@ def run_lenet(args, x_train, y_train, x_test, y_test, flops, peak) -> list:
         ev = trainer.evaluate(x_test, y_test)
         eval_s = time.perf_counter() - t0
         rec = {"epoch": epoch, "seconds": r["seconds"], "samples_per_s": r["samples_per_s"],
-               "gflops": flops.step * n / r["seconds"] / 1e9, "loss": r["loss"], "test_acc": ev["accuracy"],
+               "gflops": flops.gflops(n, r["seconds"]), "loss": r["loss"], "test_acc": ev["accuracy"],
                "test_loss": ev["loss"], "eval_seconds": eval_s, "cpu": cpu, "kernel_seconds": kernel_s,
                "outside_kernels": 1.0 - kernel_s / r["seconds"], "core_round_trip_ns": c2c}
         records.append(rec)
@@ -491,7 +491,7 @@ def _run(args) -> int:
     timed_records = records[1:] if len(records) >= 2 else records
     outside = sum(r["seconds"] - r["kernel_seconds"] for r in timed_records) / sum(r["seconds"] for r in timed_records)
     training = sum(r["seconds"] for r in records)  # every epoch's training, evaluation left out
-    gflops = flops.step * n_train / t_lenet / 1e9
+    gflops = flops.gflops(n_train, t_lenet)
     _say(f"lenet: {t_lenet:.2f} s per epoch ({how}), {n_train / t_lenet:,.0f} samples/s, "
          f"{gflops:.2f} GFLOP/s ({100 * gflops / peak:.0f}% of the measured peak), {100 * outside:.0f}% of the time "
          f"outside kernels, final test accuracy {records[-1]['test_acc']:.4f} ({data_tag}); {len(records)} "
@@ -555,7 +555,7 @@ def _run(args) -> int:
                 secs, rule = epoch_time([e["seconds"] for e in res["epochs"]])
                 row.update(version=res.get("version"), epoch_seconds=secs, epoch_time_rule=rule,
                            training_seconds=sum(e["seconds"] for e in res["epochs"]),
-                           samples_per_s=n_train / secs, gflops=flops.step * n_train / secs / 1e9,
+                           samples_per_s=n_train / secs, gflops=flops.gflops(n_train, secs),
                            test_acc=res["epochs"][-1].get("test_acc"), lenet_over_peer=t_lenet / secs,
                            cpu=info.get("cpu"), core_round_trip_ns=info.get("core_round_trip_ns"))
             else:

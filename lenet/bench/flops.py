@@ -76,6 +76,10 @@ class ModelFlops:
     def step(self) -> int:
         return self.forward + self.backward
 
+    def gflops(self, samples: int, seconds: float) -> float:
+        """Achieved GFLOP/s of training steps over `samples` samples that took `seconds`."""
+        return self.step * samples / seconds / 1e9
+
     def as_dict(self) -> dict:
         return {
             "convention": "multiply-add = 2 FLOPs; conv and linear only (bias, ReLU, pooling, loss and "
