@@ -213,13 +213,11 @@ void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x
     // that the input gradient's convolution reads, and the weight gradient reads it there too; db, the sum of g, is
     // the sum of the routed dy (conv_pool_dw). (A separate g also took a pass that copied it into the padded buffer
     // and one that summed it: on the MNIST-CoreML-Training graph's second layer, 12 + 3 us of a block's 260.)
-    // The input gradient first, then the weight gradient: independent, and in this order that graph's step on 2
-    // threads was faster in 6 of 6 interleaved pairs (about 1%; LeNet-5's the same).
     const ConvShape sdx = dx_shape(s);
     k.conv_pool_route(&s, argmax, dy, dy_pad, sdx.ph, sdx.pw);
-    dx_convolution(k, s, dy_pad, wt, dx, thread);
     if (dw) k.conv_direct_dw(&s, xpad, dy_pad, sdx.ph, sdx.pw, dw);
     if (db) k.conv_pool_dw(&s, xpad, argmax, dy, nullptr, db);
+    dx_convolution(k, s, dy_pad, wt, dx, thread);
 }
 
 size_t padded_dy_floats(const ConvShape& s) { return padded_floats(dx_shape(s)); }

@@ -205,13 +205,10 @@ void TrainStep::run_chunk(int b0, int nb, int chunk, const Input& x, const int32
         if (dx && dx != ga) std::swap(ga, gb);
     }
     if (first_trainable_ >= flat) return;
-    // ---- each block below the flatten, from its lanes of the features' gradient; last block first, whose
-    // activations were written last and are the likeliest still in L2 (the MNIST-CoreML-Training graph's chunk of 4
-    // blocks keeps about 3.4 MB of activations against a 2 MB L2 on the Intel VM: its step on 2 threads faster in 9 of
-    // 11 interleaved pairs, by about 1%). The blocks' gradients are kept apart, so the order changes no result.
+    // ---- each block below the flatten, from its lanes of the features' gradient
     float* grad_a = scratch(thread, 3, fwd.max_floats());
     float* grad_b = scratch(thread, 4, fwd.max_floats());
-    for (int j = nb - 1; j >= 0; --j) {
+    for (int j = 0; j < nb; ++j) {
         float *da = grad_a, *db = grad_b;
         copy_lanes(F, L, ga + j * L, N, da, L);
         float* arena = arenas + fwd.act_floats() * size_t(j);
