@@ -4,10 +4,33 @@ them stays zero). An optimiser describes its next update once (next_update()); t
 step() and the captured training step, which applies it while computing the gradients."""
 from __future__ import annotations
 
-import numpy as np
+import math
 
 from . import _core
 from .tensor import LINE_FLOATS, Tensor, zeros_on_lines
+
+
+def _hyper(name: str, value, ok, expected: str) -> float:
+    """value as a float, if it is a finite number for which ok(value) holds; else a ValueError naming it."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not (math.isfinite(v) and ok(v)):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return v
+
+
+def _positive(v: float) -> bool:
+    return v > 0
+
+
+def _non_negative(v: float) -> bool:
+    return v >= 0
+
+
+def _below_one(v: float) -> bool:
+    return 0 <= v < 1
 
 
 class Optimizer:
@@ -21,9 +44,7 @@ class Optimizer:
             raise ValueError("some parameters are frozen (requires_grad=False); give the optimiser "
                              "model.trainable_parameters()")
         unique = list({id(p): p for p in params}.values())
-        if not lr > 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
-        self.lr = float(lr)
+        self.lr = _hyper("learning rate", lr, _positive, "positive and finite")
         self.params = unique
         offsets, n = [], 0
         for p in unique:
@@ -87,11 +108,9 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
         super().__init__(params, lr)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-        self.momentum, self.weight_decay, self.nesterov = float(momentum), float(weight_decay), bool(nesterov)
+        self.momentum = _hyper("momentum", momentum, _below_one, "in [0, 1)")
+        self.weight_decay = _hyper("weight_decay", weight_decay, _non_negative, ">= 0 and finite")
+        self.nesterov = bool(nesterov)
         self.velocity = zeros_on_lines(self.flat.size)
 
     def next_update(self) -> dict:
@@ -107,10 +126,12 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(params, lr)
-        b1, b2 = betas
-        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-            raise ValueError(f"betas must be in [0, 1), got {betas}")
-        self.betas, self.eps, self.weight_decay = (float(b1), float(b2)), float(eps), float(weight_decay)
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        self.betas = tuple(_hyper(f"betas[{i}]", b, _below_one, "in [0, 1)") for i, b in enumerate(betas))
+        # eps > 0: with 0, a weight whose gradient has always been 0 would become 0 / 0 (NaN)
+        self.eps = _hyper("eps", eps, _positive, "positive and finite")
+        self.weight_decay = _hyper("weight_decay", weight_decay, _non_negative, ">= 0 and finite")
         self.exp_avg = zeros_on_lines(self.flat.size)
         self.exp_avg_sq = zeros_on_lines(self.flat.size)
 

@@ -110,6 +110,38 @@ def test_python_layer_errors(rng):
         lenet.nn.Conv2d(1, 2, "3")
 
 
+@pytest.mark.parametrize("make, match", [
+    (lambda ps: optim.SGD(ps, lr=float("inf")), "learning rate must be positive and finite"),
+    (lambda ps: optim.Adam(ps, lr=float("nan")), "learning rate must be positive and finite"),
+    (lambda ps: optim.SGD(ps, lr="fast"), "learning rate must be a number"),
+    (lambda ps: optim.SGD(ps, lr=0.1, momentum=1.0), r"momentum must be in \[0, 1\)"),
+    (lambda ps: optim.SGD(ps, lr=0.1, weight_decay=-1e-4), "weight_decay must be >= 0 and finite"),
+    (lambda ps: optim.SGD(ps, lr=0.1, weight_decay=float("nan")), "weight_decay must be >= 0 and finite"),
+    (lambda ps: optim.Adam(ps, weight_decay=-1e-4), "weight_decay must be >= 0 and finite"),
+    (lambda ps: optim.Adam(ps, eps=0.0), "eps must be positive and finite"),
+    (lambda ps: optim.Adam(ps, eps=-1e-8), "eps must be positive and finite"),
+    (lambda ps: optim.Adam(ps, eps=float("nan")), "eps must be positive and finite"),
+    (lambda ps: optim.Adam(ps, betas=(0.9,)), "betas must be two numbers"),
+    (lambda ps: optim.Adam(ps, betas=0.9), "betas must be two numbers"),
+    (lambda ps: optim.Adam(ps, betas=(0.9, 1.0)), r"betas\[1\] must be in \[0, 1\)"),
+    (lambda ps: optim.Adam(ps, betas=(float("nan"), 0.999)), r"betas\[0\] must be in \[0, 1\)"),
+])
+def test_optimiser_hyper_parameters_are_checked(make, match):
+    # each would otherwise train into NaN or infinite weights without a word
+    error = TypeError if "a number" in match else ValueError
+    with pytest.raises(error, match=match):
+        make(lenet.LeNet5().parameters())
+
+
+def test_optimiser_keeps_valid_hyper_parameters():
+    ps = lenet.LeNet5().parameters()
+    adam = optim.Adam(ps, lr=2e-3, betas=[0.8, 0.99], eps=1e-7, weight_decay=0.0)
+    assert (adam.lr, adam.betas, adam.eps, adam.weight_decay) == (2e-3, (0.8, 0.99), 1e-7, 0.0)
+    sgd = optim.SGD(lenet.LeNet5().parameters(), lr=np.float32(0.5), momentum=0, weight_decay=1e-4, nesterov=True)
+    assert (sgd.lr, sgd.momentum, sgd.weight_decay, sgd.nesterov) == (0.5, 0.0, 1e-4, True)
+    assert all(type(v) is float for v in (adam.lr, *adam.betas, adam.eps, sgd.lr, sgd.momentum))
+
+
 def test_forced_isa_from_environment(tmp_path):  # run outside the source tree: import the installed package
     code = "import lenet; print(lenet.kernels()['isa'], lenet.kernels()['source'])"
     env = dict(os.environ, LENET_ISA="reference")
