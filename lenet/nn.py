@@ -107,12 +107,27 @@ class Module:
         return self.train(False)
 
 
+def _positive_int(v, name: str) -> int:
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1:
+        return int(v)
+    raise (ValueError if isinstance(v, (int, np.integer)) else TypeError)(f"{name} must be an int >= 1, got {v!r}")
+
+
+def _pair_at_least(v, name: str, least: int) -> tuple[int, int]:
+    pair = F._pair(v, name)
+    if min(pair) < least:
+        raise ValueError(f"{name} must be at least {least}, got {v!r}")
+    return pair
+
+
 class Conv2d(Module):
     """in_channels -> out_channels with a kernel_size window; PyTorch's default initialisation."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, rng=None):
-        kh, kw = F._pair(kernel_size, "kernel_size")
-        self.stride, self.padding = F._pair(stride, "stride"), F._pair(padding, "padding")
+        in_channels = _positive_int(in_channels, "in_channels")
+        out_channels = _positive_int(out_channels, "out_channels")
+        kh, kw = _pair_at_least(kernel_size, "kernel_size", 1)
+        self.stride, self.padding = _pair_at_least(stride, "stride", 1), _pair_at_least(padding, "padding", 0)
         bound = 1.0 / math.sqrt(in_channels * kh * kw)
         self.weight = _uniform((out_channels, in_channels, kh, kw), bound, rng)
         self.bias = _uniform((out_channels,), bound, rng) if bias else None
@@ -127,6 +142,8 @@ class Conv2d(Module):
 
 class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, rng=None):
+        in_features = _positive_int(in_features, "in_features")
+        out_features = _positive_int(out_features, "out_features")
         bound = 1.0 / math.sqrt(in_features)
         self.weight = _uniform((out_features, in_features), bound, rng)
         self.bias = _uniform((out_features,), bound, rng) if bias else None
@@ -140,6 +157,9 @@ class Linear(Module):
 
 class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None):
+        _pair_at_least(kernel_size, "kernel_size", 1)
+        if stride is not None:
+            _pair_at_least(stride, "stride", 1)
         self.kernel_size, self.stride = kernel_size, stride
 
     def forward(self, x):

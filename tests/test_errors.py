@@ -142,6 +142,23 @@ def test_optimiser_keeps_valid_hyper_parameters():
     assert all(type(v) is float for v in (adam.lr, *adam.betas, adam.eps, sgd.lr, sgd.momentum))
 
 
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: lenet.nn.Linear(0, 5), ValueError, "in_features must be an int >= 1"),
+    (lambda: lenet.nn.Linear(5, -1), ValueError, "out_features must be an int >= 1"),
+    (lambda: lenet.nn.Linear(2.0, 5), TypeError, "in_features must be an int >= 1"),
+    (lambda: lenet.nn.Conv2d(0, 2, 3), ValueError, "in_channels must be an int >= 1"),
+    (lambda: lenet.nn.Conv2d(1, 2, 0), ValueError, "kernel_size must be at least 1"),
+    (lambda: lenet.nn.Conv2d(1, 2, 3, stride=(1, 0)), ValueError, "stride must be at least 1"),
+    (lambda: lenet.nn.Conv2d(1, 2, 3, padding=-1), ValueError, "padding must be at least 0"),
+    (lambda: lenet.nn.MaxPool2d(0), ValueError, "kernel_size must be at least 1"),
+    (lambda: lenet.nn.AvgPool2d(2, stride=0), ValueError, "stride must be at least 1"),
+])
+def test_layer_sizes_are_checked_when_built(make, error, match):
+    # before: a ZeroDivisionError or "math domain error" from the initialisation, or a layer that failed when called
+    with pytest.raises(error, match=match):
+        make()
+
+
 def test_forced_isa_from_environment(tmp_path):  # run outside the source tree: import the installed package
     code = "import lenet; print(lenet.kernels()['isa'], lenet.kernels()['source'])"
     env = dict(os.environ, LENET_ISA="reference")
