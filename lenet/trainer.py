@@ -104,7 +104,9 @@ class Trainer:
     def plan_schedule(self, epochs: int, n_samples: int) -> None:
         """Spread the learning-rate schedule over `epochs` passes of `n_samples` (fit does this itself; call it
         before driving train_epoch directly)."""
-        self.total_steps = self.optimizer.steps + epochs * -(-n_samples // self.batch_size)
+        if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
+            raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+        self.total_steps = self.optimizer.steps + int(epochs) * -(-n_samples // self.batch_size)
 
     def _lr_at(self, step: int) -> float:
         """The learning rate of optimiser step `step` (0-based) under the schedule."""
@@ -147,7 +149,7 @@ class Trainer:
     def fit(self, images, labels, epochs: int, *, test=None) -> list[dict]:
         """Train for `epochs` passes; after each, evaluate on `test` = (images, labels) when given."""
         self.plan_schedule(epochs, len(images))
-        for epoch in range(1, epochs + 1):
+        for epoch in range(1, int(epochs) + 1):
             record = {"epoch": epoch, **self.train_epoch(images, labels)}
             line = (f"epoch {epoch}/{epochs}  loss {record['loss']:.4f}  {record['seconds']:.2f} s  "
                     f"{record['samples_per_s']:,.0f} samples/s")

@@ -159,6 +159,15 @@ def test_layer_sizes_are_checked_when_built(make, error, match):
         make()
 
 
+@pytest.mark.parametrize("epochs", [-1, 1.5, True, "2"])
+def test_fit_checks_its_epoch_count(epochs):
+    model = lenet.LeNet5()
+    trainer = lenet.Trainer(model, optim.SGD(model.parameters(), lr=0.1), batch_size=64, log=None)
+    with pytest.raises(ValueError, match="epochs must be an int >= 0"):
+        trainer.fit(np.zeros((64, 28, 28), np.uint8), np.zeros(64, np.int64), epochs)
+    assert trainer.history == [] and trainer.optimizer.steps == 0
+
+
 def test_forced_isa_from_environment(tmp_path):  # run outside the source tree: import the installed package
     code = "import lenet; print(lenet.kernels()['isa'], lenet.kernels()['source'])"
     env = dict(os.environ, LENET_ISA="reference")
