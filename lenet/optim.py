@@ -93,7 +93,10 @@ class Optimizer:
         return {"steps": self.steps, "lr": self.lr, **{k: v.copy() for k, v in self._buffers().items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.steps, self.lr = int(state["steps"]), float(state["lr"])
+        steps = int(state["steps"])
+        if steps < 0:
+            raise ValueError(f"optimiser state steps: must be >= 0, got {steps}")
+        self.steps, self.lr = steps, _hyper("learning rate", state["lr"], _positive, "positive and finite")
         for k, v in self._buffers().items():
             if state[k].shape != v.shape:
                 raise ValueError(f"optimiser state {k}: shape {state[k].shape}, expected {v.shape}")

@@ -133,6 +133,18 @@ def test_optimiser_hyper_parameters_are_checked(make, match):
         make(lenet.LeNet5().parameters())
 
 
+@pytest.mark.parametrize("key, value, match", [("lr", float("nan"), "learning rate must be positive"),
+                                               ("lr", -0.1, "learning rate must be positive"),
+                                               ("steps", -1, "steps: must be >= 0")])
+def test_optimiser_state_with_bad_values_is_refused(key, value, match):
+    opt = optim.Adam(lenet.LeNet5().parameters())
+    state = opt.state_dict()
+    state[key] = value
+    with pytest.raises(ValueError, match=match):
+        opt.load_state_dict(state)
+    assert opt.state_dict()["lr"] == 1e-3 and opt.steps == 0  # left as it was
+
+
 def test_optimiser_keeps_valid_hyper_parameters():
     ps = lenet.LeNet5().parameters()
     adam = optim.Adam(ps, lr=2e-3, betas=[0.8, 0.99], eps=1e-7, weight_decay=0.0)
