@@ -108,6 +108,8 @@ def save(model, path, *, input_shape=(1, 28, 28), classes=None, accuracy: float 
 
 def read(path) -> tuple[dict, dict]:
     """The raw content of a model file: (header, {tensor name: array}). Raises ModelFileError."""
+    if os.path.isdir(path):  # (the engine's stream would open it, then fail on its first read)
+        raise ModelFileError(f"{os.fspath(path)}: is a directory, not a model file")
     text, tensors = _core.read_model_file(os.fspath(path))
     return json.loads(text), dict(tensors)
 

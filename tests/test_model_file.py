@@ -149,6 +149,8 @@ def test_damaged_files_raise_clear_errors(tmp_path):
     expect(bytes(newer), "format version 2 is not supported")
     with pytest.raises(lenet.ModelFileError, match="cannot open"):
         lenet.load(tmp_path / "missing.lenet")
+    with pytest.raises(lenet.ModelFileError, match="is a directory, not a model file"):
+        lenet.load(tmp_path)  # was libstdc++'s RuntimeError from reading a directory
     assert issubclass(lenet.ModelFileError, ValueError)
 
 
