@@ -12,10 +12,18 @@ from .tensor import Tensor, zeros_on_lines
 _rng = np.random.default_rng(0)
 
 
+def checked_seed(value) -> int:
+    """value as an int, if it is one >= 0 (a generator's seed); else an error naming it."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+        raise (ValueError if isinstance(value, (int, np.integer)) else TypeError)(
+            f"seed must be an int >= 0, got {value!r}")
+    return int(value)
+
+
 def seed(value: int) -> None:
     """Seed the generator that initialises new layers' parameters."""
     global _rng
-    _rng = np.random.default_rng(value)
+    _rng = np.random.default_rng(checked_seed(value))
 
 
 def _uniform(shape, bound: float, rng) -> Tensor:

@@ -10,6 +10,7 @@ import numpy as np
 from . import functional as F
 from .capture import LANES, CapturedStep
 from .data import to_float
+from .nn import checked_seed
 from .tensor import no_grad
 
 
@@ -35,7 +36,7 @@ class Trainer:
         self.model, self.optimizer, self.batch_size = model, optimizer, batch_size
         self.lr_schedule, self.base_lr, self.total_steps = lr_schedule, optimizer.lr, None
         self.captured = CapturedStep(model) if captured else None
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(checked_seed(seed))
         self.log = log or (lambda *a, **k: None)
         self.history: list[dict] = []
 

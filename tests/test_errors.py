@@ -171,6 +171,19 @@ def test_layer_sizes_are_checked_when_built(make, error, match):
         make()
 
 
+@pytest.mark.parametrize("value, error", [(-1, ValueError), (1.5, TypeError), ("a", TypeError), (None, TypeError)])
+def test_seed_checks_its_value(value, error):
+    with pytest.raises(error, match="seed must be an int >= 0"):
+        lenet.seed(value)
+    model = lenet.LeNet5()
+    with pytest.raises(error, match="seed must be an int >= 0"):
+        lenet.Trainer(model, optim.SGD(model.parameters(), lr=0.1), seed=value)
+    lenet.seed(np.int64(3))  # a numpy integer is an integer
+    a = lenet.LeNet5().state_dict()
+    lenet.seed(3)
+    assert all(np.array_equal(a[k], v) for k, v in lenet.LeNet5().state_dict().items())
+
+
 @pytest.mark.parametrize("epochs", [-1, 1.5, True, "2"])
 def test_fit_checks_its_epoch_count(epochs):
     model = lenet.LeNet5()
