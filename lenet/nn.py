@@ -12,18 +12,20 @@ from .tensor import Tensor, zeros_on_lines
 _rng = np.random.default_rng(0)
 
 
-def checked_seed(value) -> int:
-    """value as an int, if it is one >= 0 (a generator's seed); else an error naming it."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
-        raise (ValueError if isinstance(value, (int, np.integer)) else TypeError)(
-            f"seed must be an int >= 0, got {value!r}")
+def checked_int(value, name: str, least: int) -> int:
+    """value as an int, if it is one (a Python or numpy integer, not a bool) >= least; else a TypeError or a
+    ValueError naming it."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int >= {least}, got {value!r}")
+    if value < least:
+        raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
     return int(value)
 
 
 def seed(value: int) -> None:
     """Seed the generator that initialises new layers' parameters."""
     global _rng
-    _rng = np.random.default_rng(checked_seed(value))
+    _rng = np.random.default_rng(checked_int(value, "seed", 0))
 
 
 def _uniform(shape, bound: float, rng) -> Tensor:
@@ -115,12 +117,6 @@ class Module:
         return self.train(False)
 
 
-def _positive_int(v, name: str) -> int:
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1:
-        return int(v)
-    raise (ValueError if isinstance(v, (int, np.integer)) else TypeError)(f"{name} must be an int >= 1, got {v!r}")
-
-
 def _pair_at_least(v, name: str, least: int) -> tuple[int, int]:
     pair = F._pair(v, name)
     if min(pair) < least:
@@ -132,8 +128,8 @@ class Conv2d(Module):
     """in_channels -> out_channels with a kernel_size window; PyTorch's default initialisation."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, rng=None):
-        in_channels = _positive_int(in_channels, "in_channels")
-        out_channels = _positive_int(out_channels, "out_channels")
+        in_channels = checked_int(in_channels, "in_channels", 1)
+        out_channels = checked_int(out_channels, "out_channels", 1)
         kh, kw = _pair_at_least(kernel_size, "kernel_size", 1)
         self.stride, self.padding = _pair_at_least(stride, "stride", 1), _pair_at_least(padding, "padding", 0)
         bound = 1.0 / math.sqrt(in_channels * kh * kw)
@@ -150,8 +146,8 @@ class Conv2d(Module):
 
 class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, rng=None):
-        in_features = _positive_int(in_features, "in_features")
-        out_features = _positive_int(out_features, "out_features")
+        in_features = checked_int(in_features, "in_features", 1)
+        out_features = checked_int(out_features, "out_features", 1)
         bound = 1.0 / math.sqrt(in_features)
         self.weight = _uniform((out_features, in_features), bound, rng)
         self.bias = _uniform((out_features,), bound, rng) if bias else None

@@ -10,7 +10,7 @@ import numpy as np
 from . import functional as F
 from .capture import LANES, CapturedStep
 from .data import to_float
-from .nn import checked_seed
+from .nn import checked_int
 from .tensor import no_grad
 
 
@@ -36,7 +36,7 @@ class Trainer:
         self.model, self.optimizer, self.batch_size = model, optimizer, batch_size
         self.lr_schedule, self.base_lr, self.total_steps = lr_schedule, optimizer.lr, None
         self.captured = CapturedStep(model) if captured else None
-        self.rng = np.random.default_rng(checked_seed(seed))
+        self.rng = np.random.default_rng(checked_int(seed, "seed", 0))
         self.log = log or (lambda *a, **k: None)
         self.history: list[dict] = []
 
@@ -105,9 +105,8 @@ class Trainer:
     def plan_schedule(self, epochs: int, n_samples: int) -> None:
         """Spread the learning-rate schedule over `epochs` passes of `n_samples` (fit does this itself; call it
         before driving train_epoch directly)."""
-        if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
-            raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
-        self.total_steps = self.optimizer.steps + int(epochs) * -(-n_samples // self.batch_size)
+        epochs = checked_int(epochs, "epochs", 0)
+        self.total_steps = self.optimizer.steps + epochs * -(-n_samples // self.batch_size)
 
     def _lr_at(self, step: int) -> float:
         """The learning rate of optimiser step `step` (0-based) under the schedule."""
