@@ -108,11 +108,16 @@ def test_cpu_meter_sees_our_own_work():
                     reason="needs two usable CPUs and sched_setaffinity")
 def test_core_round_trip_probe():
     """Two threads handing a cache line back and forth: a positive, plausible time (a few ns would mean no second
-    core took part); NaN with one usable CPU; the caller's CPU set is restored."""
+    core took part); NaN with one usable CPU; the caller's CPU set is restored. The probe also gives NaN when a
+    batch overruns its 50 ms, as when another process holds the second CPU (seen when a test run shared the machine
+    with another): up to 5 tries, so that only a probe that never measures fails."""
     from lenet import _core
     cpus = os.sched_getaffinity(0)
-    ns = _core.core_round_trip_ns(500)
-    assert 10 < ns < 100_000, ns
+    tries = [_core.core_round_trip_ns(500)]
+    while np.isnan(tries[-1]) and len(tries) < 5:
+        tries.append(_core.core_round_trip_ns(500))
+    ns = tries[-1]
+    assert 10 < ns < 100_000, tries
     assert os.sched_getaffinity(0) == cpus
     os.sched_setaffinity(0, {min(cpus)})
     try:
