@@ -28,7 +28,7 @@ struct lenet_model {
     json::Value metadata = json::Value::object();
     std::vector<std::string> class_names;
     LineVector<float> params;                  // every parameter, in graph order, each from the start of a line
-    std::vector<size_t> offsets, sizes;        // where each parameter starts in params, and its floats
+    std::vector<size_t> offsets;               // where each parameter starts in params
     std::unique_ptr<model::Network> net;
     std::unique_ptr<model::QNetwork> qnet;     // an int8 file (lenet.quantize): inference only
     // Training state, made on the first training step.
@@ -74,18 +74,21 @@ void analyse(lenet_model& m) {
     }
 }
 
+// Floats of parameter i, from its shape in the graph.
+size_t param_floats(const lenet_model& m, size_t i) {
+    size_t n = 1;
+    for (int d : m.analysis.param_shapes[i]) n *= size_t(d);
+    return n;
+}
+
 // Fills the parameter layout from the graph, and (re)builds the inference network over it.
 void finish(lenet_model& m) {
     analyse(m);
     size_t total = 0;
     m.offsets.clear();
-    m.sizes.clear();
-    for (const auto& shape : m.analysis.param_shapes) {
-        size_t n = 1;
-        for (int d : shape) n *= size_t(d);
+    for (size_t i = 0; i < m.analysis.param_shapes.size(); ++i) {
         m.offsets.push_back(total);
-        m.sizes.push_back(n);
-        total = to_line(total + n);  // the kernels load whole lines (core/aligned.h)
+        total = to_line(total + param_floats(m, i));  // the kernels load whole lines (core/aligned.h)
     }
     m.params.assign(total, 0.0f);  // zero padding: the update leaves it zero
     m.net = std::make_unique<model::Network>(m.graph, param_pointers(m));
@@ -179,7 +182,7 @@ lenet_model* lenet_load(const char* path) {
                 const model::Tensor* t = nullptr;
                 for (const model::Tensor& x : f.tensors)
                     if (x.name == name) t = &x;
-                require(t && t->dtype == "float32" && t->elements() == m->sizes[i],
+                require(t && t->dtype == "float32" && t->elements() == param_floats(*m, i),
                         "parameter " + std::to_string(i) + " is missing or does not match the graph");
                 std::memcpy(m->params.data() + m->offsets[i], t->data.data(), t->data.size());
             }
@@ -203,8 +206,10 @@ lenet_model* lenet_create(const char* graph_json, uint64_t seed) {
             if (l.kind != model::Kind::Conv2d && l.kind != model::Kind::Linear) continue;
             const float bound = 1.0f / std::sqrt(float(l.kind == model::Kind::Conv2d ? l.in * l.kh * l.kw : l.in));
             std::uniform_real_distribution<float> u(-bound, bound);
-            for (int part = 0; part < (l.bias ? 2 : 1); ++part, ++i)
-                for (size_t k = 0; k < m->sizes[i]; ++k) m->params[m->offsets[i] + k] = u(rng);
+            for (int part = 0; part < (l.bias ? 2 : 1); ++part, ++i) {
+                float* p = m->params.data() + m->offsets[i];
+                for (size_t k = 0, n = param_floats(*m, i); k < n; ++k) p[k] = u(rng);
+            }
         }
         return m.release();
     }, nullptr);
@@ -231,7 +236,7 @@ int lenet_save(const lenet_model* m, const char* path) {
             t.dtype = "float32";
             for (int d : m->analysis.param_shapes[i]) t.shape.push_back(d);
             const auto* p = reinterpret_cast<const unsigned char*>(m->params.data() + m->offsets[i]);
-            t.data.assign(p, p + m->sizes[i] * sizeof(float));
+            t.data.assign(p, p + param_floats(*m, i) * sizeof(float));
             f.tensors.push_back(std::move(t));
         }
         model::write_model_file(path, f);
