@@ -27,13 +27,21 @@ class CapturedStep:
 
     Frozen parameters (requires_grad False, e.g. after Module.freeze) get none, and the backward pass stops at the
     first layer that has trainable parameters: fine-tuning the last layers costs little more than a forward pass.
-    Which parameters are frozen is read here: capture again after freezing or unfreezing."""
+    Which parameters are frozen is read here: capture again after freezing or unfreezing.
 
-    def __init__(self, model, input_shape=(1, 28, 28), classes: int = 10):
+    precision: "fp32" (the default) or "bf16": the dense layers' three products (forward, input and weight
+    gradients) take their operands rounded to bfloat16 and sum in fp32, on Intel AMX where the CPU has it (else
+    on the reference loops, slowly). Weights, gradients, biases and the optimiser's state stay fp32. Opt-in: results
+    are no longer those of the fp32 kernels."""
+
+    def __init__(self, model, input_shape=(1, 28, 28), classes: int = 10, precision: str = "fp32"):
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.precision = precision
         self.params = graph.parameters(model)
         self._arrays = [(p.data, grad_buffer(p) if p.requires_grad else None) for p in self.params]
         self._step = _core.TrainStep(json.dumps(graph.describe(model, input_shape)), [d for d, _ in self._arrays],
-                                     [g for _, g in self._arrays])
+                                     [g for _, g in self._arrays], precision)
         self._fusable = weakref.WeakKeyDictionary()  # optimiser -> whether its update runs inside the step
         if self._step.classes != classes:
             raise ValueError(f"the model ends in {self._step.classes} outputs, expected {classes} classes")

@@ -24,18 +24,25 @@ class Trainer:
     the steps of `fit` (lr_t = lr * (1 + cos(pi * t / T)) / 2), which lands on better final weights.
     captured: run each step's forward, loss and backward as one C++ call (lenet.capture; a Sequential model of
     the supported layers), the same computation without per-op Python.
+    precision: "fp32", or "bf16" on the captured path: the dense layers' products in bf16 with fp32 sums (see
+    lenet.capture.CapturedStep; fast where the CPU has AMX, opt-in because results differ from fp32's).
     `log` receives one line per epoch (default: print to stdout); pass None to stay quiet.
     """
 
     def __init__(self, model, optimizer, *, batch_size: int = 64, seed: int = 0, lr_schedule: str | None = None,
-                 captured: bool = False, log=print):
+                 captured: bool = False, precision: str = "fp32", log=print):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if lr_schedule not in (None, "cosine"):
             raise ValueError(f"lr_schedule must be None or 'cosine', got {lr_schedule!r}")
         self.model, self.optimizer, self.batch_size = model, optimizer, batch_size
         self.lr_schedule, self.base_lr, self.total_steps = lr_schedule, optimizer.lr, None
-        self.captured = CapturedStep(model) if captured else None
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision != "fp32" and not captured:
+            raise ValueError(f"precision {precision!r} needs the captured path (captured=True); the autograd path "
+                             "is fp32")
+        self.captured = CapturedStep(model, precision=precision) if captured else None
         self.rng = np.random.default_rng(checked_int(seed, "seed", 0))
         self.log = log or (lambda *a, **k: None)
         self.history: list[dict] = []

@@ -3,6 +3,10 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #if (defined(__arm__) || defined(__aarch64__)) && defined(__linux__)  // Linux and Android: HWCAP
 #include <sys/auxv.h>
 #endif
@@ -14,6 +18,16 @@ static unsigned long long read_xcr0() {
     unsigned int lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     return (static_cast<unsigned long long>(hi) << 32) | lo;
+}
+
+// Linux gives a process AMX tile data only when asked (kernel 5.16 on); elsewhere AMX is not used.
+static bool tile_data_permitted() {
+#if defined(__x86_64__) && defined(__linux__)
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;
+#endif
 }
 
 static CpuFeatures detect() {
@@ -30,7 +44,9 @@ static CpuFeatures detect() {
     if (max_leaf >= 7) {
         __cpuid_count(7, 0, a, b, c, d);
         const bool avx2 = b & (1u << 5), avx512f = b & (1u << 16), avx512bw = b & (1u << 30),
-                   avx512vl = b & (1u << 31), vnni = c & (1u << 11);
+                   avx512vl = b & (1u << 31), vnni = c & (1u << 11), amx_bf16 = d & (1u << 22),
+                   amx_tile = d & (1u << 24);
+        const bool tile_os = (xcr0 & 0x60000) == 0x60000;  // XTILECFG, XTILEDATA
         if (avx2 && ymm_os) f.names.push_back("avx2");
         f.avx2_fma = avx && avx2 && fma && ymm_os;
         if (zmm_os) {
@@ -44,6 +60,12 @@ static CpuFeatures detect() {
         __cpuid_count(7, 1, a, b, c, d);
         f.avx_vnni = f.avx2_fma && (a & (1u << 4));
         if (f.avx_vnni) f.names.push_back("avx_vnni");
+        const bool avx512_bf16 = a & (1u << 5);
+        if (zmm_os && avx512_bf16) f.names.push_back("avx512_bf16");
+        if (tile_os && amx_tile && amx_bf16) {
+            f.names.push_back("amx_bf16");
+            f.amx_bf16 = f.avx512f && avx512bw && avx512vl && avx512_bf16 && zmm_os && tile_data_permitted();
+        }
     }
     return f;
 }

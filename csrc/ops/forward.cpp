@@ -5,7 +5,9 @@
 #include <stdexcept>
 
 #include "../core/aligned.h"
+#include "../kernels/bf16/bf16_dispatch.h"
 #include "block.h"
+#include "dense_bf16.h"
 #include "ops.h"
 
 namespace lenet::ops {
@@ -68,12 +70,16 @@ namespace {
 // A flat layer (flatten, linear, ReLU, tanh) on `lanes` lanes: x [in][lanes] -> out [out][lanes] (`floats` of them);
 // returns where its output is (a flatten's is x itself).
 const float* flat_layer(const KernelTable& k, const LayerSpec& l, int lanes, ptrdiff_t floats, const float* x,
-                        float* out) {
+                        float* out, const DenseBf16* bf16 = nullptr, int thread = 0) {
     switch (l.kind) {
         case LayerKind::Relu: k.relu_fwd(floats, x, out); break;
         case LayerKind::Tanh: k.tanh_fwd(floats, x, out); break;
         case LayerKind::Flatten: return x;
         case LayerKind::Linear:  // one sample: y = W x as dot products along W's rows
+            if (bf16) {
+                bf16->forward(bf16_kernels(), k, lanes, x, l.b, out, thread);
+                break;
+            }
             if (lanes == 1) k.gemm_nt(l.s.oc, 1, l.s.ic, l.w, l.s.ic, x, l.s.ic, out, 1, 0);
             else k.gemm_nn(l.s.oc, lanes, l.s.ic, l.w, l.s.ic, 1, x, lanes, out, lanes, 0);
             if (l.b) k.bias_add(l.s.oc, lanes, l.b, out);
@@ -112,11 +118,11 @@ size_t Forward::widened(size_t floats, int lanes) const { return floats / size_t
 size_t Forward::flat_floats(size_t begin, int lanes) const { return widened(act_floats_ - act_offset_[begin], lanes); }
 
 void Forward::run_flat_layers(const KernelTable& k, const float** in, float* acts, size_t begin, size_t end,
-                              int lanes) const {
+                              int lanes, const DenseBf16* const* bf16, int thread) const {
     const auto widen = [&](size_t floats) { return widened(floats, lanes); };
     for (size_t i = begin; i < end; ++i)
         in[i + 1] = flat_layer(k, layers_[i], lanes, ptrdiff_t(widen(out_floats_[i])), in[i],
-                               acts + widen(act_offset_[i] - act_offset_[begin]));
+                               acts + widen(act_offset_[i] - act_offset_[begin]), bf16 ? bf16[i] : nullptr, thread);
 }
 
 }  // namespace lenet::ops

@@ -11,6 +11,8 @@
 
 namespace lenet::ops {
 
+class DenseBf16;
+
 class Forward {
 public:
     // layers[i] reads the output of layers[i-1] (the first, a block of input_floats); every s.lanes is the same;
@@ -38,8 +40,10 @@ public:
     // blocks' features side by side, [features][lanes], so that each weight matrix is read once for all of them.
     // in[begin] given; the outputs go to `acts` (flat_floats(begin, lanes) floats), laid out as in a block's arena
     // from layer begin on, widened to the lanes.
+    // bf16 (may be null): per layer, a dense layer's bf16 form (dense_bf16.h), which then runs in its place, on
+    // `thread`'s scratch.
     void run_flat_layers(const KernelTable& k, const float** in, float* acts, size_t begin, size_t end,
-                         int lanes) const;
+                         int lanes, const DenseBf16* const* bf16 = nullptr, int thread = 0) const;
     size_t flat_floats(size_t begin, int lanes) const;
 
     // Brings the weights each convolution's kernels read besides w (block::derived_weight_floats: channels-last at

@@ -7,7 +7,9 @@
 #include "../core/aligned.h"
 #include "../core/dispatch.h"
 #include "../core/threadpool.h"
+#include "../kernels/bf16/bf16_dispatch.h"
 #include "block.h"
+#include "dense_bf16.h"
 #include "forward.h"
 #include "ops.h"
 
@@ -49,7 +51,7 @@ void copy_lanes(size_t rows, int lanes, const float* src, size_t src_ld, float* 
 
 }  // namespace
 
-TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int classes)
+TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int classes, Precision precision)
     : fwd_(std::make_unique<Forward>(std::move(layers), input_floats, classes)) {
     if (fwd_->lanes() != kLanes) throw std::invalid_argument("the training step runs blocks of 16 lanes");
     first_trainable_ = int(fwd_->layers().size());
@@ -81,6 +83,16 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
         flat_weight_bytes += weight_floats(fwd_->layers()[i]) * sizeof(float);
     }
     max_chunk_ = flat_weight_bytes > kChunkWeightBytes ? kMaxChunk : 1;
+    if (precision == Precision::Bf16) {
+        bf16_.resize(fwd_->layers().size());
+        for (size_t i = flatten_; i < fwd_->layers().size(); ++i) {
+            const LayerSpec& l = fwd_->layers()[i];
+            if (l.kind == LayerKind::Linear)
+                bf16_[i] = std::make_unique<DenseBf16>(l.s.ic, l.s.oc, max_chunk_ * kLanes);
+            bf16_view_.push_back(bf16_[i].get());
+        }
+        bf16_view_.insert(bf16_view_.begin(), flatten_, nullptr);
+    }
 }
 
 TrainStep::~TrainStep() = default;
@@ -187,7 +199,8 @@ void TrainStep::run_chunk(int b0, int nb, int chunk, const Input& x, const int32
     float* features = flat_acts;
     for (int j = 0; nb > 1 && j < nb; ++j) copy_lanes(F, L, in[j][flat], L, features + j * L, N);
     fin[flat] = nb > 1 ? features : in[0][flat];  // one block: already that layout
-    fwd.run_flat_layers(k, fin, flat_acts + F * size_t(N), flatten_, size_t(n), N);
+    fwd.run_flat_layers(k, fin, flat_acts + F * size_t(N), flatten_, size_t(n), N,
+                        bf16_view_.empty() ? nullptr : bf16_view_.data(), thread);
     // ---- loss: dlogits into flat_ga
     float loss[kMaxChunk * kLanes];
     k.softmax_xent(fwd.classes(), N, fin[n], label + size_t(b0) * L, scale, loss, flat_ga);
@@ -260,12 +273,34 @@ float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* 
         case LayerKind::Linear: {  // gathers x^T and dy for the batch-wide dW (trainable layers)
             const ptrdiff_t B = ptrdiff_t(block_loss_.size()) * kLanes;
             float* xT = trainable(l) ? batch_.data() + batch_offset_[size_t(i)] * size_t(B) : nullptr;
-            block::dense_backward(k, lanes, l.s.ic, l.s.oc, col0, B, x_in, l.w, dy, dx, xT,
-                                  xT ? xT + block::dense_xT_floats(l.s.ic) * B : nullptr);
+            float* dyT = xT ? xT + block::dense_xT_floats(l.s.ic) * B : nullptr;
+            if (!bf16_.empty() && bf16_[size_t(i)]) {  // dyT in fp32 (for db), x^T in the bf16 form's own pairs
+                block::dense_backward(k, lanes, l.s.ic, l.s.oc, col0, B, x_in, l.w, dy, nullptr, nullptr, dyT);
+                bf16_[size_t(i)]->backward(bf16_kernels(), lanes, col0, x_in, dy, dx, xT != nullptr, thread);
+                break;
+            }
+            block::dense_backward(k, lanes, l.s.ic, l.s.oc, col0, B, x_in, l.w, dy, dx, xT, dyT);
             break;
         }
     }
     return dx;
+}
+
+void TrainStep::refresh_bf16(int B) {
+    // Each dense layer's W rounded afresh (the last step's update, or the caller, changed it), in tasks of rows.
+    const int threads = ThreadPool::instance().threads();
+    std::vector<std::pair<size_t, int>> tasks;  // (layer, first row)
+    for (size_t i = 0; i < bf16_.size(); ++i) {
+        if (!bf16_[i]) continue;
+        bf16_[i]->begin_batch(B, threads);
+        for (int o = 0; o < fwd_->layers()[i].s.oc; o += DenseBf16::kRefreshRows) tasks.emplace_back(i, o);
+    }
+    const Bf16Table& t = bf16_kernels();
+    ThreadPool::instance().parallel_for(int(tasks.size()), [&](int task, int) {
+        const auto [i, o] = tasks[size_t(task)];
+        const LayerSpec& l = fwd_->layers()[i];
+        bf16_[i]->refresh(t, l.w, o, std::min(DenseBf16::kRefreshRows, l.s.oc - o));
+    });
 }
 
 double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, float scale, const Update* update) {
@@ -286,6 +321,7 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
     block_loss_.assign(size_t(nblk), 0.0);
     for (int i = first_trainable_ + 1; i < n; ++i)  // the layers whose input gradient is computed
         if (direct_dx(size_t(i))) dy_pad_[size_t(i)].resize(size_t(ThreadPool::instance().threads()));
+    if (!bf16_.empty()) refresh_bf16(int(B));
 
     // Blocks in chunks, one chunk per task: of 1 block where the flat layers' weights stay in L2 beside a block's
     // activations, else of up to kMaxChunk (the MNIST-CoreML-Training graph's batch of 128, 8 blocks: 2 chunks of 4 on
@@ -314,7 +350,7 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
         for (size_t r = 0; r < size_t(l.s.oc); r += rows)
             tasks.push_back({false, i, r, std::min(size_t(l.s.oc), r + rows)});
     }
-    ThreadPool::instance().parallel_for(int(tasks.size()), [&](int t, int) {
+    ThreadPool::instance().parallel_for(int(tasks.size()), [&](int t, int thread) {
         const Task task = tasks[size_t(t)];
         const size_t count = task.end - task.begin;
         if (task.conv) {
@@ -331,8 +367,15 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
         }
         const LayerSpec& l = layers[size_t(task.index)];
         const float* xT = batch_.data() + batch_offset_[size_t(task.index)] * B;
-        block::dense_dw_rows(k, l.s.ic, ptrdiff_t(B), int(task.begin), int(count), xT,
-                             xT + block::dense_xT_floats(l.s.ic) * B, l.dw, l.db, false);
+        const float* dyT = xT + block::dense_xT_floats(l.s.ic) * B;
+        if (!bf16_.empty() && bf16_[size_t(task.index)]) {  // dW in bf16, db in fp32
+            DenseBf16& d = *bf16_[size_t(task.index)];
+            if (l.dw) d.dw_rows(bf16_kernels(), int(task.begin), int(count), dyT, l.dw, thread);
+            block::dense_dw_rows(k, l.s.ic, ptrdiff_t(B), int(task.begin), int(count), nullptr, dyT, nullptr, l.db,
+                                 false);
+        } else {
+            block::dense_dw_rows(k, l.s.ic, ptrdiff_t(B), int(task.begin), int(count), xT, dyT, l.dw, l.db, false);
+        }
         if (!update) return;
         if (l.dw) update->apply(k, l.dw + task.begin * size_t(l.s.ic), ptrdiff_t(count * size_t(l.s.ic)));
         if (l.db) update->apply(k, l.db + task.begin, ptrdiff_t(count));

@@ -35,6 +35,11 @@ struct LayerSpec {
 };
 
 class Forward;
+class DenseBf16;
+
+// The arithmetic of a training step's dense layers: fp32 throughout, or their three products with operands rounded
+// to bf16 and fp32 sums (dense_bf16.h; opt-in: results are no longer those of the fp32 reference).
+enum class Precision { Fp32, Bf16 };
 
 class TrainStep {
 public:
@@ -46,7 +51,7 @@ public:
     // and its blocks measured 3-5% slower in chunks of 2 or 4 than one at a time on the Intel VM).
     static constexpr size_t kChunkWeightBytes = size_t(1) << 20;
     // layers[i] reads the output of layers[i-1] (the first, the input block); the last produces `classes` logits.
-    TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int classes);
+    TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int classes, Precision precision = Precision::Fp32);
     ~TrainStep();
 
     // x [nblk][input][16], label [nblk*16] (-1 marks a padding lane). Overwrites every dw/db with the gradient of
@@ -80,6 +85,8 @@ private:
     // chunk instead of once per block), then each block's backward below the flatten.
     void run_chunk(int b0, int nb, int chunk, const Input& x, const int32_t* label, float scale, int thread);
     void warm_flat_weights() const;
+    // Precision::Bf16: the dense layers' bf16 weights from W, and their batch of B samples.
+    void refresh_bf16(int B);
     // Layer i's backward on `lanes` lanes (16: one block, the only case for conv and pooling layers; more: flat
     // layers of a chunk, columns [col0, col0 + lanes) of the batch): dy in dy, dx into dx (null: not needed; a
     // flatten returns dy itself as its dx); in: the activations, acts the block's arena, part the block's partial
@@ -121,6 +128,10 @@ private:
         size_t begin, end;
     };
     std::vector<Task> tasks_;
+    // Precision::Bf16: per layer, a dense layer's bf16 form (null elsewhere), and the same as plain pointers for
+    // Forward::run_flat_layers (empty in fp32)
+    std::vector<std::unique_ptr<DenseBf16>> bf16_;
+    std::vector<const DenseBf16*> bf16_view_;
 };
 
 }  // namespace lenet::ops

@@ -9,33 +9,16 @@
 #include <vector>
 
 #include "../kernels/int8/int8_dispatch.h"
+#include "kernel_arrays.h"
 
 namespace py = pybind11;
 using namespace lenet;
+using kernel_arrays::check;
+using kernel_arrays::need;
 
 namespace {
 
-const Int8Table& table(const std::string& isa) {
-    const Int8Table* t = int8_table_named(isa);
-    if (!t) throw py::value_error("int8 instruction set '" + isa + "' is not available on this CPU/build");
-    return *t;
-}
-
-// A C-contiguous array of exactly dtype T and rank `ndim` (no conversion: a test must see what it passes).
-template <class T>
-py::array_t<T> need(py::handle h, const char* name, int ndim) {
-    if (!py::isinstance<py::array>(h)) throw py::type_error(std::string(name) + " must be a numpy array");
-    py::array a = py::reinterpret_borrow<py::array>(h);
-    if (!a.dtype().is(py::dtype::of<T>()))
-        throw py::type_error(std::string(name) + " must have dtype " + std::string(py::str(py::dtype::of<T>())));
-    if (a.ndim() != ndim) throw py::value_error(std::string(name) + " must have " + std::to_string(ndim) + " dimensions");
-    if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
-    return py::reinterpret_borrow<py::array_t<T>>(a);
-}
-
-void check(bool ok, const std::string& why) {
-    if (!ok) throw py::value_error(why);
-}
+const Int8Table& table(const std::string& isa) { return kernel_arrays::available(int8_table_named(isa), "int8", isa); }
 
 struct Rq {
     py::array_t<int32_t> bias, wsum;

@@ -23,6 +23,7 @@
 
 #include "../core/aligned.h"
 #include "../core/cpu.h"
+#include "../kernels/bf16/bf16_dispatch.h"
 #include "../core/dispatch.h"
 #include "../core/probe.h"
 #include "../core/threadpool.h"
@@ -40,6 +41,7 @@ namespace py = pybind11;
 using namespace lenet;
 
 void bind_int8_kernels(py::module_& m);  // int8_kernels.cpp: the int8 microkernels, for tests
+void bind_bf16_kernels(py::module_& m);  // bf16_kernels.cpp: the bf16 kernels, for tests
 
 namespace {
 
@@ -645,12 +647,15 @@ ops::Update checked_update(py::handle spec_) {
 // The captured training step over a graph and its parameter and gradient arrays (see lenet/capture.py).
 class PyTrainStep {
 public:
-    PyTrainStep(const std::string& graph_json, py::list params, py::list grads) {
+    PyTrainStep(const std::string& graph_json, py::list params, py::list grads, const std::string& precision) {
+        if (precision != "fp32" && precision != "bf16")
+            throw py::value_error("precision must be 'fp32' or 'bf16', not '" + precision + "'");
         GraphArrays g = graph_arrays(graph_json, params, grads, keep_);
         model::Plan p = model::plan(g.graph, ops::TrainStep::kLanes, g.params, g.grads);
         input_floats_ = p.input_floats;
         classes_ = p.classes;
-        step_ = std::make_unique<ops::TrainStep>(std::move(p.layers), p.input_floats, p.classes);
+        step_ = std::make_unique<ops::TrainStep>(std::move(p.layers), p.input_floats, p.classes,
+                                                 precision == "bf16" ? ops::Precision::Bf16 : ops::Precision::Fp32);
     }
 
     double run(py::handle x_, py::handle labels_, float scale, py::handle update_) {
@@ -984,6 +989,7 @@ py::dict kernel_info() {
     const Int8Table& q = int8_kernels();
     info["int8"] = py::dict(py::arg("isa") = q.isa, py::arg("available") = int8_isas(),
                             py::arg("conv") = q.conv_name, py::arg("dense") = q.dense_name);
+    info["bf16"] = py::dict(py::arg("isa") = bf16_kernels().isa, py::arg("available") = bf16_isas());
     return info;
 }
 
@@ -1041,9 +1047,12 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("classes", &PyQNetwork::classes)
         .def("logits", &PyQNetwork::logits, py::arg("images"));
     bind_int8_kernels(m);
+    bind_bf16_kernels(m);
     py::class_<PyTrainStep>(m, "TrainStep")
-        .def(py::init<const std::string&, py::list, py::list>(), py::arg("graph"), py::arg("params"),
-             py::arg("grads"))
+        .def(py::init<const std::string&, py::list, py::list, const std::string&>(), py::arg("graph"),
+             py::arg("params"), py::arg("grads"), py::arg("precision") = "fp32",
+             "precision 'bf16': the dense layers' products with operands rounded to bf16 and fp32 sums (AMX where "
+             "the CPU has it, else the reference loops); 'fp32': the fp32 kernels throughout.")
         .def_property_readonly("classes", &PyTrainStep::classes)
         .def("check_update", &PyTrainStep::check_update, py::arg("update"),
              "Raise ValueError unless the update's buffers hold exactly this step's trainable parameters.")

@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", choices=("captured", "autograd"), default="captured",
                    help="captured (default): each training step's forward, loss and backward as one C++ call "
                         "(lenet.capture); autograd: one Python call per op")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32 (default), or bf16: the dense layers' products with operands rounded to bf16 and fp32 "
+                        "sums, on AMX where the CPU has it (captured step only; the peers stay fp32)")
     p.add_argument("--latency", action="store_true",
                    help="also measure batch-1 inference latency from Python on 1 thread (lenet, and the peers: "
                         "PyTorch eager, the TensorFlow Lite interpreter fp32 and int8)")
@@ -171,6 +174,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.schedule = "cosine" if args.optimizer == "sgd" else "constant"
     if args.threads is None:
         args.threads = usable_cores()
+    if args.precision != "fp32" and args.step != "captured":
+        build_parser().error(f"--precision {args.precision} needs the captured step (the autograd path is fp32)")
     return args
 
 
@@ -267,7 +272,7 @@ def make_trainer(args):
     else:
         opt = lenet.optim.Adam(model.parameters(), lr=args.lr)
     trainer = lenet.Trainer(model, opt, batch_size=args.batch, seed=args.seed, log=None,
-                            captured=args.step == "captured",
+                            captured=args.step == "captured", precision=args.precision,
                             lr_schedule=None if args.schedule == "constant" else args.schedule)
     return model, trainer
 
@@ -454,8 +459,10 @@ def _run(args) -> int:
              f"{n_test:,} test images; accuracy figures are not MNIST figures")
     opt_desc = (f"SGD lr {args.lr:g} momentum {args.momentum:g}" if args.optimizer == "sgd"
                 else f"Adam lr {args.lr:g}") + f", {args.schedule} schedule"
+    precision = ("fp32" if args.precision == "fp32" else
+                 f"bf16 dense layers ({kernels['bf16']['isa']} kernels; the peers stay fp32)")
     _say(f"  training        : {args.epochs} epoch(s), batch {args.batch}, {opt_desc}, seed {args.seed}, "
-         f"{args.step} step")
+         f"{args.step} step, {precision}")
     _say(f"  FLOPs/sample    : forward {flops.forward:,} + backward {flops.backward:,} = {flops.step:,} per "
          f"training step (multiply-add = 2; conv and linear only)")
     # The best of a few short runs: on a shared VM one run can land in a moment of lower clock (one 0.3 s run gave
@@ -624,6 +631,7 @@ def _run(args) -> int:
             "command": [sys.executable, "-m", "lenet.bench"] + args.argv,
             "config": {"model": args.model, "epochs": args.epochs, "batch": args.batch,
                        "optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule, "step": args.step,
+                       "precision": args.precision,
                        "momentum": args.momentum if args.optimizer == "sgd" else None,
                        "threads": args.threads, "seed": args.seed, "isa": kernels["isa"],
                        "isa_forced": args.isa, "limit": args.limit, "compare": args.compare},

@@ -1,0 +1,57 @@
+// A dense layer of the captured training step in bf16 (TrainStep's Precision::Bf16, opt-in): the forward y = W x,
+// the input gradient dx = W^T dy and the weight gradient dW = dy x^T take their operands rounded to bfloat16 and sum
+// the products in fp32 (kernels/bf16/bf16.h: Intel AMX where the CPU has it, else the reference loops). The weights,
+// their gradient, the bias and its gradient, and the optimiser's state stay fp32: each step rounds W afresh.
+// Lanes layout as in block.h: x [in][L], y and dy [out][L], dx [in][L], L a multiple of 16.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include <vector>
+
+#include "../core/aligned.h"
+#include "../kernels/bf16/bf16.h"
+#include "../kernels/kernels.h"
+
+namespace lenet::ops {
+
+class DenseBf16 {
+public:
+    // max_lanes: the widest forward or input gradient (a chunk's lanes).
+    DenseBf16(int in, int out, int max_lanes);
+
+    // Rows [o0, o0 + rows) of W [out][in] rounded into the forward's and the input gradient's operands. Every row
+    // before the step's first forward (tasks of kRefreshRows rows may run in parallel).
+    static constexpr int kRefreshRows = 32;
+    void refresh(const Bf16Table& t, const float* w, int o0, int rows);
+    // Before a step's blocks: the batch of B samples whose x^T the backward gathers for dW, on `threads` threads.
+    void begin_batch(int B, int threads);
+
+    // y [out][L] = W x + b (b may be null).
+    void forward(const Bf16Table& t, const KernelTable& k, int L, const float* x, const float* b, float* y,
+                 int thread) const;
+    // x's lanes gathered into the batch's x^T at samples [col0, col0 + L) (when gather), and dx [in][L] = W^T dy
+    // (dx may be null).
+    void backward(const Bf16Table& t, int L, ptrdiff_t col0, const float* x, const float* dy, float* dx, bool gather,
+                  int thread);
+    // Rows [o0, o0 + rows) of dW [out][in] = dyT . x^T over the batch (overwritten), dyT [out][B] the batch's fp32
+    // output gradient (block::dense_backward gathers it); rows at most kRefreshRows.
+    void dw_rows(const Bf16Table& t, int o0, int rows, const float* dyT, float* dw, int thread);
+
+private:
+    int in_, out_, max_lanes_;
+    int in_k_, out_k_;                   // in and out rounded up to 32: the GEMMs' K
+    int in_n_;                           // in rounded up to 16: dW's columns
+    int batch_ = 0, batch_k_ = 0;        // B, and B rounded up to 32
+    LineVector<uint16_t> w_rows_;        // [out rounded to 16][in_k_]: the forward's A
+    LineVector<uint16_t> wt_rows_;       // [in rounded to 16][out_k_]: the input gradient's A (W^T)
+    LineVector<uint16_t> xt_pairs_;      // [batch_k_ / 2][in_n_][2]: dW's B, x^T in pairs of samples
+    // per thread: the forward's B (x in pairs of features), the input gradient's (dy in pairs of outputs), dW's A
+    // (kRefreshRows rows of dyT); each buffer's padding stays zero
+    struct Scratch {
+        LineVector<uint16_t> x_pairs, dy_pairs, dyt_rows;
+    };
+    mutable std::vector<Scratch> scratch_;
+};
+
+}  // namespace lenet::ops

@@ -1,0 +1,64 @@
+// The bf16 kernels (kernels/bf16/bf16.h) callable from Python on one named table, so that tests can hold the AMX
+// table to the reference (lenet._core.bf16_isas / bf16_convert / bf16_pairs / bf16_gemm).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+
+#include "../kernels/bf16/bf16_dispatch.h"
+#include "kernel_arrays.h"
+
+namespace py = pybind11;
+using namespace lenet;
+using kernel_arrays::check;
+using kernel_arrays::need;
+
+namespace {
+
+const Bf16Table& table(const std::string& isa) { return kernel_arrays::available(bf16_table_named(isa), "bf16", isa); }
+
+// src [rows][cols] float32 -> bf16 bits [rows][cols]; transposed: src [cols][rows] read down its columns.
+py::array_t<uint16_t> bf16_convert(const std::string& isa, py::handle src_, bool transposed) {
+    auto src = need<float>(src_, "src", 2);
+    const int a = int(src.shape(0)), b = int(src.shape(1)), rows = transposed ? b : a, cols = transposed ? a : b;
+    py::array_t<uint16_t> out({rows, cols});
+    std::fill(out.mutable_data(), out.mutable_data() + out.size(), uint16_t(0xffff));
+    table(isa).convert(rows, cols, src.data(), transposed ? 1 : cols, transposed ? rows : 1, out.mutable_data(), cols);
+    return out;
+}
+
+// B [K][N] (src, or src [N][K] read down its columns when transposed) in pairs: [ceil(K / 2)][ldb][2] bf16 bits,
+// columns past N left 0xffff (never written).
+py::array_t<uint16_t> bf16_pairs(const std::string& isa, py::handle src_, bool transposed, int ldb) {
+    auto src = need<float>(src_, "src", 2);
+    const int a = int(src.shape(0)), b = int(src.shape(1)), K = transposed ? b : a, N = transposed ? a : b;
+    check(ldb >= N, "ldb must be at least N");
+    py::array_t<uint16_t> out({(K + 1) / 2, ldb, 2});
+    std::fill(out.mutable_data(), out.mutable_data() + out.size(), uint16_t(0xffff));
+    table(isa).pairs(K, N, src.data(), transposed ? 1 : N, transposed ? K : 1, out.mutable_data(), ldb);
+    return out;
+}
+
+// C [M][N] = A [>= ceil(M / 16) * 16][K] . B (pairs [K / 2][ldb][2], ldb >= ceil(N / 16) * 16), K a multiple of 32.
+py::array_t<float> bf16_gemm(const std::string& isa, py::handle a_, py::handle b_, int M, int N) {
+    auto A = need<uint16_t>(a_, "a", 2);
+    auto B = need<uint16_t>(b_, "b", 3);
+    const int K = int(A.shape(1)), ldb = int(B.shape(1));
+    check(K % 32 == 0, "K (a's columns) must be a multiple of 32");
+    check(M > 0 && N > 0 && A.shape(0) >= (M + 15) / 16 * 16, "a needs ceil(M / 16) * 16 rows");
+    check(B.shape(0) == K / 2 && B.shape(2) == 2 && ldb >= (N + 15) / 16 * 16,
+          "b must be [K / 2][ldb][2] with ldb >= ceil(N / 16) * 16");
+    py::array_t<float> out({M, N});
+    table(isa).gemm(M, N, K, A.data(), K, B.data(), ldb, out.mutable_data(), N);
+    return out;
+}
+
+}  // namespace
+
+void bind_bf16_kernels(py::module_& m) {
+    m.def("bf16_isas", &bf16_isas, "bf16 tables this build has and this CPU runs, reference first.");
+    m.def("bf16_convert", &bf16_convert, py::arg("isa"), py::arg("src"), py::arg("transposed"));
+    m.def("bf16_pairs", &bf16_pairs, py::arg("isa"), py::arg("src"), py::arg("transposed"), py::arg("ldb"));
+    m.def("bf16_gemm", &bf16_gemm, py::arg("isa"), py::arg("a"), py::arg("b"), py::arg("m"), py::arg("n"));
+}

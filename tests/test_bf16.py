@@ -1,0 +1,155 @@
+"""bf16 training of dense layers (CapturedStep(precision="bf16")): the packing kernels give the bytes of round to
+nearest even (denormals flushed, NaN kept quiet), the GEMMs the fp32 sum of exact bf16 products, on every bf16 table
+(AMX where the CPU has it) at sizes that cut every tile; the captured step in bf16 computes the fp32 step's
+gradients to bf16's precision, the same on AMX as on the reference loops; training reaches the fp32 accuracy."""
+import numpy as np
+import pytest
+
+import lenet
+import lenet.functional as F
+from lenet import _core, nn, optim
+from lenet.capture import CapturedStep
+
+BF16_ISAS = list(_core.bf16_isas())
+
+
+def to_bf16(x):
+    """numpy's rounding of float32 to bf16 bits, written independently of the kernels."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
+    denormal = (u & 0x7F800000) == 0
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    out = np.where(denormal, (u >> 16) & 0x8000, np.where(nan, (u >> 16) | 0x40, rounded))
+    return out.astype(np.uint16)
+
+
+def from_bf16(h):
+    return (h.astype(np.uint32) << 16).view(np.float32)
+
+
+def awkward(rng, shape):
+    """Random floats with every rounding case: ties to even and odd, denormals, signed zeros, inf, NaN, and values
+    that round up to inf."""
+    x = (rng.standard_normal(shape) * 10).astype(np.float32)
+    flat = x.reshape(-1)
+    specials = np.array([0.0, -0.0, 1e-40, -1e-40, np.inf, -np.inf, np.nan, 3.4e38, -3.4e38], dtype=np.float32)
+    ties = (rng.integers(0, 2**15, 8).astype(np.uint32) << 16 | 0x8000).view(np.float32)
+    extra = np.concatenate([specials, ties])[: flat.size]
+    flat[rng.permutation(flat.size)[: extra.size]] = extra
+    return x
+
+
+@pytest.mark.parametrize("isa", BF16_ISAS)
+@pytest.mark.parametrize("rows", [1, 15, 16, 17, 33])
+@pytest.mark.parametrize("cols", [1, 2, 15, 16, 17, 31, 32, 33, 70])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_convert_rounds_to_nearest_even(rng, isa, rows, cols, transposed):
+    src = awkward(rng, (cols, rows) if transposed else (rows, cols))
+    got = _core.bf16_convert(isa, src, transposed)
+    assert np.array_equal(got, to_bf16(src.T if transposed else src))
+
+
+@pytest.mark.parametrize("isa", BF16_ISAS)
+@pytest.mark.parametrize("K", [1, 2, 15, 31, 32, 33, 64])
+@pytest.mark.parametrize("N", [1, 15, 16, 17, 48])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_pairs_interleave_two_rows(rng, isa, K, N, transposed):
+    src = awkward(rng, (N, K) if transposed else (K, N))
+    ldb = N + 3
+    got = _core.bf16_pairs(isa, src, transposed, ldb)
+    b = to_bf16(src.T if transposed else src)
+    if K % 2:
+        b = np.concatenate([b, np.zeros((1, N), np.uint16)])  # an odd K's last pair ends in 0
+    want = np.full(((K + 1) // 2, ldb, 2), 0xFFFF, np.uint16)  # columns past N: never written
+    want[:, :N, :] = b.reshape(-1, 2, N).transpose(0, 2, 1)
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("isa", BF16_ISAS)
+@pytest.mark.parametrize("M", [1, 16, 17, 33, 40])
+@pytest.mark.parametrize("N", [1, 16, 17, 32, 50])
+@pytest.mark.parametrize("K", [32, 64, 96])
+def test_gemm_sums_exact_products_in_fp32(rng, isa, M, N, K):
+    m16, n16 = -(-M // 16) * 16, -(-N // 16) * 16
+    a = to_bf16(rng.standard_normal((m16, K)).astype(np.float32))
+    b = rng.standard_normal((K, n16)).astype(np.float32)
+    pairs = _core.bf16_pairs("reference", b, False, n16)
+    got = _core.bf16_gemm(isa, a, pairs, M, N)
+    A, B = from_bf16(a)[:M].astype(np.float64), from_bf16(to_bf16(b))[:, :N].astype(np.float64)
+    want = A @ B
+    bound = np.abs(A) @ np.abs(B) * K * 2.0**-24  # fp32 summation of exact products, in any order
+    assert got.shape == (M, N)
+    assert np.all(np.abs(got - want) <= bound + 1e-30)
+
+
+def test_gemm_refuses_bad_shapes():
+    a = np.zeros((16, 48), np.uint16)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        _core.bf16_gemm("reference", a, np.zeros((24, 16, 2), np.uint16), 16, 16)
+    with pytest.raises(ValueError, match="not available"):
+        _core.bf16_convert("fp8", np.zeros((2, 2), np.float32), False)
+
+
+# Dense layers whose sizes cut every tile (in 1 x 27 x 27 / 4 -> ..., out 40 and 10); batches that leave B short of
+# a multiple of 32.
+def small_model():
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 13 * 13, 40),
+                         nn.ReLU(), nn.Linear(40, 10))
+
+
+def step_grads(make, precision, images, idx, y, isa):
+    lenet.seed(5)
+    model = make()
+    with lenet.use_isa(isa):
+        loss = CapturedStep(model, precision=precision).run_images(images, idx, y)
+    return loss, [p.grad.copy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("make", [small_model, lenet.CoreMLNet], ids=["small", "coreml"])
+@pytest.mark.parametrize("batch", [16, 37, 128])
+def test_bf16_step_computes_the_fp32_gradients_to_bf16_precision(isa, rng, make, batch):
+    images = rng.integers(0, 256, (140, 28, 28), dtype=np.uint8)
+    idx, y = rng.permutation(140)[:batch], rng.integers(0, 10, batch)
+    loss32, g32 = step_grads(make, "fp32", images, idx, y, isa)
+    loss16, g16 = step_grads(make, "bf16", images, idx, y, isa)
+    assert loss16 == pytest.approx(loss32, rel=1e-2)
+    # Operands to 8 bits of mantissa (relative error 2^-9 each). The last layer's weight gradient takes the fp32
+    # loss gradient and its bf16 input: within 1%. Below it the gradient goes through the bf16 input gradients and,
+    # at this random start, sums that mostly cancel: within 10% in norm (measured: up to 6%; a wrong layout gives
+    # about 100%).
+    assert np.linalg.norm(g16[-2] - g32[-2]) <= 0.01 * np.linalg.norm(g32[-2])
+    for a, b in zip(g16, g32):
+        assert np.linalg.norm(a - b) <= 0.1 * np.linalg.norm(b)
+    assert not np.array_equal(g16[-2], g32[-2])  # the last dense layer really ran in bf16
+
+
+@pytest.mark.skipif("amx" not in BF16_ISAS, reason="no AMX on this CPU")
+@pytest.mark.parametrize("make", [small_model, lenet.CoreMLNet], ids=["small", "coreml"])
+@pytest.mark.parametrize("batch", [37, 128])
+def test_bf16_step_on_amx_matches_the_reference_loops(rng, make, batch):
+    images = rng.integers(0, 256, (140, 28, 28), dtype=np.uint8)
+    idx, y = rng.permutation(140)[:batch], rng.integers(0, 10, batch)
+    loss_amx, g_amx = step_grads(make, "bf16", images, idx, y, "avx512")
+    loss_ref, g_ref = step_grads(make, "bf16", images, idx, y, "reference")
+    assert loss_amx == pytest.approx(loss_ref, rel=1e-5)
+    for a, b in zip(g_amx, g_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(b).max())))
+
+
+def test_precision_is_checked():
+    with pytest.raises(ValueError, match="precision"):
+        CapturedStep(lenet.CoreMLNet(), precision="fp16")
+    model = lenet.CoreMLNet()
+    with pytest.raises(ValueError, match="captured"):
+        lenet.Trainer(model, optim.Adam(model.parameters()), precision="bf16")
+    with pytest.raises(ValueError, match="precision"):
+        lenet.Trainer(model, optim.Adam(model.parameters()), precision="half", captured=True)
+
+
+def test_coreml_graph_learns_in_bf16_on_mnist(mnist):
+    lenet.seed(0)
+    model = lenet.CoreMLNet()
+    trainer = lenet.Trainer(model, optim.Adam(model.parameters(), lr=1e-3), batch_size=128, seed=0, log=None,
+                            captured=True, precision="bf16")
+    trainer.fit(mnist.train_images, mnist.train_labels, 1)
+    assert trainer.evaluate(mnist.test_images, mnist.test_labels)["accuracy"] >= 0.975
