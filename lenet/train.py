@@ -35,7 +35,7 @@ PROG = "python -m lenet.train"
 DEFAULT_EPOCHS = 10
 # The choices of a run: a checkpoint keeps them, and --resume refuses a command line that says otherwise.
 HYPER = ("model", "finetune", "freeze", "new_head", "dataset", "epochs", "batch", "optimizer", "lr", "momentum",
-         "schedule", "seed", "limit")
+         "schedule", "seed", "limit", "precision")
 DATASETS = ("mnist", "fashion-mnist")
 
 
@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=("cosine", "constant"), default=None,
                    help="cosine: decay the learning rate to 0 over the run; constant: keep it (as python -m lenet.bench)")
     p.add_argument("--seed", type=int, default=None, help="seed of the initialisation and the shuffles (default 0)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                   help="fp32 (default), or bf16: the dense layers' products with operands rounded to bf16 and fp32 "
+                        "sums, fast on CPUs with AMX (lenet.Trainer's precision)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="threads (default: all usable cores; results do not depend on it)")
     p.add_argument("--data", metavar="DIR", default=None,
@@ -125,12 +128,13 @@ def _fresh_settings(args) -> dict:
             "lr": args.lr or LR_DEFAULTS[optimizer],
             "momentum": (0.9 if args.momentum is None else args.momentum) if optimizer == "sgd" else None,
             "schedule": args.schedule or ("cosine" if optimizer == "sgd" else "constant"),
-            "seed": 0 if args.seed is None else args.seed, "limit": args.limit}
+            "seed": 0 if args.seed is None else args.seed, "limit": args.limit, "precision": args.precision or "fp32"}
 
 
 def _resumed_settings(args, saved: dict, epochs_done: int) -> dict:
     """The checkpoint's settings; TrainError listing every one the command line contradicts."""
     given = {k: getattr(args, k) for k in HYPER}
+    saved = {"precision": "fp32", **saved}  # checkpoints from before --precision trained in fp32
     out, conflicts = dict(saved), []
     for key, value in given.items():
         if value is None or value == saved.get(key):
@@ -209,7 +213,8 @@ def make_trainer(module, settings: dict) -> lenet.Trainer:
         opt = optim.Adam(params, lr=settings["lr"])
     # The captured step skips frozen layers' gradients and stops its backward pass below the first trainable layer.
     return lenet.Trainer(module, opt, batch_size=settings["batch"], seed=settings["seed"], log=None, captured=True,
-                         lr_schedule="cosine" if settings["schedule"] == "cosine" else None)
+                         lr_schedule="cosine" if settings["schedule"] == "cosine" else None,
+                         precision=settings["precision"])
 
 
 # ---- checkpoint <-> trainer state ---------------------------------------------------------------------------------

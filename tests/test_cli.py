@@ -99,6 +99,21 @@ def test_resume_refuses_conflicting_arguments(mnist, tmp_path, capsys):
     assert "nothing to do" in capsys.readouterr().out
 
 
+def test_bf16_run_resumes_in_bf16_and_refuses_fp32(mnist, tmp_path, capsys):
+    out = str(tmp_path / "h.lenet")
+    common = ["--model", "coreml", "--limit", 1024, "--data", mnist.path, "--epochs", 2]
+    assert train.main([*common, "--precision", "bf16", "--stop-after", 1, "--out", out]) == 0
+    assert lenet.load(out).metadata["training"]["settings"]["precision"] == "bf16"
+    capsys.readouterr()
+    assert train.main(["--out", out, "--resume", "--precision", "fp32"]) == 2
+    assert "--precision fp32 (the checkpoint has bf16)" in capsys.readouterr().err
+    assert train.main(["--out", out, "--resume"]) == 0
+    # the same run straight through gives the same weights: the resumed run went on in bf16
+    assert train.main([*common, "--precision", "bf16", "--out", str(tmp_path / "whole.lenet")]) == 0
+    a, b = tensors(out), tensors(tmp_path / "whole.lenet")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
 def test_train_errors(mnist, tmp_path, capsys):
     out = str(tmp_path / "m.lenet")
     cases = [
