@@ -159,6 +159,9 @@ def test_model_dependent_defaults():
     (["--momentum", "1"], "--momentum: must be in [0, 1)"),
     (["--compare", "torch,caffe"], "unknown framework 'caffe'"),
     (["--compare", ","], "no framework named"),
+    (["--precision", "fp16"], "invalid choice: 'fp16'"),
+    (["--precision", "bf16", "--step", "autograd"], "needs the captured step"),
+    (["--precision", "bf16", "--latency"], "measures fp32 inference"),
 ])
 def test_bad_arguments_are_argparse_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -269,7 +272,7 @@ FAKE_PEER = textwrap.dedent("""
     import argparse, json, sys
     import numpy as np
     p = argparse.ArgumentParser()
-    for a in ("--data", "--model", "--optimizer", "--schedule", "--out"):
+    for a in ("--data", "--model", "--optimizer", "--schedule", "--precision", "--out"):
         p.add_argument(a)
     for a in ("--epochs", "--batch", "--threads", "--seed"):
         p.add_argument(a, type=int)
@@ -323,7 +326,7 @@ def test_compare_with_fake_peers(tmp_path, monkeypatch, capsys, restore_threads)
     assert fake["result"]["n_train"] == 300
     assert fake["result"]["args"] == {"model": "lenet5", "optimizer": "sgd", "epochs": 2, "batch": 32,
                                       "threads": restore_threads, "seed": 7, "lr": 0.01, "momentum": 0.9,
-                                      "schedule": "cosine"}
+                                      "schedule": "cosine", "precision": "fp32"}
     t_lenet = doc["lenet"]["epoch_seconds"]
     assert t_lenet == doc["lenet"]["epochs"][1]["seconds"] and doc["lenet"]["epoch_time_rule"] == "epoch 2"
     assert doc["ratios"] == {"fake": pytest.approx(t_lenet / 0.5)}
@@ -335,6 +338,18 @@ def test_compare_with_fake_peers(tmp_path, monkeypatch, capsys, restore_threads)
     assert doc["comparison"][0]["training_seconds"] == doc["lenet"]["training_seconds"]
     assert f"{t_lenet / 0.5:.2f}x" in text
     assert len(row["core_round_trip_ns"]) == 2 and len(doc["comparison"][0]["core_round_trip_ns"]) == 1
+
+
+def test_bf16_run_asks_the_peers_for_their_mixed_precision(tmp_path, monkeypatch, capsys, restore_threads):
+    _fake_peer(tmp_path, monkeypatch, "fake", seconds=0.5)
+    out = tmp_path / "bf16.json"
+    rc = cli.main(["--data", "synthetic", "--model", "coreml", "--limit", "300", "--epochs", "1", "--precision",
+                   "bf16", "--compare", "fake", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    doc = json.loads(out.read_text())
+    assert doc["config"]["precision"] == "bf16" and doc["peers"]["fake"]["result"]["args"]["precision"] == "bf16"
+    assert "bf16 dense layers" in text and "their own mixed precision" in text
 
 
 def test_compare_with_a_failing_peer_exits_1(tmp_path, monkeypatch, capsys, restore_threads):

@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(lenet.capture); autograd: one Python call per op")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="fp32 (default), or bf16: the dense layers' products with operands rounded to bf16 and fp32 "
-                        "sums, on AMX where the CPU has it (captured step only; the peers stay fp32)")
+                        "sums, on AMX where the CPU has it (captured step only); the peers then train in their own "
+                        "mixed precision (PyTorch autocast to bfloat16, Keras mixed_bfloat16)")
     p.add_argument("--latency", action="store_true",
                    help="also measure batch-1 inference latency from Python on 1 thread (lenet, and the peers: "
                         "PyTorch eager, the TensorFlow Lite interpreter fp32 and int8)")
@@ -176,6 +177,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.threads = usable_cores()
     if args.precision != "fp32" and args.step != "captured":
         build_parser().error(f"--precision {args.precision} needs the captured step (the autograd path is fp32)")
+    if args.precision != "fp32" and args.latency:
+        build_parser().error("--latency measures fp32 inference: run it with --precision fp32")
     return args
 
 
@@ -343,7 +346,7 @@ def peer_command(peer, args, npz, out_json) -> list:
     return [sys.executable, peer_script(peer), "--data", npz, "--model", args.model, "--epochs", str(args.epochs),
             "--batch", str(args.batch), "--lr", repr(args.lr), "--optimizer", args.optimizer,
             "--momentum", repr(args.momentum), "--schedule", args.schedule, "--threads", str(args.threads),
-            "--seed", str(args.seed), *(["--infer-latency"] if args.latency else []),
+            "--seed", str(args.seed), "--precision", args.precision, *(["--infer-latency"] if args.latency else []),
             "--out", out_json]
 
 
@@ -460,7 +463,7 @@ def _run(args) -> int:
     opt_desc = (f"SGD lr {args.lr:g} momentum {args.momentum:g}" if args.optimizer == "sgd"
                 else f"Adam lr {args.lr:g}") + f", {args.schedule} schedule"
     precision = ("fp32" if args.precision == "fp32" else
-                 f"bf16 dense layers ({kernels['bf16']['isa']} kernels; the peers stay fp32)")
+                 f"bf16 dense layers ({kernels['bf16']['isa']} kernels; the peers in their own mixed precision)")
     _say(f"  training        : {args.epochs} epoch(s), batch {args.batch}, {opt_desc}, seed {args.seed}, "
          f"{args.step} step, {precision}")
     _say(f"  FLOPs/sample    : forward {flops.forward:,} + backward {flops.backward:,} = {flops.step:,} per "
@@ -571,8 +574,10 @@ def _run(args) -> int:
             rows.append(row)
 
         _say("")
+        mixed = (", bf16 (lenet: its dense layers; the peers: their own mixed precision, PyTorch autocast and Keras "
+                 "mixed_bfloat16)" if args.precision == "bf16" else "")
         _say(f"{title}, {data_tag}, {n_train:,} training images, batch {args.batch}, {opt_desc}, "
-             f"{args.threads} thread(s), {args.epochs} epoch(s); epoch time = {how}")
+             f"{args.threads} thread(s), {args.epochs} epoch(s){mixed}; epoch time = {how}")
         table = []
         for r in rows:
             if r["status"] == "ok":

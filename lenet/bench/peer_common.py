@@ -63,6 +63,9 @@ def build_parser(framework):
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the result JSON here (stdout if omitted)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: the framework's own mixed precision for training (PyTorch: autocast to bfloat16 on "
+                        "the CPU; Keras: the mixed_bfloat16 policy), weights and optimiser in fp32")
     p.add_argument("--infer-latency", action="store_true",
                    help="also measure batch-1 inference latency after training")
     return p
@@ -141,7 +144,7 @@ def base_result(framework, version, args, method):
         "framework": framework, "version": version, "threads": args.threads,
         "model": args.model, "batch": args.batch, "optimizer": args.optimizer,
         "lr": args.lr, "momentum": args.momentum if args.optimizer == "sgd" else None,
-        "weight_decay": args.weight_decay, "seed": args.seed, "method": method,
+        "weight_decay": args.weight_decay, "seed": args.seed, "method": method, "precision": args.precision,
         "params": None, "epochs": [], "infer_latency_us": None, "tflite": None,
         "python": platform.python_version(), "numpy": np.__version__,
         "cpu_count": os.cpu_count(),

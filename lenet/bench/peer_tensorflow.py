@@ -104,7 +104,7 @@ def train_step_method(tf, keras, args, d, model, log_epoch):
         xb = tf.gather(X, idx)
         yb = tf.gather(Y, idx)
         with tf.GradientTape() as tape:
-            logits = model(xb, training=True)
+            logits = tf.cast(model(xb, training=True), tf.float32)  # bf16 under mixed_bfloat16
             loss = tf.reduce_mean(
                 tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits))
         grads = tape.gradient(loss, variables)
@@ -244,6 +244,8 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)  # python, numpy, tf
 
     d = pc.load_npz(args.data)
+    if args.precision == "bf16":  # layers compute in bf16, variables and the optimiser stay fp32
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     model = build_model(args.model, keras, args.weight_decay, for_fit=args.tf_method == "fit")
     n_params = model.count_params()
     assert n_params == pc.PARAM_COUNTS[args.model], (args.model, n_params)

@@ -117,7 +117,8 @@ def main(argv=None):
             idx = perm_t[a:b]
             xb, yb = x_train[idx], y_train[idx]
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                loss = loss_fn(model(xb), yb)
             loss.backward()
             if args.schedule == "cosine":
                 for group in opt.param_groups:
