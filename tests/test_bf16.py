@@ -69,12 +69,15 @@ def test_pairs_interleave_two_rows(rng, isa, K, N, transposed):
 @pytest.mark.parametrize("M", [1, 16, 17, 33, 40])
 @pytest.mark.parametrize("N", [1, 16, 17, 32, 50])
 @pytest.mark.parametrize("K", [32, 64, 96])
-def test_gemm_sums_exact_products_in_fp32(rng, isa, M, N, K):
+@pytest.mark.parametrize("transposed", [False, True])
+def test_gemm_sums_exact_products_in_fp32(rng, isa, M, N, K, transposed):
     m16, n16 = -(-M // 16) * 16, -(-N // 16) * 16
     a = to_bf16(rng.standard_normal((m16, K)).astype(np.float32))
     b = rng.standard_normal((K, n16)).astype(np.float32)
     pairs = _core.bf16_pairs("reference", b, False, n16)
-    got = _core.bf16_gemm(isa, a, pairs, M, N)
+    got = _core.bf16_gemm(isa, a, pairs, M, N, transposed)
+    if transposed:  # C^T [N][M]
+        got = got.T
     A, B = from_bf16(a)[:M].astype(np.float64), from_bf16(to_bf16(b))[:, :N].astype(np.float64)
     want = A @ B
     bound = np.abs(A) @ np.abs(B) * K * 2.0**-24  # fp32 summation of exact products, in any order

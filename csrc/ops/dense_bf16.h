@@ -44,12 +44,14 @@ private:
     int in_n_;                           // in rounded up to 16: dW's columns
     int batch_ = 0, batch_k_ = 0;        // B, and B rounded up to 32
     LineVector<uint16_t> w_rows_;        // [out rounded to 16][in_k_]: the forward's A
-    LineVector<uint16_t> wt_rows_;       // [in rounded to 16][out_k_]: the input gradient's A (W^T)
+    // [out_k_ / 2][in_n_][2]: W in pairs of rows, the B of the input gradient, computed as dx^T = dy^T . W (W^T's
+    // rows would need a transpose of all of W every step; this way only the small dy^T and dx^T are transposed)
+    LineVector<uint16_t> w_pairs_;
     LineVector<uint16_t> xt_pairs_;      // [batch_k_ / 2][in_n_][2]: dW's B, x^T in pairs of samples
-    // per thread: the forward's B (x in pairs of features), the input gradient's (dy in pairs of outputs), dW's A
-    // (kRefreshRows rows of dyT); each buffer's padding stays zero
+    // per thread: the forward's B (x in pairs of features), the input gradient's A (dy^T [max_lanes][out_k_]), dW's
+    // A (kRefreshRows rows of dyT); each buffer's padding stays zero
     struct Scratch {
-        LineVector<uint16_t> x_pairs, dy_pairs, dyt_rows;
+        LineVector<uint16_t> x_pairs, dyt_lanes, dyt_rows;
     };
     mutable std::vector<Scratch> scratch_;
 };

@@ -65,8 +65,10 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
             if (l.db) conv_parts_.push_back({param_floats_ + partial_db_offset(l), bias_floats(l), l.db});
             param_floats_ += partial_floats(l);
         }
-        if (l.kind == LayerKind::Linear && trainable(l))
-            batch_floats_per_sample_ += size_t(block::dense_xT_floats(l.s.ic)) + l.s.oc;
+        if (l.kind == LayerKind::Linear && trainable(l)) {  // x^T panels (in bf16, in the layer's DenseBf16), dy
+            const bool bf16 = precision == Precision::Bf16;
+            batch_floats_per_sample_ += size_t(bf16 ? 0 : block::dense_xT_floats(l.s.ic)) + size_t(l.s.oc);
+        }
     }
     dy_pad_.resize(fwd_->layers().size());
     wt_.resize(fwd_->layers().size());
@@ -272,19 +274,28 @@ float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* 
         case LayerKind::Flatten: return dy;  // same memory, new shape
         case LayerKind::Linear: {  // gathers x^T and dy for the batch-wide dW (trainable layers)
             const ptrdiff_t B = ptrdiff_t(block_loss_.size()) * kLanes;
-            float* xT = trainable(l) ? batch_.data() + batch_offset_[size_t(i)] * size_t(B) : nullptr;
-            float* dyT = xT ? xT + block::dense_xT_floats(l.s.ic) * B : nullptr;
-            if (!bf16_.empty() && bf16_[size_t(i)]) {  // dyT in fp32 (for db), x^T in the bf16 form's own pairs
-                block::dense_backward(k, lanes, l.s.ic, l.s.oc, col0, B, x_in, l.w, dy, nullptr, nullptr, dyT);
-                bf16_[size_t(i)]->backward(bf16_kernels(), lanes, col0, x_in, dy, dx, xT != nullptr, thread);
+            const DenseBatch g = dense_batch(size_t(i), size_t(B));
+            if (DenseBf16* d = bf16_form(size_t(i))) {  // dyT in fp32 (for db), x^T in the bf16 form's own pairs
+                block::dense_backward(k, lanes, l.s.ic, l.s.oc, col0, B, x_in, l.w, dy, nullptr, nullptr, g.dyT);
+                d->backward(bf16_kernels(), lanes, col0, x_in, dy, dx, trainable(l), thread);
                 break;
             }
-            block::dense_backward(k, lanes, l.s.ic, l.s.oc, col0, B, x_in, l.w, dy, dx, xT, dyT);
+            block::dense_backward(k, lanes, l.s.ic, l.s.oc, col0, B, x_in, l.w, dy, dx, g.xT, g.dyT);
             break;
         }
     }
     return dx;
 }
+
+TrainStep::DenseBatch TrainStep::dense_batch(size_t i, size_t B) {
+    const LayerSpec& l = fwd_->layers()[i];
+    if (!trainable(l)) return {nullptr, nullptr};
+    float* xT = batch_.data() + batch_offset_[i] * B;
+    if (bf16_form(i)) return {nullptr, xT};  // no x^T panels in bf16
+    return {xT, xT + size_t(block::dense_xT_floats(l.s.ic)) * B};
+}
+
+DenseBf16* TrainStep::bf16_form(size_t i) const { return bf16_.empty() ? nullptr : bf16_[i].get(); }
 
 void TrainStep::refresh_bf16(int B) {
     // Each dense layer's W rounded afresh (the last step's update, or the caller, changed it), in tasks of rows.
@@ -366,15 +377,14 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
             return;
         }
         const LayerSpec& l = layers[size_t(task.index)];
-        const float* xT = batch_.data() + batch_offset_[size_t(task.index)] * B;
-        const float* dyT = xT + block::dense_xT_floats(l.s.ic) * B;
-        if (!bf16_.empty() && bf16_[size_t(task.index)]) {  // dW in bf16, db in fp32
-            DenseBf16& d = *bf16_[size_t(task.index)];
-            if (l.dw) d.dw_rows(bf16_kernels(), int(task.begin), int(count), dyT, l.dw, thread);
-            block::dense_dw_rows(k, l.s.ic, ptrdiff_t(B), int(task.begin), int(count), nullptr, dyT, nullptr, l.db,
+        const DenseBatch g = dense_batch(size_t(task.index), B);
+        if (DenseBf16* d = bf16_form(size_t(task.index))) {  // dW in bf16, db in fp32
+            if (l.dw) d->dw_rows(bf16_kernels(), int(task.begin), int(count), g.dyT, l.dw, thread);
+            block::dense_dw_rows(k, l.s.ic, ptrdiff_t(B), int(task.begin), int(count), nullptr, g.dyT, nullptr, l.db,
                                  false);
         } else {
-            block::dense_dw_rows(k, l.s.ic, ptrdiff_t(B), int(task.begin), int(count), xT, dyT, l.dw, l.db, false);
+            block::dense_dw_rows(k, l.s.ic, ptrdiff_t(B), int(task.begin), int(count), g.xT, g.dyT, l.dw, l.db,
+                                 false);
         }
         if (!update) return;
         if (l.dw) update->apply(k, l.dw + task.begin * size_t(l.s.ic), ptrdiff_t(count * size_t(l.s.ic)));

@@ -87,6 +87,14 @@ private:
     void warm_flat_weights() const;
     // Precision::Bf16: the dense layers' bf16 weights from W, and their batch of B samples.
     void refresh_bf16(int B);
+    DenseBf16* bf16_form(size_t i) const;  // layer i's bf16 form, or null (fp32, or not a dense layer)
+    // Dense layer i's whole-batch gathers in batch_ for B samples: x^T in panels (null in bf16: DenseBf16 keeps its
+    // own) and dy [out][B]; both null for a frozen layer.
+    struct DenseBatch {
+        float* xT;
+        float* dyT;
+    };
+    DenseBatch dense_batch(size_t i, size_t B);
     // Layer i's backward on `lanes` lanes (16: one block, the only case for conv and pooling layers; more: flat
     // layers of a chunk, columns [col0, col0 + lanes) of the batch): dy in dy, dx into dx (null: not needed; a
     // flatten returns dy itself as its dx); in: the activations, acts the block's arena, part the block's partial
@@ -99,7 +107,8 @@ private:
 
     std::unique_ptr<Forward> fwd_;       // the layers and their forward pass, keeping every activation
     std::vector<size_t> param_offset_;   // per conv layer: where its [dw | db] lives in a block's partial gradient
-    // per dense layer: where its x^T in panels (block::dense_xT_floats(in) per sample) and dy [out][B] live
+    // per dense layer: where its x^T in panels (block::dense_xT_floats(in) per sample; none in bf16) and dy [out][B]
+    // live (dense_batch)
     std::vector<size_t> batch_offset_;
     std::vector<LineVector<float>> wt_;  // per conv layer: the weights of dX (direct_dx; block::dx_weights)
     // per conv layer with a direct input gradient, per thread: its padded dY, zero border written once

@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <string>
+#include <vector>
 
 #include "../kernels/bf16/bf16_dispatch.h"
 #include "kernel_arrays.h"
@@ -40,8 +41,9 @@ py::array_t<uint16_t> bf16_pairs(const std::string& isa, py::handle src_, bool t
     return out;
 }
 
-// C [M][N] = A [>= ceil(M / 16) * 16][K] . B (pairs [K / 2][ldb][2], ldb >= ceil(N / 16) * 16), K a multiple of 32.
-py::array_t<float> bf16_gemm(const std::string& isa, py::handle a_, py::handle b_, int M, int N) {
+// C [M][N] = A [>= ceil(M / 16) * 16][K] . B (pairs [K / 2][ldb][2], ldb >= ceil(N / 16) * 16), K a multiple of 32;
+// transposed: C^T [N][M].
+py::array_t<float> bf16_gemm(const std::string& isa, py::handle a_, py::handle b_, int M, int N, bool transposed) {
     auto A = need<uint16_t>(a_, "a", 2);
     auto B = need<uint16_t>(b_, "b", 3);
     const int K = int(A.shape(1)), ldb = int(B.shape(1));
@@ -49,8 +51,8 @@ py::array_t<float> bf16_gemm(const std::string& isa, py::handle a_, py::handle b
     check(M > 0 && N > 0 && A.shape(0) >= (M + 15) / 16 * 16, "a needs ceil(M / 16) * 16 rows");
     check(B.shape(0) == K / 2 && B.shape(2) == 2 && ldb >= (N + 15) / 16 * 16,
           "b must be [K / 2][ldb][2] with ldb >= ceil(N / 16) * 16");
-    py::array_t<float> out({M, N});
-    table(isa).gemm(M, N, K, A.data(), K, B.data(), ldb, out.mutable_data(), N);
+    py::array_t<float> out(transposed ? std::vector<ptrdiff_t>{N, M} : std::vector<ptrdiff_t>{M, N});
+    table(isa).gemm(M, N, K, A.data(), K, B.data(), ldb, out.mutable_data(), transposed ? M : N, transposed);
     return out;
 }
 
@@ -60,5 +62,6 @@ void bind_bf16_kernels(py::module_& m) {
     m.def("bf16_isas", &bf16_isas, "bf16 tables this build has and this CPU runs, reference first.");
     m.def("bf16_convert", &bf16_convert, py::arg("isa"), py::arg("src"), py::arg("transposed"));
     m.def("bf16_pairs", &bf16_pairs, py::arg("isa"), py::arg("src"), py::arg("transposed"), py::arg("ldb"));
-    m.def("bf16_gemm", &bf16_gemm, py::arg("isa"), py::arg("a"), py::arg("b"), py::arg("m"), py::arg("n"));
+    m.def("bf16_gemm", &bf16_gemm, py::arg("isa"), py::arg("a"), py::arg("b"), py::arg("m"), py::arg("n"),
+          py::arg("transposed") = false);
 }

@@ -24,11 +24,12 @@ struct Bf16Table {
     // B in pairs (above) from src: B[k][n] = bf16(src[k * rs + n * cs]) for k < K, n < N; if K is odd, the last
     // pair's second half is written 0. Nothing else written.
     void (*pairs)(int K, int N, const float* src, ptrdiff_t rs, ptrdiff_t cs, uint16_t* dst, ptrdiff_t ldb);
-    // C [M][N] (row stride ldc) = A [M][K] . B, overwritten; K a multiple of 32. A has ceil(M / 16) * 16 rows and B
-    // ceil(N / 16) * 16 columns (ldb at least that): the rows and columns past M and N are read (they must be
-    // finite) but feed no output. Products exact in fp32, summed in fp32 (the reference in k order).
+    // C = A [M][K] . B, overwritten: C[m * ldc + n], or with transpose_c C[n * ldc + m] (the product's transpose,
+    // [N][M]). K a multiple of 32. A has ceil(M / 16) * 16 rows and B ceil(N / 16) * 16 columns (ldb at least that):
+    // the rows and columns past M and N are read (they must be finite) but feed no output. Products exact in fp32,
+    // summed in fp32 (the reference in k order).
     void (*gemm)(int M, int N, int K, const uint16_t* A, ptrdiff_t lda, const uint16_t* B, ptrdiff_t ldb, float* C,
-                 ptrdiff_t ldc);
+                 ptrdiff_t ldc, int transpose_c);
 };
 
 extern const Bf16Table kBf16Reference;

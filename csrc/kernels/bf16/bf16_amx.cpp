@@ -135,28 +135,43 @@ void configure() {
     _tile_loadconfig(&c);
 }
 
-// A tile's 16 x 16 result, stored into `edge` because it crosses C's row M or column N: its rows < M and columns < N
-// into C at (m, n).
-void store_edge(const float* edge, float* C, ptrdiff_t ldc, int m, int n, int M, int N) {
-    const size_t bytes = size_t(N - n < 16 ? N - n : 16) * sizeof(float);
-    for (int i = 0; i < 16 && m + i < M; ++i) memcpy(C + (m + i) * ldc + n, edge + i * 16, bytes);
+// Where C goes: C[m * ldc + n] for m < M, n < N, or C[n * ldc + m] when transposed.
+struct Out {
+    float* C;
+    ptrdiff_t ldc;
+    int M, N;
+    bool transposed;
+};
+
+// A 16 x 16 result tile (row-major in `tile`) at (m, n) of the product into C: only its rows < M and columns < N,
+// transposed in registers when C is.
+void store_from(const float* tile, const Out& o, int m, int n) {
+    const int rows = o.M - m < 16 ? o.M - m : 16, cols = o.N - n < 16 ? o.N - n : 16;
+    if (!o.transposed) {
+        for (int i = 0; i < rows; ++i) memcpy(o.C + (m + i) * o.ldc + n, tile + i * 16, size_t(cols) * sizeof(float));
+        return;
+    }
+    __m512i r[16];
+    for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(tile + i * 16);
+    transpose16(r);  // r[j]: column n + j of the product, rows m..m+15
+    for (int j = 0; j < cols; ++j) _mm512_mask_storeu_epi32(o.C + (n + j) * o.ldc + m, first(rows), r[j]);
 }
 
-// Tile T (a literal: the intrinsics name the register) into C at (m, n).
-#define LENET_STORE_TILE(T, m, n)                                  \
-    do {                                                           \
-        if ((m) + 16 <= M && (n) + 16 <= N) {                      \
-            _tile_stored(T, C + (m) * ldc + (n), ldc * 4);         \
-        } else {                                                   \
-            alignas(64) float edge[16 * 16];                       \
-            _tile_stored(T, edge, 64);                             \
-            store_edge(edge, C, ldc, (m), (n), M, N);              \
-        }                                                          \
+// Tile T (a literal: the intrinsics name the register) into C at (m, n): straight from the tile when it lies whole
+// inside an untransposed C, else through `tile` and store_from.
+#define LENET_STORE_TILE(T, m, n)                                              \
+    do {                                                                       \
+        if (!o.transposed && (m) + 16 <= o.M && (n) + 16 <= o.N) {             \
+            _tile_stored(T, o.C + (m) * o.ldc + (n), o.ldc * 4);               \
+        } else {                                                               \
+            alignas(64) float tile[16 * 16];                                   \
+            _tile_stored(T, tile, 64);                                         \
+            store_from(tile, o, (m), (n));                                     \
+        }                                                                      \
     } while (0)
 
 template <bool M2, bool N2>
-void block(int m, int n, int M, int N, int K, const uint16_t* A, ptrdiff_t lda, const uint16_t* B, ptrdiff_t ldb,
-           float* C, ptrdiff_t ldc) {
+void block(int m, int n, int K, const uint16_t* A, ptrdiff_t lda, const uint16_t* B, ptrdiff_t ldb, const Out& o) {
     _tile_zero(0);
     if (N2) _tile_zero(1);
     if (M2) _tile_zero(2);
@@ -185,20 +200,26 @@ void block(int m, int n, int M, int N, int K, const uint16_t* A, ptrdiff_t lda, 
 
 #undef LENET_STORE_TILE
 
-// Row blocks of 32 outside, column blocks of 32 inside: A's 32 rows stay in L1 across the columns (the dense
-// layers' B is the smaller operand or is streamed once).
+void block_at(int m, int n, int K, const uint16_t* A, ptrdiff_t lda, const uint16_t* B, ptrdiff_t ldb, const Out& o) {
+    const bool m2 = m + 16 < o.M, n2 = n + 16 < o.N;
+    if (m2 && n2) block<true, true>(m, n, K, A, lda, B, ldb, o);
+    else if (m2) block<true, false>(m, n, K, A, lda, B, ldb, o);
+    else if (n2) block<false, true>(m, n, K, A, lda, B, ldb, o);
+    else block<false, false>(m, n, K, A, lda, B, ldb, o);
+}
+
+// Blocks of 32 x 32, the larger operand streamed once: with M >= N row blocks outside (A's 32 rows stay in L1
+// across the columns), else column blocks outside (B's 32 columns stay in L1 across the rows).
 void gemm_amx(int M, int N, int K, const uint16_t* A, ptrdiff_t lda, const uint16_t* B, ptrdiff_t ldb, float* C,
-              ptrdiff_t ldc) {
+              ptrdiff_t ldc, int transpose_c) {
     configure();  // every call: another library in the process may have released the tiles
-    for (int m = 0; m < M; m += 32) {
-        const bool m2 = m + 16 < M;
-        for (int n = 0; n < N; n += 32) {
-            const bool n2 = n + 16 < N;
-            if (m2 && n2) block<true, true>(m, n, M, N, K, A, lda, B, ldb, C, ldc);
-            else if (m2) block<true, false>(m, n, M, N, K, A, lda, B, ldb, C, ldc);
-            else if (n2) block<false, true>(m, n, M, N, K, A, lda, B, ldb, C, ldc);
-            else block<false, false>(m, n, M, N, K, A, lda, B, ldb, C, ldc);
-        }
+    const Out o{C, ldc, M, N, transpose_c != 0};
+    if (M >= N) {
+        for (int m = 0; m < M; m += 32)
+            for (int n = 0; n < N; n += 32) block_at(m, n, K, A, lda, B, ldb, o);
+    } else {
+        for (int n = 0; n < N; n += 32)
+            for (int m = 0; m < M; m += 32) block_at(m, n, K, A, lda, B, ldb, o);
     }
 }
 

@@ -35,13 +35,13 @@ void pairs_ref(int K, int N, const float* src, ptrdiff_t rs, ptrdiff_t cs, uint1
 }
 
 void gemm_ref(int M, int N, int K, const uint16_t* A, ptrdiff_t lda, const uint16_t* B, ptrdiff_t ldb, float* C,
-              ptrdiff_t ldc) {
+              ptrdiff_t ldc, int transpose_c) {
     for (int m = 0; m < M; ++m)
         for (int n = 0; n < N; ++n) {
             float acc = 0.0f;
             for (int k = 0; k < K; ++k)
                 acc += from_bf16(A[m * lda + k]) * from_bf16(B[((k / 2) * ldb + n) * 2 + k % 2]);
-            C[m * ldc + n] = acc;
+            (transpose_c ? C[n * ldc + m] : C[m * ldc + n]) = acc;
         }
 }
 
