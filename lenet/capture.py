@@ -30,9 +30,10 @@ class CapturedStep:
     Which parameters are frozen is read here: capture again after freezing or unfreezing.
 
     precision: "fp32" (the default) or "bf16": the dense layers' three products (forward, input and weight
-    gradients) take their operands rounded to bfloat16 and sum in fp32, on Intel AMX where the CPU has it (else
-    on the reference loops, slowly). Weights, gradients, biases and the optimiser's state stay fp32. Opt-in: results
-    are no longer those of the fp32 kernels."""
+    gradients) and the weight gradient of every convolution fused with its pooling but the first take their operands
+    rounded to bfloat16 and sum in fp32, on Intel AMX where the CPU has it (else on the reference loops, slowly).
+    Everything else (the other convolution products, weights, gradients, biases, the optimiser's state) stays fp32.
+    Opt-in: results are no longer those of the fp32 kernels."""
 
     def __init__(self, model, input_shape=(1, 28, 28), classes: int = 10, precision: str = "fp32"):
         if precision not in ("fp32", "bf16"):

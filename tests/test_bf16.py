@@ -1,7 +1,8 @@
-"""bf16 training of dense layers (CapturedStep(precision="bf16")): the packing kernels give the bytes of round to
-nearest even (denormals flushed, NaN kept quiet), the GEMMs the fp32 sum of exact bf16 products, on every bf16 table
-(AMX where the CPU has it) at sizes that cut every tile; the captured step in bf16 computes the fp32 step's
-gradients to bf16's precision, the same on AMX as on the reference loops; training reaches the fp32 accuracy."""
+"""bf16 training (CapturedStep(precision="bf16")): the packing kernels give the bytes of round to nearest even
+(denormals flushed, NaN kept quiet), the GEMMs and the convolution weight gradient the fp32 sum of exact bf16
+products, on every bf16 table (AMX where the CPU has it) at sizes that cut every tile; the captured step in bf16
+computes the fp32 step's gradients to bf16's precision, the same on AMX as on the reference loops; training reaches
+the fp32 accuracy."""
 import numpy as np
 import pytest
 
@@ -83,6 +84,28 @@ def test_gemm_sums_exact_products_in_fp32(rng, isa, M, N, K, transposed):
     bound = np.abs(A) @ np.abs(B) * K * 2.0**-24  # fp32 summation of exact products, in any order
     assert got.shape == (M, N)
     assert np.all(np.abs(got - want) <= bound + 1e-30)
+
+
+@pytest.mark.parametrize("isa", BF16_ISAS)
+@pytest.mark.parametrize("ic, oc, kh, kw, oh, ow, border", [
+    (32, 32, 2, 2, 12, 12, 1),  # the MNIST-CoreML-Training graph's second layer
+    (6, 16, 5, 5, 10, 10, 4),   # LeNet-5's
+    (3, 17, 3, 2, 5, 3, 0),     # odd sizes: rows 18 (one tile and a remainder), oc past 16, K = 240 -> 256
+])
+def test_conv_weight_gradient_sums_exact_products_in_fp32(rng, isa, ic, oc, kh, kw, oh, ow, border):
+    xpad = rng.standard_normal((ic, oh + kh - 1, ow + kw - 1, 16)).astype(np.float32)
+    dy = np.zeros((oc, oh + 2 * border, ow + 2 * border, 16), np.float32)
+    dy[:, border:border + oh, border:border + ow] = rng.standard_normal((oc, oh, ow, 16))
+    got = _core.bf16_conv_dw(isa, xpad, dy, kh, kw, border, border)
+    x, g = from_bf16(to_bf16(xpad)).astype(np.float64), from_bf16(to_bf16(dy)).astype(np.float64)
+    g = g[:, border:border + oh, border:border + ow]
+    want, bound = np.zeros((oc, ic, kh, kw)), np.zeros((oc, ic, kh, kw))
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = x[:, ky:ky + oh, kx:kx + ow]  # [ic][oh][ow][16]
+            want[:, :, ky, kx] = np.einsum("oyxl,cyxl->oc", g, patch)
+            bound[:, :, ky, kx] = np.einsum("oyxl,cyxl->oc", np.abs(g), np.abs(patch))
+    assert np.all(np.abs(got - want) <= bound * oh * ow * 16 * 2.0**-24 + 1e-30)
 
 
 def test_gemm_refuses_bad_shapes():

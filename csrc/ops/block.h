@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../kernels/bf16/bf16.h"
 #include "../kernels/kernels.h"
 
 namespace lenet::ops::block {
@@ -44,10 +45,11 @@ inline bool winograd_shape(const ConvShape& s) {
 // Its backward at 16 lanes: dw and db (overwritten; either may be null) from the pooled output's gradient dy and
 // argmax. Without dx (a first layer) the convolution's full-size gradient is never stored (kernels.h: conv_pool_dw);
 // with dx it is routed into the interior of dy_pad (conv_pool_route; required with dx, its border zero, sized by
-// padded_dy_floats), from which the direct kernels take dW and dX (wt as in conv_backward).
+// padded_dy_floats), from which the direct kernels take dW and dX (wt as in conv_backward). bf16 (may be null): dW
+// from the routed gradient in bf16 on these kernels (conv_bf16.h; TrainStep's Precision::Bf16).
 void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* wt,
                         const float* argmax, const float* dy, float* dw, float* db, float* dx, int thread,
-                        float* dy_pad);
+                        float* dy_pad, const Bf16Table* bf16 = nullptr);
 // dw [oc][ic][kh][kw] and db [oc] overwritten with this block's gradient (either may be null: not computed); dx
 // overwritten (may be null). wt: dx_weights' (below), needed when direct and dx.
 // dy_pad (direct only; may be null): a buffer of padded_dy_floats(s) whose border the caller keeps zero (zeroed

@@ -10,6 +10,7 @@
 #include "../core/dispatch.h"
 #include "../core/threadpool.h"
 #include "block.h"
+#include "conv_bf16.h"
 #include "ops.h"
 
 namespace lenet::ops {
@@ -206,7 +207,7 @@ void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x,
 
 void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* wt,
                         const float* argmax, const float* dy, float* dw, float* db, float* dx, int thread,
-                        float* dy_pad) {
+                        float* dy_pad, const Bf16Table* bf16) {
     const float* xpad = padded(s, x, thread, 0);
     if (!dx) return k.conv_pool_dw(&s, xpad, argmax, dy, dw, db);
     // The convolution's full-size gradient g is routed straight into the interior of dy_pad, its zero-padded copy
@@ -215,7 +216,8 @@ void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x
     // and one that summed it: on the MNIST-CoreML-Training graph's second layer, 12 + 3 us of a block's 260.)
     const ConvShape sdx = dx_shape(s);
     k.conv_pool_route(&s, argmax, dy, dy_pad, sdx.ph, sdx.pw);
-    if (dw) k.conv_direct_dw(&s, xpad, dy_pad, sdx.ph, sdx.pw, dw);
+    if (dw && bf16) conv_dw_bf16(*bf16, s, xpad, dy_pad, sdx.ph, sdx.pw, dw, thread);
+    else if (dw) k.conv_direct_dw(&s, xpad, dy_pad, sdx.ph, sdx.pw, dw);
     if (db) k.conv_pool_dw(&s, xpad, argmax, dy, nullptr, db);
     dx_convolution(k, s, dy_pad, wt, dx, thread);
 }

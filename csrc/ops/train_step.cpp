@@ -258,7 +258,7 @@ float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* 
                 block::conv_backward(k, l.s, fwd.direct(size_t(i)), x_in, l.w, wt, dy, g.dw, g.db, dx, thread, dy_pad);
             else
                 block::conv_pool_backward(k, l.s, x_in, wt, fwd.argmax(size_t(i), acts), dy, g.dw, g.db, dx,
-                                          thread, dy_pad);
+                                          thread, dy_pad, bf16_.empty() ? nullptr : &bf16_kernels());
             break;
         }
         case LayerKind::MaxPool:

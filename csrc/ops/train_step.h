@@ -37,8 +37,9 @@ struct LayerSpec {
 class Forward;
 class DenseBf16;
 
-// The arithmetic of a training step's dense layers: fp32 throughout, or their three products with operands rounded
-// to bf16 and fp32 sums (dense_bf16.h; opt-in: results are no longer those of the fp32 reference).
+// The arithmetic of a training step: fp32 throughout, or with operands rounded to bf16 and fp32 sums in the dense
+// layers' three products (dense_bf16.h) and in the weight gradient of every fused conv-pool layer but a first one
+// (conv_bf16.h). Opt-in: results are no longer those of the fp32 reference.
 enum class Precision { Fp32, Bf16 };
 
 class TrainStep {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../kernels/bf16/bf16_dispatch.h"
+#include "../ops/conv_bf16.h"
 #include "kernel_arrays.h"
 
 namespace py = pybind11;
@@ -56,6 +57,30 @@ py::array_t<float> bf16_gemm(const std::string& isa, py::handle a_, py::handle b
     return out;
 }
 
+// ops::conv_dw_bf16 on one table: xpad [ic][oh+kh-1][ow+kw-1][16], dy [oc][oh+2bh][ow+2bw][16] -> dw [oc][ic][kh][kw].
+py::array_t<float> bf16_conv_dw(const std::string& isa, py::handle x_, py::handle dy_, int kh, int kw, int bh, int bw) {
+    auto x = need<float>(x_, "xpad", 4);
+    auto dy = need<float>(dy_, "dy", 4);
+    check(x.shape(3) == 16 && dy.shape(3) == 16, "xpad and dy need 16 lanes");
+    check(kh >= 1 && kw >= 1 && bh >= 0 && bw >= 0, "kh, kw >= 1 and bh, bw >= 0");
+    ConvShape s{};
+    s.ic = int(x.shape(0));
+    s.oc = int(dy.shape(0));
+    s.kh = kh;
+    s.kw = kw;
+    s.sh = s.sw = 1;
+    s.oh = int(dy.shape(1)) - 2 * bh;
+    s.ow = int(dy.shape(2)) - 2 * bw;
+    s.ih = s.oh + kh - 1;
+    s.iw = s.ow + kw - 1;
+    s.lanes = 16;
+    check(s.oh >= 1 && s.ow >= 1 && x.shape(1) == s.ih && x.shape(2) == s.iw,
+          "xpad must be [ic][oh+kh-1][ow+kw-1][16] for dy [oc][oh+2bh][ow+2bw][16]");
+    py::array_t<float> out({s.oc, s.ic, kh, kw});
+    ops::conv_dw_bf16(table(isa), s, x.data(), dy.data(), bh, bw, out.mutable_data(), 0);
+    return out;
+}
+
 }  // namespace
 
 void bind_bf16_kernels(py::module_& m) {
@@ -64,4 +89,6 @@ void bind_bf16_kernels(py::module_& m) {
     m.def("bf16_pairs", &bf16_pairs, py::arg("isa"), py::arg("src"), py::arg("transposed"), py::arg("ldb"));
     m.def("bf16_gemm", &bf16_gemm, py::arg("isa"), py::arg("a"), py::arg("b"), py::arg("m"), py::arg("n"),
           py::arg("transposed") = false);
+    m.def("bf16_conv_dw", &bf16_conv_dw, py::arg("isa"), py::arg("xpad"), py::arg("dy"), py::arg("kh"), py::arg("kw"),
+          py::arg("bh"), py::arg("bw"));
 }
