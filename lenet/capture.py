@@ -10,6 +10,7 @@ applying the update to each range of parameters as soon as its gradient is final
 from __future__ import annotations
 
 import json
+import warnings
 import weakref
 
 import numpy as np
@@ -38,6 +39,9 @@ class CapturedStep:
     def __init__(self, model, input_shape=(1, 28, 28), classes: int = 10, precision: str = "fp32"):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision == "bf16" and _core.kernel_info()["bf16"]["isa"] == "reference":
+            warnings.warn("precision='bf16' runs on the reference loops here (no AMX, or another instruction set than "
+                          "avx512 chosen): correct, but much slower than fp32", RuntimeWarning, stacklevel=2)
         self.precision = precision
         self.params = graph.parameters(model)
         self._arrays = [(p.data, grad_buffer(p) if p.requires_grad else None) for p in self.params]

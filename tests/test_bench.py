@@ -340,6 +340,7 @@ def test_compare_with_fake_peers(tmp_path, monkeypatch, capsys, restore_threads)
     assert len(row["core_round_trip_ns"]) == 2 and len(doc["comparison"][0]["core_round_trip_ns"]) == 1
 
 
+@pytest.mark.filterwarnings("ignore:precision='bf16' runs on the reference loops:RuntimeWarning")
 def test_bf16_run_asks_the_peers_for_their_mixed_precision(tmp_path, monkeypatch, capsys, restore_threads):
     _fake_peer(tmp_path, monkeypatch, "fake", seconds=0.5)
     out = tmp_path / "bf16.json"

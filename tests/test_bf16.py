@@ -3,6 +3,8 @@
 products, on every bf16 table (AMX where the CPU has it) at sizes that cut every tile; the captured step in bf16
 computes the fp32 step's gradients to bf16's precision, the same on AMX as on the reference loops; training reaches
 the fp32 accuracy."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -123,10 +125,14 @@ def small_model():
                          nn.ReLU(), nn.Linear(40, 10))
 
 
+SLOW_BF16 = "ignore:precision='bf16' runs on the reference loops:RuntimeWarning"  # (expected off AMX)
+
+
 def step_grads(make, precision, images, idx, y, isa):
     lenet.seed(5)
     model = make()
-    with lenet.use_isa(isa):
+    with lenet.use_isa(isa), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "precision='bf16' runs on the reference loops", RuntimeWarning)
         loss = CapturedStep(model, precision=precision).run_images(images, idx, y)
     return loss, [p.grad.copy() for p in model.parameters()]
 
@@ -162,6 +168,18 @@ def test_bf16_step_on_amx_matches_the_reference_loops(rng, make, batch):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(b).max())))
 
 
+def test_bf16_without_amx_warns_that_it_is_slow():
+    with lenet.use_isa("reference"), pytest.warns(RuntimeWarning, match="reference loops"):
+        CapturedStep(small_model(), precision="bf16")
+
+
+@pytest.mark.skipif("amx" not in BF16_ISAS, reason="no AMX on this CPU")
+def test_bf16_on_amx_does_not_warn():
+    with lenet.use_isa("avx512"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CapturedStep(small_model(), precision="bf16")
+
+
 def test_precision_is_checked():
     with pytest.raises(ValueError, match="precision"):
         CapturedStep(lenet.CoreMLNet(), precision="fp16")
@@ -172,6 +190,7 @@ def test_precision_is_checked():
         lenet.Trainer(model, optim.Adam(model.parameters()), precision="half", captured=True)
 
 
+@pytest.mark.filterwarnings(SLOW_BF16)
 def test_coreml_graph_learns_in_bf16_on_mnist(mnist):
     lenet.seed(0)
     model = lenet.CoreMLNet()

@@ -99,6 +99,7 @@ def test_resume_refuses_conflicting_arguments(mnist, tmp_path, capsys):
     assert "nothing to do" in capsys.readouterr().out
 
 
+@pytest.mark.filterwarnings("ignore:precision='bf16' runs on the reference loops:RuntimeWarning")
 def test_bf16_run_resumes_in_bf16_and_refuses_fp32(mnist, tmp_path, capsys):
     out = str(tmp_path / "h.lenet")
     common = ["--model", "coreml", "--limit", 1024, "--data", mnist.path, "--epochs", 2]
