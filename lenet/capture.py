@@ -31,7 +31,8 @@ class CapturedStep:
     Which parameters are frozen is read here: capture again after freezing or unfreezing.
 
     precision: "fp32" (the default) or "bf16": the dense layers' three products (forward, input and weight
-    gradients) and the weight gradient of every convolution fused with its pooling but the first take their operands
+    gradients), the weight gradient of every convolution fused with its pooling but the first, and the input gradient
+    of those with at least 16 input channels and at most 4 kernel taps (the CoreML graph's second) take their operands
     rounded to bfloat16 and sum in fp32, on Intel AMX where the CPU has it (else on the reference loops, slowly).
     Everything else (the other convolution products, weights, gradients, biases, the optimiser's state) stays fp32.
     Opt-in: results are no longer those of the fp32 kernels."""

@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cosine: decay the learning rate to 0 over the run; constant: keep it (as python -m lenet.bench)")
     p.add_argument("--seed", type=int, default=None, help="seed of the initialisation and the shuffles (default 0)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
-                   help="fp32 (default), or bf16: the dense layers' products and the later convolutions' weight gradients "
+                   help="fp32 (default), or bf16: the dense layers' products and the later convolutions' gradients "
                         "with operands rounded to bf16 and fp32 "
                         "sums, fast on CPUs with AMX (lenet.Trainer's precision)")
     p.add_argument("--threads", type=_positive_int, default=None,

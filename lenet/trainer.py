@@ -24,7 +24,7 @@ class Trainer:
     the steps of `fit` (lr_t = lr * (1 + cos(pi * t / T)) / 2), which lands on better final weights.
     captured: run each step's forward, loss and backward as one C++ call (lenet.capture; a Sequential model of
     the supported layers), the same computation without per-op Python.
-    precision: "fp32", or "bf16" on the captured path: the dense layers' products and the later convolutions' weight
+    precision: "fp32", or "bf16" on the captured path: the dense layers' products and the later convolutions'
     gradients in bf16 with fp32 sums (see lenet.capture.CapturedStep; fast where the CPU has AMX, opt-in because
     results differ from fp32's).
     `log` receives one line per epoch (default: print to stdout); pass None to stay quiet.

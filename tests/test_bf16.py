@@ -110,6 +110,32 @@ def test_conv_weight_gradient_sums_exact_products_in_fp32(rng, isa, ic, oc, kh, 
     assert np.all(np.abs(got - want) <= bound * oh * ow * 16 * 2.0**-24 + 1e-30)
 
 
+@pytest.mark.parametrize("isa", BF16_ISAS)
+@pytest.mark.parametrize("ic, oc, kh, kw, oh, ow, pad", [
+    (32, 32, 2, 2, 12, 12, 0),  # the MNIST-CoreML-Training graph's second layer
+    (6, 16, 5, 5, 10, 10, 0),   # LeNet-5's
+    (3, 17, 3, 2, 5, 4, 1),     # odd sizes, padded: K = 102 -> 128, ic past 0 rows of a tile
+])
+def test_conv_input_gradient_sums_exact_products_in_fp32(rng, isa, ic, oc, kh, kw, oh, ow, pad):
+    w = rng.standard_normal((oc, ic, kh, kw)).astype(np.float32)
+    dy = rng.standard_normal((oc, oh, ow, 16)).astype(np.float32)
+    got = _core.bf16_conv_dx(isa, w, dy, pad, pad)
+    W, g = from_bf16(to_bf16(w)).astype(np.float64), from_bf16(to_bf16(dy)).astype(np.float64)
+    ih, iw = oh - 2 * pad + kh - 1, ow - 2 * pad + kw - 1
+    # dx[c][y][x] = sum over o, ky, kx of w[o][c][ky][kx] * dy[o][y + pad - ky][x + pad - kx] (zero outside dy)
+    big = np.zeros((oc, ih + kh + 2 * pad, iw + kw + 2 * pad, 16))
+    big[:, kh:kh + oh, kw:kw + ow] = g
+    want, bound = np.zeros((ic, ih, iw, 16)), np.zeros((ic, ih, iw, 16))
+    for ky in range(kh):
+        for kx in range(kw):
+            y0, x0 = kh + pad - ky, kw + pad - kx  # dy's row y + pad - ky is big's row kh + y + pad - ky
+            part = big[:, y0:y0 + ih, x0:x0 + iw]
+            want += np.einsum("oc,oyxl->cyxl", W[:, :, ky, kx], part)
+            bound += np.einsum("oc,oyxl->cyxl", np.abs(W[:, :, ky, kx]), np.abs(part))
+    assert got.shape == want.shape
+    assert np.all(np.abs(got - want) <= bound * oc * kh * kw * 2.0**-24 + 1e-30)
+
+
 def test_gemm_refuses_bad_shapes():
     a = np.zeros((16, 48), np.uint16)
     with pytest.raises(ValueError, match="multiple of 32"):

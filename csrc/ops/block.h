@@ -46,10 +46,15 @@ inline bool winograd_shape(const ConvShape& s) {
 // argmax. Without dx (a first layer) the convolution's full-size gradient is never stored (kernels.h: conv_pool_dw);
 // with dx it is routed into the interior of dy_pad (conv_pool_route; required with dx, its border zero, sized by
 // padded_dy_floats), from which the direct kernels take dW and dX (wt as in conv_backward). bf16 (may be null): dW
-// from the routed gradient in bf16 on these kernels (conv_bf16.h; TrainStep's Precision::Bf16).
+// from the routed gradient in bf16 (conv_bf16.h; TrainStep's Precision::Bf16) on its kernels `t`, and dX too when
+// its wt holds conv_dx_weights_bf16's weights (then the argument wt is not read).
+struct ConvBf16 {
+    const Bf16Table* t;
+    const uint16_t* wt;
+};
 void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* wt,
                         const float* argmax, const float* dy, float* dw, float* db, float* dx, int thread,
-                        float* dy_pad, const Bf16Table* bf16 = nullptr);
+                        float* dy_pad, const ConvBf16* bf16 = nullptr);
 // dw [oc][ic][kh][kw] and db [oc] overwritten with this block's gradient (either may be null: not computed); dx
 // overwritten (may be null). wt: dx_weights' (below), needed when direct and dx.
 // dy_pad (direct only; may be null): a buffer of padded_dy_floats(s) whose border the caller keeps zero (zeroed

@@ -207,7 +207,7 @@ void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x,
 
 void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* wt,
                         const float* argmax, const float* dy, float* dw, float* db, float* dx, int thread,
-                        float* dy_pad, const Bf16Table* bf16) {
+                        float* dy_pad, const ConvBf16* bf16) {
     const float* xpad = padded(s, x, thread, 0);
     if (!dx) return k.conv_pool_dw(&s, xpad, argmax, dy, dw, db);
     // The convolution's full-size gradient g is routed straight into the interior of dy_pad, its zero-padded copy
@@ -216,10 +216,11 @@ void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x
     // and one that summed it: on the MNIST-CoreML-Training graph's second layer, 12 + 3 us of a block's 260.)
     const ConvShape sdx = dx_shape(s);
     k.conv_pool_route(&s, argmax, dy, dy_pad, sdx.ph, sdx.pw);
-    if (dw && bf16) conv_dw_bf16(*bf16, s, xpad, dy_pad, sdx.ph, sdx.pw, dw, thread);
+    if (dw && bf16) conv_dw_bf16(*bf16->t, s, xpad, dy_pad, sdx.ph, sdx.pw, dw, thread);
     else if (dw) k.conv_direct_dw(&s, xpad, dy_pad, sdx.ph, sdx.pw, dw);
     if (db) k.conv_pool_dw(&s, xpad, argmax, dy, nullptr, db);
-    dx_convolution(k, s, dy_pad, wt, dx, thread);
+    if (bf16 && bf16->wt) conv_dx_bf16(*bf16->t, s, bf16->wt, dy_pad, dx, thread);
+    else dx_convolution(k, s, dy_pad, wt, dx, thread);
 }
 
 size_t padded_dy_floats(const ConvShape& s) { return padded_floats(dx_shape(s)); }

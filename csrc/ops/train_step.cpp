@@ -9,6 +9,7 @@
 #include "../core/threadpool.h"
 #include "../kernels/bf16/bf16_dispatch.h"
 #include "block.h"
+#include "conv_bf16.h"
 #include "dense_bf16.h"
 #include "forward.h"
 #include "ops.h"
@@ -72,6 +73,7 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
     }
     dy_pad_.resize(fwd_->layers().size());
     wt_.resize(fwd_->layers().size());
+    wt_bf16_.resize(fwd_->layers().size());
     while (flatten_ < fwd_->layers().size() && fwd_->layers()[flatten_].kind != LayerKind::Flatten) ++flatten_;
     if (flatten_ == fwd_->layers().size()) throw std::invalid_argument("the training step needs a flatten layer");
     size_t flat_weight_bytes = 0;
@@ -98,6 +100,11 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
 }
 
 TrainStep::~TrainStep() = default;
+
+bool TrainStep::bf16_dx(size_t i) const {
+    const LayerSpec& l = fwd_->layers()[i];
+    return !bf16_.empty() && l.kind == LayerKind::ConvPool && l.s.ic >= 16 && l.s.kh * l.s.kw <= 4;
+}
 
 bool TrainStep::direct_dx(size_t i) const {
     return fwd_->direct(i) || fwd_->layers()[i].kind == LayerKind::ConvPool;
@@ -254,11 +261,13 @@ float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* 
                 dy_pad = buf.data();
             }
             const float* wt = wt_[size_t(i)].data();
-            if (l.kind == LayerKind::Conv2d)
+            if (l.kind == LayerKind::Conv2d) {
                 block::conv_backward(k, l.s, fwd.direct(size_t(i)), x_in, l.w, wt, dy, g.dw, g.db, dx, thread, dy_pad);
-            else
-                block::conv_pool_backward(k, l.s, x_in, wt, fwd.argmax(size_t(i), acts), dy, g.dw, g.db, dx,
-                                          thread, dy_pad, bf16_.empty() ? nullptr : &bf16_kernels());
+                break;
+            }
+            const block::ConvBf16 bf16{&bf16_kernels(), bf16_dx(size_t(i)) ? wt_bf16_[size_t(i)].data() : nullptr};
+            block::conv_pool_backward(k, l.s, x_in, wt, fwd.argmax(size_t(i), acts), dy, g.dw, g.db, dx, thread,
+                                      dy_pad, bf16_.empty() ? nullptr : &bf16);
             break;
         }
         case LayerKind::MaxPool:
@@ -320,12 +329,17 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
     const std::vector<LayerSpec>& layers = fwd.layers();
     const int L = kLanes, n = int(layers.size());
     fwd_->refresh_derived_weights();  // the last step's update changed the weights
-    for (int i = 1; i < n; ++i)
-        if (direct_dx(size_t(i))) {  // (sized here: their form depends on the kernels in use)
-            const LayerSpec& l = layers[size_t(i)];
+    for (int i = 1; i < n; ++i) {
+        if (!direct_dx(size_t(i))) continue;
+        const LayerSpec& l = layers[size_t(i)];
+        if (bf16_dx(size_t(i))) {  // the bf16 input gradient's weights
+            wt_bf16_[size_t(i)].resize(conv_dx_weights_bf16_count(l.s));
+            conv_dx_weights_bf16(bf16_kernels(), l.s, l.w, wt_bf16_[size_t(i)].data());
+        } else {  // (sized here: their form depends on the kernels in use)
             wt_[size_t(i)].resize(block::dx_weight_floats(k, l.s));
             block::dx_weights(k, l.s, l.w, wt_[size_t(i)].data());
         }
+    }
     partials_.resize(param_floats_ * size_t(nblk));
     const size_t B = size_t(nblk) * L;
     batch_.resize(batch_floats_per_sample_ * B);

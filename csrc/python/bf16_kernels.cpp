@@ -81,6 +81,41 @@ py::array_t<float> bf16_conv_dw(const std::string& isa, py::handle x_, py::handl
     return out;
 }
 
+// ops::conv_dx_bf16 on one table: w [oc][ic][kh][kw], dy [oc][oh][ow][16] of a stride-1 convolution padded by
+// (ph, pw) -> dx [ic][ih][iw][16].
+py::array_t<float> bf16_conv_dx(const std::string& isa, py::handle w_, py::handle dy_, int ph, int pw) {
+    auto w = need<float>(w_, "w", 4);
+    auto dy = need<float>(dy_, "dy", 4);
+    check(dy.shape(3) == 16 && dy.shape(0) == w.shape(0), "dy must be [oc][oh][ow][16], oc as w's");
+    ConvShape s{};
+    s.oc = int(w.shape(0));
+    s.ic = int(w.shape(1));
+    s.kh = int(w.shape(2));
+    s.kw = int(w.shape(3));
+    s.ph = ph;
+    s.pw = pw;
+    s.sh = s.sw = 1;
+    s.oh = int(dy.shape(1));
+    s.ow = int(dy.shape(2));
+    s.ih = s.oh - 2 * ph + s.kh - 1;
+    s.iw = s.ow - 2 * pw + s.kw - 1;
+    s.lanes = 16;
+    check(ph >= 0 && pw >= 0 && ph < s.kh && pw < s.kw && s.ih >= 1 && s.iw >= 1, "bad padding for these shapes");
+    const Bf16Table& t = table(isa);
+    std::vector<uint16_t> wt(ops::conv_dx_weights_bf16_count(s));
+    ops::conv_dx_weights_bf16(t, s, w.data(), wt.data());
+    const int bh = s.kh - 1 - ph, bw = s.kw - 1 - pw, dyh = s.oh + 2 * bh, dyw = s.ow + 2 * bw;
+    std::vector<float> dy_pad(size_t(s.oc) * dyh * dyw * 16, 0.0f);  // dy inside its zero border
+    for (int o = 0; o < s.oc; ++o)
+        for (int y = 0; y < s.oh; ++y) {
+            const float* row = dy.data() + (size_t(o) * s.oh + y) * s.ow * 16;
+            std::copy(row, row + s.ow * 16, dy_pad.begin() + ((size_t(o) * dyh + y + bh) * dyw + bw) * 16);
+        }
+    py::array_t<float> out({s.ic, s.ih, s.iw, 16});
+    ops::conv_dx_bf16(t, s, wt.data(), dy_pad.data(), out.mutable_data(), 0);
+    return out;
+}
+
 }  // namespace
 
 void bind_bf16_kernels(py::module_& m) {
@@ -89,6 +124,7 @@ void bind_bf16_kernels(py::module_& m) {
     m.def("bf16_pairs", &bf16_pairs, py::arg("isa"), py::arg("src"), py::arg("transposed"), py::arg("ldb"));
     m.def("bf16_gemm", &bf16_gemm, py::arg("isa"), py::arg("a"), py::arg("b"), py::arg("m"), py::arg("n"),
           py::arg("transposed") = false);
+    m.def("bf16_conv_dx", &bf16_conv_dx, py::arg("isa"), py::arg("w"), py::arg("dy"), py::arg("ph"), py::arg("pw"));
     m.def("bf16_conv_dw", &bf16_conv_dw, py::arg("isa"), py::arg("xpad"), py::arg("dy"), py::arg("kh"), py::arg("kw"),
           py::arg("bh"), py::arg("bw"));
 }

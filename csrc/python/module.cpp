@@ -1051,7 +1051,7 @@ PYBIND11_MODULE(_core, m) {
     py::class_<PyTrainStep>(m, "TrainStep")
         .def(py::init<const std::string&, py::list, py::list, const std::string&>(), py::arg("graph"),
              py::arg("params"), py::arg("grads"), py::arg("precision") = "fp32",
-             "precision 'bf16': the dense layers' products and the later fused convolutions' weight gradients with "
+             "precision 'bf16': the dense layers' products and the later fused convolutions' gradients with "
              "operands rounded to bf16 and fp32 sums (AMX where the CPU has it, else the reference loops); 'fp32': "
              "the fp32 kernels throughout.")
         .def_property_readonly("classes", &PyTrainStep::classes)

@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="captured (default): each training step's forward, loss and backward as one C++ call "
                         "(lenet.capture); autograd: one Python call per op")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="fp32 (default), or bf16: the dense layers' products and the later convolutions' weight gradients "
+                   help="fp32 (default), or bf16: the dense layers' products and the later convolutions' gradients "
                         "with operands rounded to bf16 and fp32 "
                         "sums, on AMX where the CPU has it (captured step only); the peers then train in their own "
                         "mixed precision (PyTorch autocast to bfloat16, Keras mixed_bfloat16)")
@@ -464,7 +464,7 @@ def _run(args) -> int:
     opt_desc = (f"SGD lr {args.lr:g} momentum {args.momentum:g}" if args.optimizer == "sgd"
                 else f"Adam lr {args.lr:g}") + f", {args.schedule} schedule"
     precision = ("fp32" if args.precision == "fp32" else
-                 f"bf16 dense layers and conv weight gradients ({kernels['bf16']['isa']} kernels; the peers in their own "
+                 f"bf16 dense layers and conv gradients ({kernels['bf16']['isa']} kernels; the peers in their own "
                  "mixed precision)")
     _say(f"  training        : {args.epochs} epoch(s), batch {args.batch}, {opt_desc}, seed {args.seed}, "
          f"{args.step} step, {precision}")
