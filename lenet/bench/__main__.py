@@ -475,7 +475,8 @@ def _run(args) -> int:
     peak = max(_core.fma_peak_gflops(PEAK_SECONDS) for _ in range(PEAK_RUNS))
     _say(f"  peak            : {peak:.0f} GFLOP/s measured now ({kernels['isa']} FMA loop on {lenet.get_num_threads()} "
          f"thread(s), best of {PEAK_RUNS} runs of {PEAK_SECONDS} s); '% peak' = achieved / this, 'outside' = share "
-         f"of epoch time not inside kernels")
+         f"of epoch time not inside kernels"
+         + ("; in bf16 the products on AMX are not bound by this fp32 peak" if args.precision == "bf16" else ""))
     meter = CpuMeter()
     time.sleep(0.5)
     idle = meter.stop()
