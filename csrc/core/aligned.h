@@ -11,6 +11,8 @@ namespace lenet {
 constexpr size_t kLineFloats = 64 / sizeof(float);  // floats per 64-byte line
 // `floats` rounded up to whole lines: where the next array starts on a line when arrays share one buffer.
 constexpr size_t to_line(size_t floats) { return (floats + kLineFloats - 1) / kLineFloats * kLineFloats; }
+// n rounded up to a multiple of m (a tile's rows or columns, a GEMM's K).
+constexpr int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
 // `bytes` rounded up to whole 64-byte lines (at least one), starting on a line; null when out of memory. Freed with
 // std::free.

@@ -2,13 +2,10 @@
 
 #include <cstring>
 
+#include "../core/aligned.h"
 #include "../core/threadpool.h"
 
 namespace lenet::ops {
-
-namespace {
-int round_up(int n, int m) { return (n + m - 1) / m * m; }
-}  // namespace
 
 void conv_dw_bf16(const Bf16Table& t, const ConvShape& s, const float* xpad, const float* dy, int bh, int bw,
                   float* dw, int thread) {

@@ -5,22 +5,20 @@
 
 namespace lenet::ops {
 
-namespace {
-int round_up(int n, int m) { return (n + m - 1) / m * m; }
-}  // namespace
-
 DenseBf16::DenseBf16(int in, int out, int max_lanes)
     : in_(in), out_(out), max_lanes_(max_lanes), in_k_(round_up(in, 32)), out_k_(round_up(out, 32)),
       in_n_(round_up(in, 16)),
       w_rows_(size_t(round_up(out, 16)) * size_t(in_k_), 0), w_pairs_(size_t(out_k_) * size_t(in_n_), 0) {}
 
-void DenseBf16::refresh(const Bf16Table& t, const float* w, int o0, int rows) {
+void DenseBf16::refresh(const float* w, int o0, int rows) {
+    const Bf16Table& t = *t_;
     const float* src = w + size_t(o0) * size_t(in_);
     t.convert(rows, in_, src, in_, 1, w_rows_.data() + size_t(o0) * size_t(in_k_), in_k_);
     t.pairs(rows, in_, src, in_, 1, w_pairs_.data() + size_t(o0) * size_t(in_n_), in_n_);  // o0 even: whole pairs
 }
 
-void DenseBf16::begin_batch(int B, int threads) {
+void DenseBf16::begin_batch(const Bf16Table& t, int B, int threads) {
+    t_ = &t;
     if (B == batch_ && scratch_.size() >= size_t(threads)) return;
     batch_ = B;
     batch_k_ = round_up(B, 32);
@@ -33,16 +31,17 @@ void DenseBf16::begin_batch(int B, int threads) {
     }
 }
 
-void DenseBf16::forward(const Bf16Table& t, const KernelTable& k, int L, const float* x, const float* b, float* y,
-                        int thread) const {
+void DenseBf16::forward(const KernelTable& k, int L, const float* x, const float* b, float* y, int thread) const {
+    const Bf16Table& t = *t_;
     uint16_t* xp = scratch_[size_t(thread)].x_pairs.data();
     t.pairs(in_, L, x, L, 1, xp, max_lanes_);  // pairs past in/2 were zeroed once: K's padding
     t.gemm(out_, L, in_k_, w_rows_.data(), in_k_, xp, max_lanes_, y, L, 0);
     if (b) k.bias_add(out_, L, b, y);
 }
 
-void DenseBf16::backward(const Bf16Table& t, int L, ptrdiff_t col0, const float* x, const float* dy, float* dx,
-                         bool gather, int thread) {
+void DenseBf16::backward(int L, ptrdiff_t col0, const float* x, const float* dy, float* dx, bool gather,
+                         int thread) {
+    const Bf16Table& t = *t_;
     // x [in][L]: sample col0 + l, feature i at x[i * L + l]; x^T in pairs of samples from column col0 on
     if (gather) t.pairs(L, in_, x, 1, L, xt_pairs_.data() + size_t(col0) * size_t(in_n_), in_n_);
     if (!dx) return;
@@ -51,7 +50,8 @@ void DenseBf16::backward(const Bf16Table& t, int L, ptrdiff_t col0, const float*
     t.gemm(L, in_, out_k_, a, out_k_, w_pairs_.data(), in_n_, dx, L, 1);  // dx [in][L] = (dy^T . W)^T
 }
 
-void DenseBf16::dw_rows(const Bf16Table& t, int o0, int rows, const float* dyT, float* dw, int thread) {
+void DenseBf16::dw_rows(int o0, int rows, const float* dyT, float* dw, int thread) {
+    const Bf16Table& t = *t_;
     uint16_t* a = scratch_[size_t(thread)].dyt_rows.data();  // [kRefreshRows][batch_k_], columns past B zero
     t.convert(rows, batch_, dyT + size_t(o0) * size_t(batch_), batch_, 1, a, batch_k_);
     t.gemm(rows, in_, batch_k_, a, batch_k_, xt_pairs_.data(), in_n_, dw + size_t(o0) * size_t(in_), in_, 0);

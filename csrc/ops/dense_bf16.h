@@ -20,25 +20,25 @@ public:
     // max_lanes: the widest forward or input gradient (a chunk's lanes).
     DenseBf16(int in, int out, int max_lanes);
 
+    // Before a step's blocks: its bf16 kernels, and the batch of B samples whose x^T the backward gathers for dW, on
+    // `threads` threads.
+    void begin_batch(const Bf16Table& t, int B, int threads);
     // Rows [o0, o0 + rows) of W [out][in] rounded into the forward's and the input gradient's operands. Every row
-    // before the step's first forward (tasks of kRefreshRows rows may run in parallel).
+    // after begin_batch and before the step's first forward (tasks of kRefreshRows rows may run in parallel).
     static constexpr int kRefreshRows = 32;
-    void refresh(const Bf16Table& t, const float* w, int o0, int rows);
-    // Before a step's blocks: the batch of B samples whose x^T the backward gathers for dW, on `threads` threads.
-    void begin_batch(int B, int threads);
+    void refresh(const float* w, int o0, int rows);
 
     // y [out][L] = W x + b (b may be null).
-    void forward(const Bf16Table& t, const KernelTable& k, int L, const float* x, const float* b, float* y,
-                 int thread) const;
+    void forward(const KernelTable& k, int L, const float* x, const float* b, float* y, int thread) const;
     // x's lanes gathered into the batch's x^T at samples [col0, col0 + L) (when gather), and dx [in][L] = W^T dy
     // (dx may be null).
-    void backward(const Bf16Table& t, int L, ptrdiff_t col0, const float* x, const float* dy, float* dx, bool gather,
-                  int thread);
+    void backward(int L, ptrdiff_t col0, const float* x, const float* dy, float* dx, bool gather, int thread);
     // Rows [o0, o0 + rows) of dW [out][in] = dyT . x^T over the batch (overwritten), dyT [out][B] the batch's fp32
     // output gradient (block::dense_backward gathers it); rows at most kRefreshRows.
-    void dw_rows(const Bf16Table& t, int o0, int rows, const float* dyT, float* dw, int thread);
+    void dw_rows(int o0, int rows, const float* dyT, float* dw, int thread);
 
 private:
+    const Bf16Table* t_ = nullptr;       // the step's kernels (begin_batch)
     int in_, out_, max_lanes_;
     int in_k_, out_k_;                   // in and out rounded up to 32: the GEMMs' K
     int in_n_;                           // in rounded up to 16: dW's columns

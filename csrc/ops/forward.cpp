@@ -5,7 +5,6 @@
 #include <stdexcept>
 
 #include "../core/aligned.h"
-#include "../kernels/bf16/bf16_dispatch.h"
 #include "block.h"
 #include "dense_bf16.h"
 #include "ops.h"
@@ -77,7 +76,7 @@ const float* flat_layer(const KernelTable& k, const LayerSpec& l, int lanes, ptr
         case LayerKind::Flatten: return x;
         case LayerKind::Linear:  // one sample: y = W x as dot products along W's rows
             if (bf16) {
-                bf16->forward(bf16_kernels(), k, lanes, x, l.b, out, thread);
+                bf16->forward(k, lanes, x, l.b, out, thread);
                 break;
             }
             if (lanes == 1) k.gemm_nt(l.s.oc, 1, l.s.ic, l.w, l.s.ic, x, l.s.ic, out, 1, 0);

@@ -265,7 +265,7 @@ float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* 
                 block::conv_backward(k, l.s, fwd.direct(size_t(i)), x_in, l.w, wt, dy, g.dw, g.db, dx, thread, dy_pad);
                 break;
             }
-            const block::ConvBf16 bf16{&bf16_kernels(), bf16_dx(size_t(i)) ? wt_bf16_[size_t(i)].data() : nullptr};
+            const block::ConvBf16 bf16{bf16_table_, bf16_dx(size_t(i)) ? wt_bf16_[size_t(i)].data() : nullptr};
             block::conv_pool_backward(k, l.s, x_in, wt, fwd.argmax(size_t(i), acts), dy, g.dw, g.db, dx, thread,
                                       dy_pad, bf16_.empty() ? nullptr : &bf16);
             break;
@@ -286,7 +286,7 @@ float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* 
             const DenseBatch g = dense_batch(size_t(i), size_t(B));
             if (DenseBf16* d = bf16_form(size_t(i))) {  // dyT in fp32 (for db), x^T in the bf16 form's own pairs
                 block::dense_backward(k, lanes, l.s.ic, l.s.oc, col0, B, x_in, l.w, dy, nullptr, nullptr, g.dyT);
-                d->backward(bf16_kernels(), lanes, col0, x_in, dy, dx, trainable(l), thread);
+                d->backward(lanes, col0, x_in, dy, dx, trainable(l), thread);
                 break;
             }
             block::dense_backward(k, lanes, l.s.ic, l.s.oc, col0, B, x_in, l.w, dy, dx, g.xT, g.dyT);
@@ -309,17 +309,17 @@ DenseBf16* TrainStep::bf16_form(size_t i) const { return bf16_.empty() ? nullptr
 void TrainStep::refresh_bf16(int B) {
     // Each dense layer's W rounded afresh (the last step's update, or the caller, changed it), in tasks of rows.
     const int threads = ThreadPool::instance().threads();
-    std::vector<std::pair<size_t, int>> tasks;  // (layer, first row)
+    std::vector<std::pair<size_t, int>>& tasks = refresh_tasks_;  // (layer, first row)
+    tasks.clear();
     for (size_t i = 0; i < bf16_.size(); ++i) {
         if (!bf16_[i]) continue;
-        bf16_[i]->begin_batch(B, threads);
+        bf16_[i]->begin_batch(*bf16_table_, B, threads);
         for (int o = 0; o < fwd_->layers()[i].s.oc; o += DenseBf16::kRefreshRows) tasks.emplace_back(i, o);
     }
-    const Bf16Table& t = bf16_kernels();
     ThreadPool::instance().parallel_for(int(tasks.size()), [&](int task, int) {
         const auto [i, o] = tasks[size_t(task)];
         const LayerSpec& l = fwd_->layers()[i];
-        bf16_[i]->refresh(t, l.w, o, std::min(DenseBf16::kRefreshRows, l.s.oc - o));
+        bf16_[i]->refresh(l.w, o, std::min(DenseBf16::kRefreshRows, l.s.oc - o));
     });
 }
 
@@ -329,12 +329,13 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
     const std::vector<LayerSpec>& layers = fwd.layers();
     const int L = kLanes, n = int(layers.size());
     fwd_->refresh_derived_weights();  // the last step's update changed the weights
+    if (!bf16_.empty()) bf16_table_ = &bf16_kernels();  // (the instruction set may have changed since the last step)
     for (int i = 1; i < n; ++i) {
         if (!direct_dx(size_t(i))) continue;
         const LayerSpec& l = layers[size_t(i)];
         if (bf16_dx(size_t(i))) {  // the bf16 input gradient's weights
             wt_bf16_[size_t(i)].resize(conv_dx_weights_bf16_count(l.s));
-            conv_dx_weights_bf16(bf16_kernels(), l.s, l.w, wt_bf16_[size_t(i)].data());
+            conv_dx_weights_bf16(*bf16_table_, l.s, l.w, wt_bf16_[size_t(i)].data());
         } else {  // (sized here: their form depends on the kernels in use)
             wt_[size_t(i)].resize(block::dx_weight_floats(k, l.s));
             block::dx_weights(k, l.s, l.w, wt_[size_t(i)].data());
@@ -393,7 +394,7 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
         const LayerSpec& l = layers[size_t(task.index)];
         const DenseBatch g = dense_batch(size_t(task.index), B);
         if (DenseBf16* d = bf16_form(size_t(task.index))) {  // dW in bf16, db in fp32
-            if (l.dw) d->dw_rows(bf16_kernels(), int(task.begin), int(count), g.dyT, l.dw, thread);
+            if (l.dw) d->dw_rows(int(task.begin), int(count), g.dyT, l.dw, thread);
             block::dense_dw_rows(k, l.s.ic, ptrdiff_t(B), int(task.begin), int(count), nullptr, g.dyT, nullptr, l.db,
                                  false);
         } else {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../core/aligned.h"
+#include "../kernels/bf16/bf16.h"
 #include "../kernels/kernels.h"
 #include "ops.h"
 
@@ -150,6 +151,8 @@ private:
     // Forward::run_flat_layers (empty in fp32)
     std::vector<std::unique_ptr<DenseBf16>> bf16_;
     std::vector<const DenseBf16*> bf16_view_;
+    const Bf16Table* bf16_table_ = nullptr;               // this step's bf16 kernels (set at its start)
+    std::vector<std::pair<size_t, int>> refresh_tasks_;   // refresh_bf16's (layer, first row), kept for its capacity
 };
 
 }  // namespace lenet::ops
