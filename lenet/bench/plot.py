@@ -31,8 +31,9 @@ def plot(doc: dict, path: str) -> None:
                       ha="center", va="bottom")
     ax_t.set_ylabel("seconds per epoch")
     cfg = doc["config"]
+    mixed = ", bf16 (each its own)" if cfg.get("precision") == "bf16" else ""
     ax_t.set_title(f"{doc['model']['title']}: epoch time\n{cfg['threads']} thread(s), batch {cfg['batch']}, "
-                   f"{cfg['isa']}")
+                   f"{cfg['isa']}{mixed}")
     for name, epochs in runs.items():
         x = [e["epoch"] for e in epochs]
         ax_loss.plot(x, [e["loss"] for e in epochs], marker="o", label=name)
