@@ -20,6 +20,13 @@ from .functional import lane_labels
 from .tensor import grad_buffer
 
 LANES = 16
+PRECISIONS = ("fp32", "bf16")  # a captured step's arithmetic (CapturedStep's precision)
+
+
+def check_precision(precision) -> None:
+    """ValueError unless precision is one of PRECISIONS."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
 
 
 class CapturedStep:
@@ -38,8 +45,7 @@ class CapturedStep:
     Opt-in: results are no longer those of the fp32 kernels."""
 
     def __init__(self, model, input_shape=(1, 28, 28), classes: int = 10, precision: str = "fp32"):
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        check_precision(precision)
         if precision == "bf16" and _core.kernel_info()["bf16"]["isa"] == "reference":
             warnings.warn("precision='bf16' runs on the reference loops here (no AMX, or another instruction set than "
                           "avx512 chosen): correct, but much slower than fp32", RuntimeWarning, stacklevel=2)

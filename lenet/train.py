@@ -29,6 +29,7 @@ import lenet
 from lenet import data as ldata
 from lenet import model_file, optim
 from lenet.bench.__main__ import LR_DEFAULTS, MODEL_DEFAULTS, _momentum, _positive_float, _positive_int
+from lenet.capture import PRECISIONS
 from lenet.models import MODELS
 
 PROG = "python -m lenet.train"
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=("cosine", "constant"), default=None,
                    help="cosine: decay the learning rate to 0 over the run; constant: keep it (as python -m lenet.bench)")
     p.add_argument("--seed", type=int, default=None, help="seed of the initialisation and the shuffles (default 0)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="fp32 (default), or bf16: the dense layers' products and the later convolutions' gradients "
                         "with operands rounded to bf16 and fp32 "
                         "sums, fast on CPUs with AMX (lenet.Trainer's precision)")

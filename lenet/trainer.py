@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from . import functional as F
-from .capture import LANES, CapturedStep
+from .capture import LANES, CapturedStep, check_precision
 from .data import to_float
 from .nn import checked_int
 from .tensor import no_grad
@@ -38,8 +38,7 @@ class Trainer:
             raise ValueError(f"lr_schedule must be None or 'cosine', got {lr_schedule!r}")
         self.model, self.optimizer, self.batch_size = model, optimizer, batch_size
         self.lr_schedule, self.base_lr, self.total_steps = lr_schedule, optimizer.lr, None
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        check_precision(precision)
         if precision != "fp32" and not captured:
             raise ValueError(f"precision {precision!r} needs the captured path (captured=True); the autograd path "
                              "is fp32")

@@ -93,9 +93,8 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
             const LayerSpec& l = fwd_->layers()[i];
             if (l.kind == LayerKind::Linear)
                 bf16_[i] = std::make_unique<DenseBf16>(l.s.ic, l.s.oc, max_chunk_ * kLanes);
-            bf16_view_.push_back(bf16_[i].get());
         }
-        bf16_view_.insert(bf16_view_.begin(), flatten_, nullptr);
+        for (const auto& d : bf16_) bf16_view_.push_back(d.get());
     }
 }
 

@@ -9,6 +9,7 @@
 
 #include "../kernels/bf16/bf16_dispatch.h"
 #include "../ops/conv_bf16.h"
+#include "../ops/ops.h"
 #include "kernel_arrays.h"
 
 namespace py = pybind11;
@@ -57,24 +58,22 @@ py::array_t<float> bf16_gemm(const std::string& isa, py::handle a_, py::handle b
     return out;
 }
 
+// A stride-1 convolution's shape at 16 lanes from its input (channels, size), output channels, kernel and padding.
+ConvShape stride1_shape(int ic, int ih, int iw, int oc, int kh, int kw, int ph, int pw) {
+    ConvShape s{ic, ih, iw, oc, 0, 0, kh, kw, 1, 1, ph, pw, 16};
+    ops::conv_output_size(s);
+    return s;
+}
+
 // ops::conv_dw_bf16 on one table: xpad [ic][oh+kh-1][ow+kw-1][16], dy [oc][oh+2bh][ow+2bw][16] -> dw [oc][ic][kh][kw].
 py::array_t<float> bf16_conv_dw(const std::string& isa, py::handle x_, py::handle dy_, int kh, int kw, int bh, int bw) {
     auto x = need<float>(x_, "xpad", 4);
     auto dy = need<float>(dy_, "dy", 4);
     check(x.shape(3) == 16 && dy.shape(3) == 16, "xpad and dy need 16 lanes");
     check(kh >= 1 && kw >= 1 && bh >= 0 && bw >= 0, "kh, kw >= 1 and bh, bw >= 0");
-    ConvShape s{};
-    s.ic = int(x.shape(0));
-    s.oc = int(dy.shape(0));
-    s.kh = kh;
-    s.kw = kw;
-    s.sh = s.sw = 1;
-    s.oh = int(dy.shape(1)) - 2 * bh;
-    s.ow = int(dy.shape(2)) - 2 * bw;
-    s.ih = s.oh + kh - 1;
-    s.iw = s.ow + kw - 1;
-    s.lanes = 16;
-    check(s.oh >= 1 && s.ow >= 1 && x.shape(1) == s.ih && x.shape(2) == s.iw,
+    const ConvShape s =
+        stride1_shape(int(x.shape(0)), int(x.shape(1)), int(x.shape(2)), int(dy.shape(0)), kh, kw, 0, 0);
+    check(s.oh >= 1 && s.ow >= 1 && dy.shape(1) == s.oh + 2 * bh && dy.shape(2) == s.ow + 2 * bw,
           "xpad must be [ic][oh+kh-1][ow+kw-1][16] for dy [oc][oh+2bh][ow+2bw][16]");
     py::array_t<float> out({s.oc, s.ic, kh, kw});
     ops::conv_dw_bf16(table(isa), s, x.data(), dy.data(), bh, bw, out.mutable_data(), 0);
@@ -87,20 +86,10 @@ py::array_t<float> bf16_conv_dx(const std::string& isa, py::handle w_, py::handl
     auto w = need<float>(w_, "w", 4);
     auto dy = need<float>(dy_, "dy", 4);
     check(dy.shape(3) == 16 && dy.shape(0) == w.shape(0), "dy must be [oc][oh][ow][16], oc as w's");
-    ConvShape s{};
-    s.oc = int(w.shape(0));
-    s.ic = int(w.shape(1));
-    s.kh = int(w.shape(2));
-    s.kw = int(w.shape(3));
-    s.ph = ph;
-    s.pw = pw;
-    s.sh = s.sw = 1;
-    s.oh = int(dy.shape(1));
-    s.ow = int(dy.shape(2));
-    s.ih = s.oh - 2 * ph + s.kh - 1;
-    s.iw = s.ow - 2 * pw + s.kw - 1;
-    s.lanes = 16;
-    check(ph >= 0 && pw >= 0 && ph < s.kh && pw < s.kw && s.ih >= 1 && s.iw >= 1, "bad padding for these shapes");
+    const int kh = int(w.shape(2)), kw = int(w.shape(3));
+    const int ih = int(dy.shape(1)) - 2 * ph + kh - 1, iw = int(dy.shape(2)) - 2 * pw + kw - 1;
+    check(ph >= 0 && pw >= 0 && ph < kh && pw < kw && ih >= 1 && iw >= 1, "bad padding for these shapes");
+    const ConvShape s = stride1_shape(int(w.shape(1)), ih, iw, int(w.shape(0)), kh, kw, ph, pw);
     const Bf16Table& t = table(isa);
     std::vector<uint16_t> wt(ops::conv_dx_weights_bf16_count(s));
     ops::conv_dx_weights_bf16(t, s, w.data(), wt.data());

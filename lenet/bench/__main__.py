@@ -28,6 +28,7 @@ import numpy as np
 import lenet
 from lenet import _core
 from lenet import data as ldata
+from lenet.capture import PRECISIONS
 from lenet.models import MODELS
 
 from . import (PEER_ALIASES, PEERS, CpuMeter, epoch_time, loadavg, machine_info, peer_available, peer_script,
@@ -144,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", choices=("captured", "autograd"), default="captured",
                    help="captured (default): each training step's forward, loss and backward as one C++ call "
                         "(lenet.capture); autograd: one Python call per op")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (default), or bf16: the dense layers' products and the later convolutions' gradients "
                         "with operands rounded to bf16 and fp32 "
                         "sums, on AMX where the CPU has it (captured step only); the peers then train in their own "
