@@ -8,9 +8,11 @@ The scheme (csrc/model/qnetwork.h runs it):
   * activations: uint8 codes q = round(a / s) + z, one scale s and zero point z per tensor, from the range of that
     tensor over a sample of calibration images run through the fp32 model (min/max, or a percentile). The input is
     the pixels themselves (scale 1/255, zero point 0); a ReLU right after a conv2d / linear layer is fused into its
-    requantisation; max pooling and ReLU work on the codes;
+    requantisation; max pooling and ReLU work on the codes, average pooling takes their mean (rounded half up);
+  * tanh: a table from input code to output code, whose quantisation is fixed (TANH_OUTPUT: scale 1/128, zero
+    point 128, codes 0..255 for [-1, 127/128]), so it needs no calibration;
   * the last layer's output stays float: the logits.
-Supported layers: conv2d, linear, maxpool, relu, flatten (ValueError naming any other).
+Layers: conv2d, linear, maxpool, avgpool, relu, tanh, flatten: every kind a graph has.
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ from . import _core, graph
 from .model_file import Model, ModelFileError, _as_images
 from .tensor import Tensor, no_grad
 
-SUPPORTED = ("conv2d", "linear", "maxpool", "relu", "flatten")
 INPUT_SCALE = np.float32(1.0) / np.float32(255.0)  # pixels: the codes of the input are the uint8 pixel values
+TANH_OUTPUT = {"scale": 1.0 / 128.0, "zero_point": 128}  # fixed by the scheme (csrc/model/qnetwork.h), not stored
 
 
 class QuantizedModel(Model):
@@ -76,8 +78,8 @@ def _activation_qparams(lo: float, hi: float) -> tuple[np.float32, int]:
 
 def quantize(model, calibration_images, *, samples: int = 1000, percentile: float | None = None, seed: int = 0,
              input_shape=(1, 28, 28), classes=None) -> QuantizedModel:
-    """Post-training int8 quantisation of a Sequential (or a lenet.Model) of conv2d / linear / maxpool / relu /
-    flatten layers.
+    """Post-training int8 quantisation of a Sequential (or a lenet.Model) of conv2d / linear / maxpool / avgpool /
+    relu / tanh / flatten layers.
 
     calibration_images: training images in any form `Model.predict` takes (uint8 pixels or floats in [0, 1]);
     `samples` of them, drawn at random with `seed` (all when fewer), set the activation ranges. percentile: None
@@ -92,9 +94,6 @@ def quantize(model, calibration_images, *, samples: int = 1000, percentile: floa
     if percentile is not None and not 50.0 < float(percentile) <= 100.0:
         raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
     g = model.graph
-    for i, d in enumerate(g["layers"]):
-        if d["kind"] not in SUPPORTED:
-            raise ValueError(f"layer {i} ({d['kind']}) has no int8 form: supported are {', '.join(SUPPORTED)}")
 
     x = model._net.flat_batch(_as_images(calibration_images))  # the input checks of predict: (N, C*H*W)
     if x.dtype != np.uint8 and not np.isfinite(x).all():
@@ -118,8 +117,10 @@ def quantize(model, calibration_images, *, samples: int = 1000, percentile: floa
     compute = [i for i, k in enumerate(kinds) if k in ("conv2d", "linear")]
     params = graph.parameters(model.module)
     tensors, outputs = {}, []
-    s_in, p = INPUT_SCALE, 0
+    s_in, p = INPUT_SCALE, 0  # s_in: the scale of the codes reaching layer i
     for n, i in enumerate(compute):
+        if "tanh" in kinds[compute[n - 1] if n else 0 : i]:
+            s_in = np.float32(TANH_OUTPUT["scale"])
         w = params[p].data.astype(np.float64)
         oc = w.shape[0]
         s_w = (np.abs(w.reshape(oc, -1)).max(axis=1) / 127.0).astype(np.float32)

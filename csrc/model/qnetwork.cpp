@@ -12,14 +12,15 @@
 namespace lenet::model {
 
 struct QNetwork::Stage {
-    enum class Op { Conv, Dense, MaxPool, Relu } op = Op::Relu;
+    enum class Op { Conv, Dense, MaxPool, AvgPool, Relu, Tanh } op = Op::Relu;
     ConvShape s{};                    // conv / pool: geometry of one sample; dense: ic = inputs, oc = outputs
     int groups = 0, hp = 0, wp = 0;   // conv: 4-byte groups per kernel row; padded input height, row bytes
     int k4 = 0, mpad = 0;             // dense: input groups, packed row length
     LineVector<int8_t> w;             // packed as QConvArgs::w / QDenseArgs::w (on lines: the kernels load whole ones)
     LineVector<int32_t> bias, wsum;
     LineVector<float> mult;
-    int zero_in = 0, zero_out = 0, lo = 0;  // lo: lowest output code (a fused ReLU); relu / maxpool use lo only
+    int zero_in = 0, zero_out = 0, lo = 0;  // lo: lowest output code (a fused ReLU); relu / pooling use lo only
+    std::vector<uint8_t> table;       // tanh: the output code of each input code
     bool float_out = false;           // the last layer: float logits
     size_t out_size = 0;              // output bytes of one sample
 };
@@ -48,6 +49,24 @@ struct QParam {
     float scale = 1;
     int zero = 0;
 };
+constexpr QParam kTanhOut{1.0f / 128.0f, 128};  // every tanh's output: codes 0..255 for [-1, 127/128]
+
+// Pooling without padding on codes: the max of each window (quantisation is monotonic), or its mean rounded half up
+// (the mean of the codes is the code of the mean: same scale and zero point); then at least lo (a fused ReLU).
+template <bool MAX>
+void pool_codes(const ConvShape& s, const uint8_t* x, int lo, uint8_t* y) {
+    const int n = s.kh * s.kw;
+    for (int c = 0; c < s.ic; ++c)
+        for (int oy = 0; oy < s.oh; ++oy)
+            for (int ox = 0; ox < s.ow; ++ox) {
+                int acc = MAX ? lo : n / 2;
+                for (int ky = 0; ky < s.kh; ++ky) {
+                    const uint8_t* row = x + (size_t(c) * s.ih + oy * s.sh + ky) * s.iw + ox * s.sw;
+                    for (int kx = 0; kx < s.kw; ++kx) acc = MAX ? std::max(acc, int(row[kx])) : acc + row[kx];
+                }
+                y[(size_t(c) * s.oh + oy) * s.ow + ox] = uint8_t(MAX ? acc : std::max(acc / n, lo));
+            }
+}
 
 QParam qparam(const json::Value& v, const std::string& what) {
     QParam q;
@@ -158,8 +177,8 @@ QNetwork::QNetwork(const ModelFile& file) {
                 }
                 if (relu_next) ++i;
                 cur = out;
-            } else if (l.kind == Kind::MaxPool) {
-                st.op = Stage::Op::MaxPool;
+            } else if (l.kind == Kind::MaxPool || l.kind == Kind::AvgPool) {
+                st.op = l.kind == Kind::MaxPool ? Stage::Op::MaxPool : Stage::Op::AvgPool;
                 st.lo = relu_next ? cur.zero : 0;
                 st.out_size = size_t(st.s.oc) * st.s.oh * st.s.ow;
                 if (relu_next) ++i;
@@ -167,11 +186,17 @@ QNetwork::QNetwork(const ModelFile& file) {
                 st.op = Stage::Op::Relu;
                 st.lo = cur.zero;
                 st.out_size = cur_size;
-            } else if (l.kind == Kind::Flatten) {
+            } else if (l.kind == Kind::Tanh) {  // the code of tanh(scale (q - zero)) for each input code q
+                st.op = Stage::Op::Tanh;
+                st.table.resize(256);
+                for (int q = 0; q < 256; ++q) {
+                    const double v = std::tanh(double(cur.scale) * (q - cur.zero)) / double(kTanhOut.scale);
+                    st.table[size_t(q)] = uint8_t(std::clamp(int(std::nearbyint(v)) + kTanhOut.zero, 0, 255));
+                }
+                st.out_size = cur_size;
+                cur = kTanhOut;
+            } else {  // Kind::Flatten: the codes stay as they are
                 continue;
-            } else {
-                bad(where + " (" + (l.kind == Kind::Tanh ? "tanh" : "avgpool") +
-                    ") has no int8 form: supported are conv2d, linear, maxpool, relu, flatten");
             }
             cur_size = st.out_size;
             act_bytes_ = std::max(act_bytes_, st.out_size);
@@ -242,23 +267,20 @@ void QNetwork::run_one(const uint8_t* codes, float* logits, unsigned char* work)
                         }
                     break;
                 }
-                for (int c = 0; c < s.ic; ++c)
-                    for (int oy = 0; oy < s.oh; ++oy)
-                        for (int ox = 0; ox < s.ow; ++ox) {
-                            uint8_t m = lo;
-                            for (int ky = 0; ky < s.kh; ++ky) {
-                                const uint8_t* row = x + (size_t(c) * s.ih + oy * s.sh + ky) * s.iw + ox * s.sw;
-                                for (int kx = 0; kx < s.kw; ++kx) m = std::max(m, row[kx]);
-                            }
-                            y[(size_t(c) * s.oh + oy) * s.ow + ox] = m;
-                        }
+                pool_codes<true>(s, x, st.lo, y);
                 break;
             }
+            case Stage::Op::AvgPool:
+                pool_codes<false>(s, x, st.lo, y);
+                break;
             case Stage::Op::Relu: {
                 const uint8_t lo = uint8_t(st.lo);
                 for (size_t i = 0; i < st.out_size; ++i) y[i] = std::max(x[i], lo);
                 break;
             }
+            case Stage::Op::Tanh:
+                for (size_t i = 0; i < st.out_size; ++i) y[i] = st.table[x[i]];
+                break;
         }
         x = y;
         next ^= 1;

@@ -9,12 +9,14 @@
 //     taken after a ReLU that directly follows it (the ReLU is fused into the requantisation).
 //   tensors "param.<i>": weights int8 (same shapes as fp32, values in [-127, 127]), biases int32 at scale
 //     s_in * s_w[m]; "param.<i>.scale": float32 [out channels], s_w of weight parameter i (per output channel).
-// Supported layers: conv2d, linear, maxpool, relu, flatten; the last layer (linear) gives float logits.
+// Layers: conv2d, linear, maxpool, avgpool, relu, tanh, flatten; the last layer (linear) gives float logits. A tanh's
+// output has a fixed quantisation, not in the file: scale 1/128, zero point 128 (codes 0..255 for [-1, 127/128]).
 //
 // One sample's pass: the input pixels are the codes (scale 1/255, zero point 0; float input in [0, 1] is rounded
 // to pixels); a convolution regroups its zero-point-padded input into 4-byte groups along the row (QConvArgs) and
 // runs the conv kernel vectorised along the output row (no im2col matrix); max pooling and ReLU work on the codes
-// (quantisation is monotonic); dense layers are one vector-along-outputs kernel call each.
+// (quantisation is monotonic), average pooling takes the mean of the codes (rounded half up), tanh is a table of 256
+// output codes; dense layers are one vector-along-outputs kernel call each.
 #pragma once
 #include <stdint.h>
 
