@@ -233,6 +233,47 @@ def test_conv_pool_backward_equals_routed_conv_backward(isa, rng, kernel, oc):
         assert _core.conv_pool_backward(xl, w, argmax, dy, dw, None, pad, need_dx=False) is None
 
 
+@pytest.mark.parametrize("ic", [16, 32])
+@pytest.mark.parametrize("oc", [1, 3, 16, 33])
+@pytest.mark.parametrize("size", [(2, 2), (3, 5), (12, 13), (13, 13)])
+def test_conv_pool_backward_sparse(isa, rng, ic, oc, size):
+    """2x2 kernels from 16 or 32 input channels without padding: the backward with dx goes through the pooling's
+    sparsity where the ISA has that kernel (lenet.kernels() names it). dx, dw and db against float64 numpy sums over
+    each window's winning position: odd conv outputs (the pooling drops a row and a column), a single window, channel
+    counts around the vector, two blocks (one partly padding), outputs the ReLU zeroed (argmax -1)."""
+    if isa in ("reference", "avx512"):
+        assert "conv_pool_sparse_bwd" in lenet.kernels()["ops"]["conv2d_maxpool2d_fused"]
+    x = rng.standard_normal((20, ic, size[0] + 1, size[1] + 1), dtype=np.float32)
+    w = rng.standard_normal((oc, ic, 2, 2), dtype=np.float32)
+    b = rng.standard_normal(oc, dtype=np.float32)
+    xl = _to_lanes(x, 16)
+    y, argmax = _core.conv_pool_forward(xl, w, b, (0, 0), True)
+    assert (argmax == -1).any() and (argmax >= 0).any()
+    a = _from_lanes(argmax, len(x)).astype(np.int64)
+    dy = _to_lanes(rng.standard_normal(a.shape, dtype=np.float32), 16)  # 0 in the padding lanes, as in training
+    g = _from_lanes(dy, len(x)).astype(np.float64)
+    ph, pw = a.shape[2:]
+    want_dx = np.zeros(x.shape)
+    want_dw = np.zeros(w.shape)
+    xd, wd = x.astype(np.float64), w.astype(np.float64)
+    for py in range(ph):
+        for px in range(pw):
+            for d in range(4):  # the window's position d wins: dy reaches the conv output there
+                gd = np.where(a[:, :, py, px] == d, g[:, :, py, px], 0.0)  # (n, oc)
+                y0, x0 = 2 * py + d // 2, 2 * px + d % 2
+                want_dx[:, :, y0 : y0 + 2, x0 : x0 + 2] += np.einsum("no,oikl->nikl", gd, wd)
+                want_dw += np.einsum("no,nikl->oikl", gd, xd[:, :, y0 : y0 + 2, x0 : x0 + 2])
+    want_db = np.where(a >= 0, g, 0.0).sum(axis=(0, 2, 3))
+    dw, db = np.zeros_like(w), np.zeros_like(b)
+    dx = _core.conv_pool_backward(xl, w, argmax, dy, dw, db, (0, 0))
+    close(_from_lanes(dx, len(x)), want_dx)
+    close(dw, want_dw, 1e-4)
+    close(db, want_db, 1e-4)
+    dw2 = np.zeros_like(w)
+    np.testing.assert_array_equal(_core.conv_pool_backward(xl, w, argmax, dy, dw2, None, (0, 0)), dx)
+    np.testing.assert_array_equal(dw2, dw)
+
+
 def test_conv_pool_backward_rejects_what_it_cannot_run(rng):
     w = np.ones((2, 1, 3, 3), np.float32)
     a = np.zeros((1, 2, 2, 2, 16), np.float32)

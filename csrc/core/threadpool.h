@@ -76,8 +76,9 @@ private:
 // 1 a convolution's padded input and im2col buffers, 2-5 a block's activations, gradients and input in the training
 // step and inference, 6 sums, int8 work and a linear layer's ReLU-masked output gradient, 7-8 the flat layers'
 // activations and gradients of a chunk of blocks in the training step, 9 a Winograd convolution's transformed input
-// tile (and its weights where derived per call), 10-11 a bf16 weight gradient's operands (ops/conv_bf16.h).
-constexpr int kScratchSlots = 12;
+// tile (and its weights where derived per call), 10-11 a bf16 weight gradient's operands (ops/conv_bf16.h), 12 the
+// sparse backward of a fused conv-pool layer (kernels/simd/conv_pool_sparse.h).
+constexpr int kScratchSlots = 13;
 float* scratch(int thread, int slot, size_t floats);
 
 }  // namespace lenet

@@ -69,6 +69,20 @@ static inline void winograd_output_tile(const T m[9], T y[4]) {
     y[0] = r0[0] + r0[1], y[1] = r0[1] + r0[2], y[2] = r1[0] + r1[1], y[3] = r1[1] + r1[2];
 }
 
+// The fused convolution + 2x2 max pooling's backward through the pooling's sparsity (conv_pool_bwd_sparse): the
+// shapes it takes (16 lanes, stride 1, no padding, 2x2 kernels, 16 or 32 input channels: the MNIST-CoreML-Training
+// graph's second layer), and its scratch in floats: x and dx channels-last ([L][ih][iw][ic] each), each (channel,
+// window, lane)'s offset and gradient ([oc][oh/2][ow/2][L] each), the weights and dW channels-last ([oc][kh][kw][ic]).
+static inline bool conv_pool_sparse_shape(const ConvShape* s) {
+    return s->lanes == 16 && s->kh == 2 && s->kw == 2 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0 &&
+           (s->ic == 16 || s->ic == 32);
+}
+static inline ptrdiff_t conv_pool_sparse_work_floats(const ConvShape* s) {
+    const ptrdiff_t samples = ptrdiff_t(s->lanes) * s->ih * s->iw * s->ic;
+    const ptrdiff_t windows = ptrdiff_t(s->oc) * (s->oh / 2) * (s->ow / 2) * s->lanes;
+    return 2 * samples + 2 * windows + 2 * ptrdiff_t(s->oc) * s->kh * s->kw * s->ic;
+}
+
 struct KernelTable {
     const char* isa;     // "reference", "avx2", "avx512", "neon"
     int vector_floats;   // floats per vector register (1 for the reference)
@@ -124,6 +138,15 @@ struct KernelTable {
     // [L] = dy at the window position argmax names, 0 elsewhere and on an odd last row or column (overwritten),
     // inside a border of bh rows and bw columns, g [oc][oh+2bh][ow+2bw][L], that is left as it is.
     void (*conv_pool_route)(const ConvShape* s, const float* argmax, const float* dy, float* g, int bh, int bw);
+    // The same layer's whole backward, input gradient included, where conv_pool_sparse_shape(s): each pooled gradient
+    // reaches one convolution output, the window position argmax names (none where it is -1), so dW, db and dX are
+    // sums over those alone, a quarter of the convolution's outputs, taken one sample at a time with the input
+    // channels in the vector (x and dx channels-last in work, conv_pool_sparse_work_floats; the reference ignores
+    // it). x [ic][ih][iw][L], w [oc][ic][kh][kw], argmax and dy [oc][oh/2][ow/2][L] -> dw [oc][ic][kh][kw], db [oc]
+    // (either may be null) and dx [ic][ih][iw][L], overwritten. Null where the ISA has none (the ops layer then
+    // routes dy into the convolution's full-size gradient: conv_pool_route).
+    void (*conv_pool_bwd_sparse)(const ConvShape* s, const float* x, const float* w, const float* argmax,
+                                 const float* dy, float* dw, float* db, float* dx, float* work);
 
     // Pooling over one block [c][ih][iw][L] -> [c][oh][ow][L] (no padding). With relu != 0 max pooling is fused
     // with a ReLU (max and ReLU commute: relu(maxpool(x)) == maxpool(relu(x))), saving a pass over x.
@@ -171,6 +194,7 @@ struct KernelTable {
     const char* conv_pool_name;
     const char* conv_pool_winograd_name;  // null where the slot is
     const char* conv_winograd_name;       // null where the slot is
+    const char* conv_pool_sparse_name;    // null where the slot is
 };
 
 // One table per ISA compiled into this build; null where the build target cannot have it.

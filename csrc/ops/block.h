@@ -48,13 +48,21 @@ inline bool winograd_shape(const ConvShape& s) {
 // padded_dy_floats), from which the direct kernels take dW and dX (wt as in conv_backward). bf16 (may be null): dW
 // from the routed gradient in bf16 (conv_bf16.h; TrainStep's Precision::Bf16) on its kernels `t`, and dX too when
 // its wt holds conv_dx_weights_bf16's weights (then the argument wt is not read).
+// In fp32 with dx, where the kernels take it (conv_pool_sparse below), the whole backward instead goes through the
+// pooling's sparsity from w itself (kernels.h: conv_pool_bwd_sparse; scratch slot 12 of `thread`): then neither wt
+// nor dy_pad is read, and may be null.
 struct ConvBf16 {
     const Bf16Table* t;
     const uint16_t* wt;
 };
-void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* wt,
+void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* wt,
                         const float* argmax, const float* dy, float* dw, float* db, float* dx, int thread,
                         float* dy_pad, const ConvBf16* bf16 = nullptr);
+// True when conv_pool_backward takes this layer's fp32 backward with dx through the pooling's sparsity on k.
+// (The MNIST-CoreML-Training graph's 32 -> 32 2x2 layer on AVX-512: see kernels/simd/conv_pool_sparse.h.)
+inline bool conv_pool_sparse(const KernelTable& k, const ConvShape& s) {
+    return k.conv_pool_bwd_sparse && conv_pool_sparse_shape(&s);
+}
 // dw [oc][ic][kh][kw] and db [oc] overwritten with this block's gradient (either may be null: not computed); dx
 // overwritten (may be null). wt: dx_weights' (below), needed when direct and dx.
 // dy_pad (direct only; may be null): a buffer of padded_dy_floats(s) whose border the caller keeps zero (zeroed

@@ -205,9 +205,12 @@ void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x,
     k.conv_pool_fwd_winograd(&s, xpad, derived ? derived : buf + tile, b, y, argmax, relu, buf);
 }
 
-void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* wt,
+void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* wt,
                         const float* argmax, const float* dy, float* dw, float* db, float* dx, int thread,
                         float* dy_pad, const ConvBf16* bf16) {
+    if (dx && !bf16 && conv_pool_sparse(k, s))
+        return k.conv_pool_bwd_sparse(&s, x, w, argmax, dy, dw, db, dx,
+                                      scratch(thread, 12, size_t(conv_pool_sparse_work_floats(&s))));
     const float* xpad = padded(s, x, thread, 0);
     if (!dx) return k.conv_pool_dw(&s, xpad, argmax, dy, dw, db);
     // The convolution's full-size gradient g is routed straight into the interior of dy_pad, its zero-padded copy
@@ -312,12 +315,14 @@ void conv_pool_backward(const ConvShape& s, int nblk, const float* x, const floa
                         const float* dy, float* dx, float* dw, float* db) {
     const KernelTable& k = kernels();
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh / 2, s.ow / 2, s.lanes);
-    const float* wt = dx ? dx_weights_in_scratch(k, s, w) : nullptr;
+    const bool routed = dx && !block::conv_pool_sparse(k, s);  // dX from the routed gradient: wt and dy_pad
+    const float* wt = routed ? dx_weights_in_scratch(k, s, w) : nullptr;
     std::vector<LineVector<float>> dy_pad;  // per thread, zero border (block::conv_pool_backward)
-    if (dx) dy_pad.assign(size_t(ThreadPool::instance().threads()), LineVector<float>(block::padded_dy_floats(s)));
+    if (routed) dy_pad.assign(size_t(ThreadPool::instance().threads()), LineVector<float>(block::padded_dy_floats(s)));
     sum_block_grads(s, nblk, dw, db, [&](int blk, int thread, float* pdw, float* pdb) {
-        block::conv_pool_backward(k, s, x + blk * xb, wt, argmax + blk * yb, dy + blk * yb, pdw, pdb,
-                                  dx ? dx + blk * xb : nullptr, thread, dx ? dy_pad[size_t(thread)].data() : nullptr);
+        float* pad = routed ? dy_pad[size_t(thread)].data() : nullptr;
+        block::conv_pool_backward(k, s, x + blk * xb, w, wt, argmax + blk * yb, dy + blk * yb, pdw, pdb,
+                                  dx ? dx + blk * xb : nullptr, thread, pad);
     });
 }
 

@@ -106,7 +106,9 @@ bool TrainStep::bf16_dx(size_t i) const {
 }
 
 bool TrainStep::direct_dx(size_t i) const {
-    return fwd_->direct(i) || fwd_->layers()[i].kind == LayerKind::ConvPool;
+    const LayerSpec& l = fwd_->layers()[i];
+    if (l.kind == LayerKind::ConvPool) return !(bf16_.empty() && block::conv_pool_sparse(kernels(), l.s));
+    return fwd_->direct(i);
 }
 
 void TrainStep::check_update(const Update& u) const {
@@ -265,7 +267,7 @@ float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* 
                 break;
             }
             const block::ConvBf16 bf16{bf16_table_, bf16_dx(size_t(i)) ? wt_bf16_[size_t(i)].data() : nullptr};
-            block::conv_pool_backward(k, l.s, x_in, wt, fwd.argmax(size_t(i), acts), dy, g.dw, g.db, dx, thread,
+            block::conv_pool_backward(k, l.s, x_in, l.w, wt, fwd.argmax(size_t(i), acts), dy, g.dw, g.db, dx, thread,
                                       dy_pad, bf16_.empty() ? nullptr : &bf16);
             break;
         }

@@ -105,7 +105,8 @@ private:
     float* backward_layer(int i, int lanes, ptrdiff_t col0, const float* const* in, float* acts, float* part,
                           float* dy, float* dx, int thread);
     // Layer i is a convolution whose input gradient is a direct convolution: a direct one, or a fused conv-pool
-    // layer (whose forward is direct; a first layer computes no input gradient).
+    // layer (whose forward is direct; a first layer computes no input gradient) unless its fp32 backward goes through
+    // the pooling's sparsity (block::conv_pool_sparse), which needs neither dx weights nor a padded dY.
     bool direct_dx(size_t i) const;
     // Precision::Bf16 and layer i a fused conv-pool layer whose input gradient runs in bf16 (conv_bf16.h): one with
     // a full AMX tile of input channels (16) and a kernel of at most 4 taps, whose im2col is at most 4 times its

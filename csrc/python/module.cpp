@@ -974,7 +974,11 @@ py::dict kernel_info() {
                                                " MB per block of 16") +
                                     (k.conv_pool_winograd_name ? "; at 16 lanes, 2x2 kernels" + from_channels +
                                                                      " input channels on: " + k.conv_pool_winograd_name
-                                                               : std::string());
+                                                               : std::string()) +
+                                    (k.conv_pool_sparse_name
+                                         ? std::string("; backward with dX at 16 lanes, 2x2 kernels from 16 or 32 "
+                                                       "input channels, no padding: ") + k.conv_pool_sparse_name
+                                         : std::string());
     ops["linear_forward"] = k.gemm_nn_name;
     ops["linear_backward"] = std::string(k.gemm_nn_name) + " (dX and dW)";
     for (const char* op : {"maxpool2d", "avgpool2d", "bias", "relu", "tanh", "softmax_cross_entropy", "sgd", "adam"})

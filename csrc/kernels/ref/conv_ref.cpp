@@ -2,6 +2,7 @@
 // direct kernels match.
 #include "ref.h"
 
+#include <algorithm>
 #include <vector>
 
 namespace lenet::ref {
@@ -150,6 +151,35 @@ void conv_pool_route(const ConvShape* s, const float* argmax, const float* dy, f
                     const ptrdiff_t i = ((ptrdiff_t(o) * out_h + py) * out_w + px) * L + l;
                     const bool routed = py < out_h && px < out_w && int(argmax[i]) == d;
                     g[((ptrdiff_t(o) * gh + oy + bh) * gw + ox + bw) * L + l] = routed ? dy[i] : 0.0f;
+                }
+}
+
+// Each pooled gradient added, times the weights, into dx and, times the input, into dw at the window position its
+// argmax names: lanes, then output channels, then windows in order.
+void conv_pool_bwd_sparse(const ConvShape* s, const float* x, const float* w, const float* argmax, const float* dy,
+                          float* dw, float* db, float* dx, float*) {
+    const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2, taps = s->kh * s->kw;
+    if (dw) std::fill(dw, dw + size_t(s->oc) * s->ic * taps, 0.0f);
+    if (db) std::fill(db, db + s->oc, 0.0f);
+    std::fill(dx, dx + size_t(s->ic) * s->ih * s->iw * L, 0.0f);
+    for (int l = 0; l < L; ++l)
+        for (int o = 0; o < s->oc; ++o)
+            for (int py = 0; py < out_h; ++py)
+                for (int px = 0; px < out_w; ++px) {
+                    const ptrdiff_t i = ((ptrdiff_t(o) * out_h + py) * out_w + px) * L + l;
+                    const int a = int(argmax[i]);
+                    if (a < 0) continue;
+                    const float g = dy[i];
+                    const int y0 = 2 * py + a / 2, x0 = 2 * px + a % 2;
+                    if (db) db[o] += g;
+                    for (int c = 0; c < s->ic; ++c)
+                        for (int ky = 0; ky < s->kh; ++ky)
+                            for (int kx = 0; kx < s->kw; ++kx) {
+                                const ptrdiff_t at = ((ptrdiff_t(c) * s->ih + y0 + ky) * s->iw + x0 + kx) * L + l;
+                                const ptrdiff_t t = (ptrdiff_t(o) * s->ic + c) * taps + ky * s->kw + kx;
+                                if (dw) dw[t] += g * x[at];
+                                dx[at] += g * w[t];
+                            }
                 }
 }
 

@@ -4,6 +4,8 @@
 // Include only from a translation unit compiled with -mavx512f (isa_avx512.cpp).
 #pragma once
 #include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
 
 namespace lenet::simd {
 
@@ -46,6 +48,34 @@ struct VecAVX512 {
     static T select(M m, T a, T b) { return _mm512_mask_blend_ps(m, b, a); }  // m ? a : b
     static T round(T a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     static T scale2(T a, T n) { return _mm512_scalef_ps(a, n); }  // a * 2^n, n integral
+    static void store_int(int32_t* p, T v) { _mm512_storeu_si512(p, _mm512_cvttps_epi32(v)); }  // truncated
+    // dst row c (c < 16, stride ds) = column c of the 16 rows of src (stride ss): 64 shuffles in four rounds, each
+    // interleaving twice as many rows as the last (floats, pairs of them, then 128-bit quarters twice).
+    static void transpose16(const float* src, ptrdiff_t ss, float* dst, ptrdiff_t ds) {
+        __m512 r[16], t[16];
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ss);
+        for (int i = 0; i < 16; i += 2) {
+            t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+        }
+        const auto pd = [](__m512 v) { return _mm512_castps_pd(v); };
+        for (int i = 0; i < 16; i += 4) {  // r[i + j], each 128-bit quarter q: column 4q + j of rows i..i+3
+            r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[i]), pd(t[i + 2])));
+            r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[i]), pd(t[i + 2])));
+            r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[i + 1]), pd(t[i + 3])));
+            r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[i + 1]), pd(t[i + 3])));
+        }
+        for (int j = 0; j < 4; ++j) {
+            const __m512 a = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+            const __m512 b = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
+            const __m512 c = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+            const __m512 d = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
+            _mm512_storeu_ps(dst + j * ds, _mm512_shuffle_f32x4(a, c, 0x88));
+            _mm512_storeu_ps(dst + (4 + j) * ds, _mm512_shuffle_f32x4(b, d, 0x88));
+            _mm512_storeu_ps(dst + (8 + j) * ds, _mm512_shuffle_f32x4(a, c, 0xdd));
+            _mm512_storeu_ps(dst + (12 + j) * ds, _mm512_shuffle_f32x4(b, d, 0xdd));
+        }
+    }
     // An optimisation barrier: v is in a register from here on (the compiler may not fold its load into the next
     // instructions as a memory operand).
     static void keep_in_register(T& v) { asm("" : "+v"(v)); }
