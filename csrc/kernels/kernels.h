@@ -71,16 +71,18 @@ static inline void winograd_output_tile(const T m[9], T y[4]) {
 
 // The fused convolution + 2x2 max pooling's backward through the pooling's sparsity (conv_pool_bwd_sparse): the
 // shapes it takes (16 lanes, stride 1, no padding, 2x2 kernels, 16 or 32 input channels: the MNIST-CoreML-Training
-// graph's second layer), and its scratch in floats: x and dx channels-last ([L][ih][iw][ic] each), each (channel,
-// window, lane)'s offset and gradient ([oc][oh/2][ow/2][L] each), the weights and dW channels-last ([oc][kh][kw][ic]).
+// graph's second layer), and its scratch in floats: x and dx channels-last ([L][ih][iw][ic] each); each (channel,
+// window)'s winning offset and gradient, per lane and then per sample (E = oc (oh/2) (ow/2) rounded up to 16:
+// [E][L] twice and [L][E] twice), and one channel's nonzero ones (E / oc + 16, twice); the weights and dW
+// channels-last ([oc][kh][kw][ic] each).
 static inline bool conv_pool_sparse_shape(const ConvShape* s) {
     return s->lanes == 16 && s->kh == 2 && s->kw == 2 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0 &&
            (s->ic == 16 || s->ic == 32);
 }
 static inline ptrdiff_t conv_pool_sparse_work_floats(const ConvShape* s) {
-    const ptrdiff_t samples = ptrdiff_t(s->lanes) * s->ih * s->iw * s->ic;
-    const ptrdiff_t windows = ptrdiff_t(s->oc) * (s->oh / 2) * (s->ow / 2) * s->lanes;
-    return 2 * samples + 2 * windows + 2 * ptrdiff_t(s->oc) * s->kh * s->kw * s->ic;
+    const ptrdiff_t samples = ptrdiff_t(s->lanes) * s->ih * s->iw * s->ic, windows = ptrdiff_t(s->oh / 2) * (s->ow / 2);
+    const ptrdiff_t entries = (ptrdiff_t(s->oc) * windows + 15) / 16 * 16;
+    return 2 * samples + 4 * entries * s->lanes + 2 * (windows + 16) + 2 * ptrdiff_t(s->oc) * s->kh * s->kw * s->ic;
 }
 
 struct KernelTable {

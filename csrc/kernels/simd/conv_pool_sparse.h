@@ -29,27 +29,39 @@ void conv_pool_bwd_sparse_nv(const ConvShape* s, const float* x, const float* w,
     using T = typename V::T;
     constexpr int L = 16, IC = 16 * NV, TAPS = 4;
     const int oc = s->oc, iw = s->iw, nwin = (s->oh / 2) * (s->ow / 2), out_w = s->ow / 2;
-    const ptrdiff_t plane = ptrdiff_t(s->ih) * iw, sample = plane * IC, entries = ptrdiff_t(oc) * nwin;
-    float* xcl = work;                                               // [L][ih][iw][IC]
-    float* dxcl = xcl + L * sample;                                  // [L][ih][iw][IC]
-    int32_t* off = reinterpret_cast<int32_t*>(dxcl + L * sample);    // [oc][window][L]: its winner's offset in xcl
-    float* gw = reinterpret_cast<float*>(off + entries * L);         // [oc][window][L]: its gradient, 0 for none
-    float* wcl = gw + entries * L;                                   // [oc][TAPS][IC]
-    float* dwcl = wcl + ptrdiff_t(oc) * TAPS * IC;                   // [oc][TAPS][IC]
+    const ptrdiff_t plane = ptrdiff_t(s->ih) * iw, sample = plane * IC, entries = (ptrdiff_t(oc) * nwin + 15) / 16 * 16;
+    float* xcl = work;                     // [L][ih][iw][IC]
+    float* dxcl = xcl + L * sample;        // [L][ih][iw][IC]
+    float* at = dxcl + L * sample;         // [entries][L]: (channel, window) -> the winner's offset in xcl, per lane
+    float* gw = at + entries * L;          // [entries][L]: its gradient, 0 for none
+    float* at_l = gw + entries * L;        // [L][entries]: the same per sample
+    float* gw_l = at_l + entries * L;
+    float* at_nz = gw_l + entries * L;     // [nwin + 16]: one (sample, channel)'s nonzero gradients and their offsets
+    float* gw_nz = at_nz + nwin + 16;
+    float* wcl = gw_nz + nwin + 16;        // [oc][TAPS][IC]
+    float* dwcl = wcl + ptrdiff_t(oc) * TAPS * IC;
 
     for (int v = 0; v < NV; ++v)
         for (ptrdiff_t p = 0; p < plane; ++p)
             V::transpose16(x + (v * 16 * plane + p) * L, plane * L, xcl + p * IC + v * 16, sample);
-    for (int o = 0; o < oc; ++o)
-        for (int w0 = 0; w0 < nwin; ++w0) {  // position d of window (py, px): row 2 py + d / 2, column 2 px + d % 2
-            const ptrdiff_t e = (ptrdiff_t(o) * nwin + w0) * L;
-            const T a = V::load(argmax + e), none = V::set1(-1.0f);
-            const T d = V::max(a, V::zero()), down = V::select(V::gt(d, V::set1(1.5f)), V::set1(1.0f), V::zero());
-            const float base = float((2 * (w0 / out_w) * iw + 2 * (w0 % out_w)) * IC);
-            const T at = V::add(V::set1(base), V::mul(V::add(V::mul(down, V::set1(float(iw - 2))), d), V::set1(float(IC))));
-            V::store_int(off + e, at);
-            V::store(gw + e, V::select(V::eq(a, none), V::zero(), V::load(dy + e)));
+    for (ptrdiff_t e = 0; e < entries; ++e) {  // window position d wins: row 2 py + d / 2, column 2 px + d % 2
+        if (e >= ptrdiff_t(oc) * nwin) {       // padding up to whole 16x16 transposes
+            V::store(at + e * L, V::zero());
+            V::store(gw + e * L, V::zero());
+            continue;
         }
+        const int w0 = int(e % nwin);
+        const T a = V::load(argmax + e * L), d = V::max(a, V::zero());
+        const T down = V::select(V::gt(d, V::set1(1.5f)), V::set1(1.0f), V::zero());
+        const float base = float((2 * (w0 / out_w) * iw + 2 * (w0 % out_w)) * IC);
+        V::store(at + e * L, V::add(V::set1(base), V::mul(V::add(V::mul(down, V::set1(float(iw - 2))), d),
+                                                          V::set1(float(IC)))));
+        V::store(gw + e * L, V::select(V::eq(a, V::set1(-1.0f)), V::zero(), V::load(dy + e * L)));
+    }
+    for (ptrdiff_t e = 0; e < entries; e += 16) {
+        V::transpose16(at + e * L, L, at_l + e, entries);
+        V::transpose16(gw + e * L, L, gw_l + e, entries);
+    }
     for (int o = 0; o < oc; ++o)
         for (int c = 0; c < IC; ++c)
             for (int t = 0; t < TAPS; ++t) wcl[(o * TAPS + t) * IC + c] = w[(o * IC + c) * TAPS + t];
@@ -61,18 +73,29 @@ void conv_pool_bwd_sparse_nv(const ConvShape* s, const float* x, const float* w,
         const float* xl = xcl + l * sample;
         float* dxl = dxcl + l * sample;
         for (int o = 0; o < oc; ++o) {
+            // This sample's nonzero gradients of channel o, in window order (the ReLU zeroes many: none reach dW, dX)
+            const float* ga = gw_l + l * entries + ptrdiff_t(o) * nwin;
+            const float* aa = at_l + l * entries + ptrdiff_t(o) * nwin;
+            int n = 0;
+            for (int i = 0; i < nwin; i += 16) {
+                const int k = nwin - i < 16 ? nwin - i : 16;
+                const T g = V::load_n(ga + i, k);
+                const typename V::M nz = V::mandnot(V::eq(g, V::zero()), V::first(k));
+                V::compress(at_nz + n, V::load_n(aa + i, k), nz);
+                n += V::compress(gw_nz + n, g, nz);
+            }
+            if (n == 0) continue;
             T wv[TAPS][NV], acc[TAPS][NV];
             LENET_TILE_LOOP for (int t = 0; t < TAPS; ++t)
                 LENET_TILE_LOOP for (int v = 0; v < NV; ++v) {
                     wv[t][v] = V::load(wcl + (o * TAPS + t) * IC + v * 16);
                     acc[t][v] = V::load(dwcl + (o * TAPS + t) * IC + v * 16);
                 }
-            const int32_t* oo = off + ptrdiff_t(o) * nwin * L + l;
-            const float* go = gw + ptrdiff_t(o) * nwin * L + l;
-            for (int i = 0; i < nwin; ++i) {
-                const float* xp = xl + oo[i * L];
-                float* dp = dxl + oo[i * L];
-                const T g = V::set1(go[i * L]);
+            for (int i = 0; i < n; ++i) {
+                const ptrdiff_t q = ptrdiff_t(at_nz[i]);
+                const float* xp = xl + q;
+                float* dp = dxl + q;
+                const T g = V::set1(gw_nz[i]);
                 LENET_TILE_LOOP for (int t = 0; t < TAPS; ++t)
                     LENET_TILE_LOOP for (int v = 0; v < NV; ++v) {
                         acc[t][v] = V::fmadd(g, V::load(xp + tap[t] + v * 16), acc[t][v]);

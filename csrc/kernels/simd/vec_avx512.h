@@ -48,7 +48,11 @@ struct VecAVX512 {
     static T select(M m, T a, T b) { return _mm512_mask_blend_ps(m, b, a); }  // m ? a : b
     static T round(T a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     static T scale2(T a, T n) { return _mm512_scalef_ps(a, n); }  // a * 2^n, n integral
-    static void store_int(int32_t* p, T v) { _mm512_storeu_si512(p, _mm512_cvttps_epi32(v)); }  // truncated
+    // The lanes of v that m selects, stored contiguously from p (up to 16 floats written); returns how many.
+    static int compress(float* p, T v, M m) {
+        _mm512_storeu_ps(p, _mm512_maskz_compress_ps(m, v));
+        return __builtin_popcount(unsigned(m));
+    }
     // dst row c (c < 16, stride ds) = column c of the 16 rows of src (stride ss): 64 shuffles in four rounds, each
     // interleaving twice as many rows as the last (floats, pairs of them, then 128-bit quarters twice).
     static void transpose16(const float* src, ptrdiff_t ss, float* dst, ptrdiff_t ds) {
