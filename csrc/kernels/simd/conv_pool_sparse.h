@@ -2,10 +2,11 @@
 // sparsity (kernels.h: conv_pool_bwd_sparse). Only the window position that won the pooling gets a gradient, so
 // of the convolution's outputs a quarter take part in dW and dX, and none where the ReLU zeroed the pooled output.
 // With the samples in the lanes every position would have to be computed (each lane's winner differs); here each
-// sample is taken alone, with the input channels in the vector: x and dx transposed to channels-last, then for each
-// (output channel, window) one broadcast gradient times the input at the winning position into dW's registers, and
-// times the weights into dX there. The MNIST-CoreML-Training graph's 32 -> 32 2x2 layer, one block on one thread of
-// the Intel VM: 170 against 280 us for routing the gradient, the direct dW and the Winograd dX.
+// sample is taken alone, with the input channels in the vector: x and dx transposed to channels-last; each output
+// channel's nonzero gradients compressed with their winning positions; then per gradient one broadcast times the
+// input at that position into dW's registers, and times the weights into dX there. The MNIST-CoreML-Training graph's
+// 32 -> 32 2x2 layer, one block on one thread of the Intel VM: 170 us (before the compression, on random data with
+// few zeros) against 280 us for routing the gradient, the direct dW and the Winograd dX (bench/experiments.md).
 // AVX-512 only (16 input channels per vector, and its 16x16 transposes).
 #pragma once
 #include <stddef.h>
@@ -21,7 +22,7 @@ namespace {
 
 template <class V> constexpr bool has_sparse_pool_backward() { return V::W == 16; }
 
-// NV vectors of 16 input channels; 2x2 kernels (T = 4 taps).
+// NV vectors of 16 input channels; 2x2 kernels (TAPS = 4).
 template <class V, int NV>
 LENET_TILE_FUNCTION
 void conv_pool_bwd_sparse_nv(const ConvShape* s, const float* x, const float* w, const float* argmax, const float* dy,
