@@ -71,18 +71,34 @@ static inline void winograd_output_tile(const T m[9], T y[4]) {
 
 // The fused convolution + 2x2 max pooling's backward through the pooling's sparsity (conv_pool_bwd_sparse): the
 // shapes it takes (16 lanes, stride 1, no padding, 2x2 kernels, 16 or 32 input channels: the MNIST-CoreML-Training
-// graph's second layer), and its scratch in floats: x and dx channels-last ([L][ih][iw][ic] each); each (channel,
-// window)'s winning offset and gradient, per lane and then per sample (E = oc (oh/2) (ow/2) rounded up to 16:
-// [E][L] twice and [L][E] twice), and one channel's nonzero ones (E / oc + 16, twice); the weights and dW
-// channels-last ([oc][kh][kw][ic] each).
+// graph's second layer), and the layout of its scratch, in floats from its start (total: how many it needs).
 static inline bool conv_pool_sparse_shape(const ConvShape* s) {
     return s->lanes == 16 && s->kh == 2 && s->kw == 2 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0 &&
            (s->ic == 16 || s->ic == 32);
 }
-static inline ptrdiff_t conv_pool_sparse_work_floats(const ConvShape* s) {
-    const ptrdiff_t samples = ptrdiff_t(s->lanes) * s->ih * s->iw * s->ic, windows = ptrdiff_t(s->oh / 2) * (s->ow / 2);
-    const ptrdiff_t entries = (ptrdiff_t(s->oc) * windows + 15) / 16 * 16;
-    return 2 * samples + 4 * entries * s->lanes + 2 * (windows + 16) + 2 * ptrdiff_t(s->oc) * s->kh * s->kw * s->ic;
+struct ConvPoolSparseWork {
+    ptrdiff_t windows;   // (oh/2) (ow/2) pooling windows per channel
+    ptrdiff_t entries;   // (channel, window) pairs, oc * windows rounded up to 16 (whole 16x16 transposes)
+    ptrdiff_t xcl, dxcl;  // x and dx channels-last, [L][ih][iw][ic] each
+    ptrdiff_t at, gw;     // per (channel, window) and lane: the winner's offset in xcl and its gradient, [entries][L]
+    ptrdiff_t at_l, gw_l;  // the same per sample, [L][entries]
+    ptrdiff_t at_nz, gw_nz;  // one (sample, channel)'s nonzero gradients and their offsets, windows + 16 each
+    ptrdiff_t wcl, dwcl;  // the weights and dW channels-last, [oc][kh][kw][ic] each
+    ptrdiff_t total;
+};
+static inline ConvPoolSparseWork conv_pool_sparse_work(const ConvShape* s) {
+    ConvPoolSparseWork w{};
+    w.windows = ptrdiff_t(s->oh / 2) * (s->ow / 2);
+    w.entries = (ptrdiff_t(s->oc) * w.windows + 15) / 16 * 16;
+    const ptrdiff_t samples = ptrdiff_t(s->lanes) * s->ih * s->iw * s->ic;
+    const ptrdiff_t weights = ptrdiff_t(s->oc) * s->kh * s->kw * s->ic;
+    w.xcl = 0, w.dxcl = w.xcl + samples;
+    w.at = w.dxcl + samples, w.gw = w.at + w.entries * s->lanes;
+    w.at_l = w.gw + w.entries * s->lanes, w.gw_l = w.at_l + w.entries * s->lanes;
+    w.at_nz = w.gw_l + w.entries * s->lanes, w.gw_nz = w.at_nz + w.windows + 16;
+    w.wcl = w.gw_nz + w.windows + 16, w.dwcl = w.wcl + weights;
+    w.total = w.dwcl + weights;
+    return w;
 }
 
 struct KernelTable {
@@ -143,7 +159,7 @@ struct KernelTable {
     // The same layer's whole backward, input gradient included, where conv_pool_sparse_shape(s): each pooled gradient
     // reaches one convolution output, the window position argmax names (none where it is -1), so dW, db and dX are
     // sums over those alone, a quarter of the convolution's outputs, taken one sample at a time with the input
-    // channels in the vector (x and dx channels-last in work, conv_pool_sparse_work_floats; the reference ignores
+    // channels in the vector (x and dx channels-last in work, laid out by conv_pool_sparse_work; the reference ignores
     // it). x [ic][ih][iw][L], w [oc][ic][kh][kw], argmax and dy [oc][oh/2][ow/2][L] -> dw [oc][ic][kh][kw], db [oc]
     // (either may be null) and dx [ic][ih][iw][L], overwritten. Null where the ISA has none (the ops layer then
     // routes dy into the convolution's full-size gradient: conv_pool_route).

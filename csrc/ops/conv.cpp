@@ -210,7 +210,7 @@ void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x
                         float* dy_pad, const ConvBf16* bf16) {
     if (dx && !bf16 && conv_pool_sparse(k, s))
         return k.conv_pool_bwd_sparse(&s, x, w, argmax, dy, dw, db, dx,
-                                      scratch(thread, 12, size_t(conv_pool_sparse_work_floats(&s))));
+                                      scratch(thread, 12, size_t(conv_pool_sparse_work(&s).total)));
     const float* xpad = padded(s, x, thread, 0);
     if (!dx) return k.conv_pool_dw(&s, xpad, argmax, dy, dw, db);
     // The convolution's full-size gradient g is routed straight into the interior of dy_pad, its zero-padded copy

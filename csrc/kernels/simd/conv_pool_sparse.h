@@ -29,18 +29,12 @@ void conv_pool_bwd_sparse_nv(const ConvShape* s, const float* x, const float* w,
                              float* dw, float* db, float* dx, float* work) {
     using T = typename V::T;
     constexpr int L = 16, IC = 16 * NV, TAPS = 4;
-    const int oc = s->oc, iw = s->iw, nwin = (s->oh / 2) * (s->ow / 2), out_w = s->ow / 2;
-    const ptrdiff_t plane = ptrdiff_t(s->ih) * iw, sample = plane * IC, entries = (ptrdiff_t(oc) * nwin + 15) / 16 * 16;
-    float* xcl = work;                     // [L][ih][iw][IC]
-    float* dxcl = xcl + L * sample;        // [L][ih][iw][IC]
-    float* at = dxcl + L * sample;         // [entries][L]: (channel, window) -> the winner's offset in xcl, per lane
-    float* gw = at + entries * L;          // [entries][L]: its gradient, 0 for none
-    float* at_l = gw + entries * L;        // [L][entries]: the same per sample
-    float* gw_l = at_l + entries * L;
-    float* at_nz = gw_l + entries * L;     // [nwin + 16]: one (sample, channel)'s nonzero gradients and their offsets
-    float* gw_nz = at_nz + nwin + 16;
-    float* wcl = gw_nz + nwin + 16;        // [oc][TAPS][IC]
-    float* dwcl = wcl + ptrdiff_t(oc) * TAPS * IC;
+    const ConvPoolSparseWork lay = conv_pool_sparse_work(s);  // the scratch's arrays (kernels.h)
+    const int oc = s->oc, iw = s->iw, nwin = int(lay.windows), out_w = s->ow / 2;
+    const ptrdiff_t plane = ptrdiff_t(s->ih) * iw, sample = plane * IC, entries = lay.entries;
+    float *xcl = work + lay.xcl, *dxcl = work + lay.dxcl, *at = work + lay.at, *gw = work + lay.gw;
+    float *at_l = work + lay.at_l, *gw_l = work + lay.gw_l, *at_nz = work + lay.at_nz, *gw_nz = work + lay.gw_nz;
+    float *wcl = work + lay.wcl, *dwcl = work + lay.dwcl;
 
     for (int v = 0; v < NV; ++v)
         for (ptrdiff_t p = 0; p < plane; ++p)
