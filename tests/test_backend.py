@@ -44,6 +44,8 @@ def test_fma_peak_orders_the_instruction_sets():
     if "avx2" in peaks:
         assert peaks["avx2"] > 2 * peaks["reference"]
     if "avx512" in peaks:
-        assert peaks["avx512"] > 1.2 * peaks["avx2"]
+        # Intel's server cores have two 512-bit FMA units (twice AVX2's peak); AMD's Zen 4 runs a 512-bit FMA as two
+        # 256-bit halves (the same peak as AVX2). Either way AVX-512 is not slower than AVX2.
+        assert peaks["avx512"] > 0.8 * peaks["avx2"]
     with pytest.raises(ValueError, match="seconds"):
         _core.fma_peak_gflops(0)
