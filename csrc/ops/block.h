@@ -89,6 +89,11 @@ constexpr int kDensePanel = 48;
 // Floats per sample of xP: `in` rounded up to whole panels.
 inline ptrdiff_t dense_xT_floats(int in) { return (ptrdiff_t(in) + kDensePanel - 1) / kDensePanel * kDensePanel; }
 
+// Dense forward on L lanes: y [out][L] = W [out][in] . x [in][L] + b (b may be null). One lane (batch-1 inference)
+// copies b into y and adds the dot products to it: bias_add on rows of one float took a masked vector operation per
+// output, 11% of LeNet-5's batch-1 latency (12.2 -> 10.5 us on AVX-512).
+void dense_forward(const KernelTable& k, int L, int in, int out, const float* x, const float* w, const float* b,
+                   float* y);
 // Dense backward on L lanes (one block, or several side by side): gathers x^T rows [L][in] and dy columns [out][L]
 // into the whole-batch xP (panels, above) and dyT [out][B] at samples [col0, col0 + L) (both null for a frozen
 // layer), and writes dx [in][L] (may be null).

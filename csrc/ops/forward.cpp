@@ -74,14 +74,12 @@ const float* flat_layer(const KernelTable& k, const LayerSpec& l, int lanes, ptr
         case LayerKind::Relu: k.relu_fwd(floats, x, out); break;
         case LayerKind::Tanh: k.tanh_fwd(floats, x, out); break;
         case LayerKind::Flatten: return x;
-        case LayerKind::Linear:  // one sample: y = W x as dot products along W's rows
+        case LayerKind::Linear:
             if (bf16) {
                 bf16->forward(k, lanes, x, l.b, out, thread);
                 break;
             }
-            if (lanes == 1) k.gemm_nt(l.s.oc, 1, l.s.ic, l.w, l.s.ic, x, l.s.ic, out, 1, 0);
-            else k.gemm_nn(l.s.oc, lanes, l.s.ic, l.w, l.s.ic, 1, x, lanes, out, lanes, 0);
-            if (l.b) k.bias_add(l.s.oc, lanes, l.b, out);
+            block::dense_forward(k, lanes, l.s.ic, l.s.oc, x, l.w, l.b, out);
             break;
         default: throw std::logic_error("not a flat layer");
     }

@@ -57,17 +57,23 @@ void linear_forward(int nblk, int L, int in, int out, const float* x, const floa
     const KernelTable& k = kernels();
     ThreadPool::instance().parallel_for(nblk, [&](int blk, int) {
         float* yb = y + size_t(blk) * out * L;
-        const float* xb = x + size_t(blk) * in * L;
-        if (L == 1)  // one sample (batch-1 inference): dot products along `in` fill the vectors, one lane would not
-            k.gemm_nt(out, 1, in, w, in, xb, in, yb, 1, 0);
-        else
-            k.gemm_nn(out, L, in, w, in, 1, xb, L, yb, L, 0);
-        if (b) k.bias_add(out, L, b, yb);
+        block::dense_forward(k, L, in, out, x + size_t(blk) * in * L, w, b, yb);
         if (relu) k.relu_fwd(ptrdiff_t(out) * L, yb, yb);
     });
 }
 
 namespace block {
+
+void dense_forward(const KernelTable& k, int L, int in, int out, const float* x, const float* w, const float* b,
+                   float* y) {
+    if (L == 1) {  // one sample: dot products along `in` fill the vectors (one lane would not), added to the bias
+        if (b) std::memcpy(y, b, size_t(out) * sizeof(float));
+        k.gemm_nt(out, 1, in, w, in, x, in, y, 1, b != nullptr);
+        return;
+    }
+    k.gemm_nn(out, L, in, w, in, 1, x, L, y, L, 0);
+    if (b) k.bias_add(out, L, b, y);
+}
 
 void dense_backward(const KernelTable& k, int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, const float* x,
                     const float* w, const float* dy, float* dx, float* xP, float* dyT) {
