@@ -40,15 +40,17 @@ class CapturedStep:
     precision: "fp32" (the default) or "bf16": the dense layers' three products (forward, input and weight
     gradients), the weight gradient of every convolution fused with its pooling but the first, and the input gradient
     of those with at least 16 input channels and at most 4 kernel taps (the CoreML graph's second) take their operands
-    rounded to bfloat16 and sum in fp32, on Intel AMX where the CPU has it (else on the reference loops, slowly).
+    rounded to bfloat16 and sum in fp32, on Intel AMX or AVX512-BF16 (Intel from Cooper Lake, AMD from Zen 4) where the
+    CPU has them (else on the reference loops, slowly).
     Everything else (the other convolution products, weights, gradients, biases, the optimiser's state) stays fp32.
     Opt-in: results are no longer those of the fp32 kernels."""
 
     def __init__(self, model, input_shape=(1, 28, 28), classes: int = 10, precision: str = "fp32"):
         check_precision(precision)
         if precision == "bf16" and _core.kernel_info()["bf16"]["isa"] == "reference":
-            warnings.warn("precision='bf16' runs on the reference loops here (no AMX, or another instruction set than "
-                          "avx512 chosen): correct, but much slower than fp32", RuntimeWarning, stacklevel=2)
+            warnings.warn("precision='bf16' runs on the reference loops here (no AMX or AVX512-BF16, or another "
+                          "instruction set than avx512 chosen): correct, but much slower than fp32", RuntimeWarning,
+                          stacklevel=2)
         self.precision = precision
         self.params = graph.parameters(model)
         self._arrays = [(p.data, grad_buffer(p) if p.requires_grad else None) for p in self.params]

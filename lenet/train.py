@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="fp32 (default), or bf16: the dense layers' products and the later convolutions' gradients "
                         "with operands rounded to bf16 and fp32 "
-                        "sums, fast on CPUs with AMX (lenet.Trainer's precision)")
+                        "sums, fast on CPUs with AMX or AVX512-BF16 (lenet.Trainer's precision)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="threads (default: all usable cores; results do not depend on it)")
     p.add_argument("--data", metavar="DIR", default=None,

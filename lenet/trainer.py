@@ -25,7 +25,7 @@ class Trainer:
     captured: run each step's forward, loss and backward as one C++ call (lenet.capture; a Sequential model of
     the supported layers), the same computation without per-op Python.
     precision: "fp32", or "bf16" on the captured path: the dense layers' products and the later convolutions'
-    gradients in bf16 with fp32 sums (see lenet.capture.CapturedStep; fast where the CPU has AMX, opt-in because
+    gradients in bf16 with fp32 sums (see lenet.capture.CapturedStep; fast where the CPU has AMX or AVX512-BF16, opt-in because
     results differ from fp32's).
     `log` receives one line per epoch (default: print to stdout); pass None to stay quiet.
     """

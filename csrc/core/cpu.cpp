@@ -62,9 +62,10 @@ static CpuFeatures detect() {
         if (f.avx_vnni) f.names.push_back("avx_vnni");
         const bool avx512_bf16 = a & (1u << 5);
         if (zmm_os && avx512_bf16) f.names.push_back("avx512_bf16");
+        f.avx512_bf16 = f.avx512f && avx512bw && avx512vl && avx512_bf16 && zmm_os;
         if (tile_os && amx_tile && amx_bf16) {
             f.names.push_back("amx_bf16");
-            f.amx_bf16 = f.avx512f && avx512bw && avx512vl && avx512_bf16 && zmm_os && tile_data_permitted();
+            f.amx_bf16 = f.avx512_bf16 && tile_data_permitted();
         }
     }
     return f;

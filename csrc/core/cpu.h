@@ -12,6 +12,7 @@ struct CpuFeatures {
     bool avx512_vnni = false;  // AVX512_VNNI with AVX-512 F, BW and VL (int8 dot products, vpdpbusd on zmm)
     bool avx_vnni = false;     // AVX-VNNI: vpdpbusd on ymm, VEX-encoded
     bool asimd_dot = false;    // AArch64 dot-product extension (sdot/udot; HWCAP_ASIMDDP)
+    bool avx512_bf16 = false;  // AVX512-BF16 with AVX-512 F, BW and VL (bf16 pair dot products, vdpbf16ps on zmm)
     // AMX-TILE, AMX-BF16 and AVX512-BF16 (with AVX-512 F, BW, VL), the OS saving tile state (XCR0), and its
     // permission for this process to use tile data (Linux: arch_prctl ARCH_REQ_XCOMP_PERM, asked here once)
     bool amx_bf16 = false;

@@ -1,7 +1,8 @@
 // A dense layer of the captured training step in bf16 (TrainStep's Precision::Bf16, opt-in): the forward y = W x,
 // the input gradient dx = W^T dy and the weight gradient dW = dy x^T take their operands rounded to bfloat16 and sum
-// the products in fp32 (kernels/bf16/bf16.h: Intel AMX where the CPU has it, else the reference loops). The weights,
-// their gradient, the bias and its gradient, and the optimiser's state stay fp32: each step rounds W afresh.
+// the products in fp32 (kernels/bf16/bf16.h: Intel AMX or AVX512-BF16 where the CPU has them, else the reference
+// loops). The weights, their gradient, the bias and its gradient, and the optimiser's state stay fp32: each step
+// rounds W afresh.
 // Lanes layout as in block.h: x [in][L], y and dy [out][L], dx [in][L], L a multiple of 16.
 #pragma once
 #include <stddef.h>

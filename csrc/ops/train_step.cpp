@@ -100,14 +100,20 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
 
 TrainStep::~TrainStep() = default;
 
+bool TrainStep::bf16_conv(size_t i) const {
+    const LayerSpec& l = fwd_->layers()[i];
+    return !bf16_.empty() && bf16_table_ && l.kind == LayerKind::ConvPool &&
+           (bf16_table_->dense_over_sparse || !block::conv_pool_sparse(kernels(), l.s));
+}
+
 bool TrainStep::bf16_dx(size_t i) const {
     const LayerSpec& l = fwd_->layers()[i];
-    return !bf16_.empty() && l.kind == LayerKind::ConvPool && l.s.ic >= 16 && l.s.kh * l.s.kw <= 4;
+    return bf16_conv(i) && l.s.ic >= 16 && l.s.kh * l.s.kw <= 4;
 }
 
 bool TrainStep::direct_dx(size_t i) const {
     const LayerSpec& l = fwd_->layers()[i];
-    if (l.kind == LayerKind::ConvPool) return !(bf16_.empty() && block::conv_pool_sparse(kernels(), l.s));
+    if (l.kind == LayerKind::ConvPool) return !(!bf16_conv(i) && block::conv_pool_sparse(kernels(), l.s));
     return fwd_->direct(i);
 }
 
@@ -268,7 +274,7 @@ float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* 
             }
             const block::ConvBf16 bf16{bf16_table_, bf16_dx(size_t(i)) ? wt_bf16_[size_t(i)].data() : nullptr};
             block::conv_pool_backward(k, l.s, x_in, l.w, wt, fwd.argmax(size_t(i), acts), dy, g.dw, g.db, dx, thread,
-                                      dy_pad, bf16_.empty() ? nullptr : &bf16);
+                                      dy_pad, bf16_conv(size_t(i)) ? &bf16 : nullptr);
             break;
         }
         case LayerKind::MaxPool:

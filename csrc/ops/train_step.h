@@ -108,10 +108,14 @@ private:
     // layer (whose forward is direct; a first layer computes no input gradient) unless its fp32 backward goes through
     // the pooling's sparsity (block::conv_pool_sparse), which needs neither dx weights nor a padded dY.
     bool direct_dx(size_t i) const;
-    // Precision::Bf16 and layer i a fused conv-pool layer whose input gradient runs in bf16 (conv_bf16.h): one with
-    // a full AMX tile of input channels (16) and a kernel of at most 4 taps, whose im2col is at most 4 times its
-    // gradient (LeNet-5's 6 -> 16 5x5 layer: 25 times; its bf16 step took 930 us against 525 us with the fp32
-    // input gradient; the MNIST-CoreML-Training graph's 32 -> 32 2x2 layer: 2.54 -> 2.15 ms).
+    // Precision::Bf16 and layer i a fused conv-pool layer whose backward runs in bf16 (its weight gradient, and its
+    // input gradient where bf16_dx): every such layer on a bf16 table that is dense_over_sparse (AMX), else those
+    // whose fp32 backward cannot go through the pooling's sparsity (block::conv_pool_sparse).
+    bool bf16_conv(size_t i) const;
+    // bf16_conv, and layer i's input gradient runs in bf16 too (conv_bf16.h): one with a full AMX tile of input
+    // channels (16) and a kernel of at most 4 taps, whose im2col is at most 4 times its gradient (LeNet-5's 6 -> 16
+    // 5x5 layer: 25 times; its bf16 step took 930 us against 525 us with the fp32 input gradient; the
+    // MNIST-CoreML-Training graph's 32 -> 32 2x2 layer: 2.54 -> 2.15 ms).
     bool bf16_dx(size_t i) const;
 
     std::unique_ptr<Forward> fwd_;       // the layers and their forward pass, keeping every activation

@@ -1056,7 +1056,7 @@ PYBIND11_MODULE(_core, m) {
         .def(py::init<const std::string&, py::list, py::list, const std::string&>(), py::arg("graph"),
              py::arg("params"), py::arg("grads"), py::arg("precision") = "fp32",
              "precision 'bf16': the dense layers' products and the later fused convolutions' gradients with "
-             "operands rounded to bf16 and fp32 sums (AMX where the CPU has it, else the reference loops); 'fp32': "
+             "operands rounded to bf16 and fp32 sums (AMX or AVX512-BF16 where the CPU has them, else the reference loops); 'fp32': "
              "the fp32 kernels throughout.")
         .def_property_readonly("classes", &PyTrainStep::classes)
         .def("check_update", &PyTrainStep::check_update, py::arg("update"),

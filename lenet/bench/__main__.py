@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (default), or bf16: the dense layers' products and the later convolutions' gradients "
                         "with operands rounded to bf16 and fp32 "
-                        "sums, on AMX where the CPU has it (captured step only); the peers then train in their own "
+                        "sums, on AMX or AVX512-BF16 where the CPU has them (captured step only); the peers then train in their own "
                         "mixed precision (PyTorch autocast to bfloat16, Keras mixed_bfloat16)")
     p.add_argument("--latency", action="store_true",
                    help="also measure batch-1 inference latency from Python on 1 thread (lenet, and the peers: "
@@ -477,7 +477,7 @@ def _run(args) -> int:
     _say(f"  peak            : {peak:.0f} GFLOP/s measured now ({kernels['isa']} FMA loop on {lenet.get_num_threads()} "
          f"thread(s), best of {PEAK_RUNS} runs of {PEAK_SECONDS} s); '% peak' = achieved / this, 'outside' = share "
          f"of epoch time not inside kernels"
-         + ("; in bf16 the products on AMX are not bound by this fp32 peak" if args.precision == "bf16" else ""))
+         + ("; in bf16 the products on AMX or AVX512-BF16 are not bound by this fp32 peak" if args.precision == "bf16" else ""))
     meter = CpuMeter()
     time.sleep(0.5)
     idle = meter.stop()

@@ -1,7 +1,8 @@
 // bf16 kernels for the opt-in mixed-precision training of dense layers (TrainStep's Precision::Bf16): operands
 // rounded to bfloat16, products summed in fp32, one table per instruction set like KernelTable. The plain loops
-// (bf16_ref.cpp) are the reference and the fallback; the AMX table (bf16_amx.cpp: tdpbf16ps on Intel's tile unit,
-// packing with AVX512-BF16) must give the same packed bytes and the same products, summed in another order.
+// (bf16_ref.cpp) are the reference and the fallback; the AVX512-BF16 table (bf16_avx512.cpp: vdpbf16ps on registers)
+// and the AMX table (bf16_amx.cpp: tdpbf16ps on Intel's tile unit, packing as AVX512-BF16's) must give the same
+// packed bytes and the same products, summed in another order.
 //
 // Rounding (every table): round to nearest even, denormals flushed to zero (in and out, as vcvtneps2bf16 does), NaN
 // kept a quiet NaN.
@@ -18,7 +19,7 @@ namespace lenet {
 //   B[k][n] at b[((k / 2) * ldb + n) * 2 + k % 2]
 // so that one 64-byte row of a B tile holds 16 columns of two consecutive k.
 struct Bf16Table {
-    const char* isa;  // "reference", "amx"
+    const char* isa;  // "reference", "avx512_bf16", "amx"
     // dst[r * ldd + c] = bf16(src[r * rs + c * cs]) for r < rows, c < cols (nothing else written).
     void (*convert)(int rows, int cols, const float* src, ptrdiff_t rs, ptrdiff_t cs, uint16_t* dst, ptrdiff_t ldd);
     // B in pairs (above) from src: B[k][n] = bf16(src[k * rs + n * cs]) for k < K, n < N; if K is odd, the last
@@ -30,9 +31,17 @@ struct Bf16Table {
     // summed in fp32 (the reference in k order).
     void (*gemm)(int M, int N, int K, const uint16_t* A, ptrdiff_t lda, const uint16_t* B, ptrdiff_t ldb, float* C,
                  ptrdiff_t ldc, int transpose_c);
+    // Whether a fused conv-pool layer whose fp32 backward skips the pooling's zeros (block::conv_pool_sparse: a
+    // quarter of the products or fewer) still takes the dense bf16 backward on this table. AMX: yes, as it was
+    // measured before the sparse backward existed (its tiles do many times the fp32 FMA's multiply-adds).
+    // AVX512-BF16: no; it does twice the fp32 FMA's, and the MNIST-CoreML-Training graph's bf16 step on 2 threads
+    // took 3546 us with its second layer's sparse fp32 backward against 4059 us with the dense bf16 one (AMD Zen 4,
+    // 20 of 20 interleaved chunks). The reference: no.
+    bool dense_over_sparse;
 };
 
 extern const Bf16Table kBf16Reference;
-const Bf16Table* bf16_table_amx();  // null unless built for x86-64 with a compiler that has -mamx-bf16
+const Bf16Table* bf16_table_avx512();  // "avx512_bf16": null unless built for x86-64 with -mavx512bf16
+const Bf16Table* bf16_table_amx();     // null unless built for x86-64 with a compiler that has -mamx-bf16
 
 }  // namespace lenet

@@ -1,5 +1,6 @@
-// Which Bf16Table serves bf16 training: amx where the active fp32 instruction set is avx512 and the CPU has AMX-BF16
-// and AVX512-BF16 with the OS's permission for tile data (CpuFeatures::amx_bf16), else the reference.
+// Which Bf16Table serves bf16 training, where the active fp32 instruction set is avx512: amx where the CPU has AMX-BF16
+// and AVX512-BF16 with the OS's permission for tile data (CpuFeatures::amx_bf16), else avx512_bf16 where it has
+// AVX512-BF16; the reference everywhere else.
 #pragma once
 #include <string>
 #include <vector>

@@ -47,6 +47,6 @@ void gemm_ref(int M, int N, int K, const uint16_t* A, ptrdiff_t lda, const uint1
 
 }  // namespace
 
-const Bf16Table kBf16Reference = {"reference", convert_ref, pairs_ref, gemm_ref};
+const Bf16Table kBf16Reference = {"reference", convert_ref, pairs_ref, gemm_ref, false};
 
 }  // namespace lenet
