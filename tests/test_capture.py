@@ -55,6 +55,35 @@ def test_captured_gradients_match_autograd(isa, rng, name, batch):
         np.testing.assert_allclose(p.grad, w, rtol=1e-4, atol=1e-6 * max(1.0, float(np.abs(w).max())))
 
 
+def dead_rows_model():
+    """Dense layers with rows that add nothing (block::gemm_nn_live_rows, dense_dw_rows): the first convolution's
+    channels 0 and 2 never pass their ReLU (so a quarter of fc1's input features are 0 for every sample), and fc1's
+    units 0-9 neither (so their rows of dW are 0 and the input gradient skips them)."""
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 13 * 13, 40),
+                          nn.ReLU(), nn.Linear(40, 10))
+    model[0].bias.data[[0, 2]] = -1e3
+    model[4].bias.data[:10] = -1e3
+    return model
+
+
+@pytest.mark.parametrize("batch", [16, 37, 128])
+def test_captured_gradients_with_dead_features_and_units(isa, rng, batch):
+    images = rng.integers(0, 256, (140, 28, 28), dtype=np.uint8)
+    idx, y = rng.permutation(140)[:batch], rng.integers(0, 10, batch)
+    lenet.seed(3)
+    model = dead_rows_model()
+    loss, want = autograd_grads(model, F.image_batch(images, idx, 16), y)
+    dw1 = want[2]  # fc1's dW [40][8 * 169]: units 0-9 dead (and some others), most alive; channels 0 and 2 dead
+    assert not dw1[:10].any() and dw1[10:].any(axis=1).sum() >= 10
+    assert not dw1[:, :169].any() and not dw1[:, 338:507].any() and dw1[10:, 169:338].any()
+    step = CapturedStep(model)
+    for p in model.parameters():
+        p.grad[...] = 7.0  # the step overwrites every gradient, the dead rows' included
+    assert step.run_images(images, idx, y) == pytest.approx(loss, rel=1e-5)
+    for p, w in zip(model.parameters(), want):
+        np.testing.assert_allclose(p.grad, w, rtol=1e-4, atol=1e-6 * max(1.0, float(np.abs(w).max())))
+
+
 @pytest.mark.parametrize("name", ["lenet5", "coreml"])
 @pytest.mark.parametrize("batch", [1, 16, 37])
 @pytest.mark.parametrize("threads", [1, 2])

@@ -28,6 +28,12 @@ def test_gemm_nn(isa, rng, M, N):
         close(_core.gemm_nn(a, b), a.astype(np.float64) @ b)
         at = np.ascontiguousarray(a.T)
         close(_core.gemm_nn(at, b, trans_a=True), a.astype(np.float64) @ b)
+        # over a list of k only (a dense layer's rows of B that are not all zero): every other k, and a few
+        ks = np.arange(0, K, 2) if K > 4 else np.arange(K)[::-1]
+        for sub in (ks, ks[:3], ks[:0]):
+            want = a[:, sub].astype(np.float64) @ b[sub]
+            close(_core.gemm_nn(a, b, ks=sub), want)
+            close(_core.gemm_nn(at, b, trans_a=True, ks=sub), want)
 
 
 @pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 7, 9])
@@ -380,20 +386,25 @@ def test_maxpool_ties_go_to_the_first_maximum(isa):
 # ---- dense, activations, loss ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", [(3, 400, 120), (17, 84, 10), (20, 1152, 500), (1, 7, 13)])
 @pytest.mark.parametrize("lanes", LANES)
-def test_linear(isa, rng, shape, lanes):
+@pytest.mark.parametrize("dead", [False, True])
+def test_linear(isa, rng, shape, lanes, dead):
     B, I, O = shape
     x = rng.standard_normal((B, I), dtype=np.float32)
+    dy = rng.standard_normal((B, O)).astype(np.float32)
+    if dead:  # features no sample has (behind a ReLU: +0, or -0) and units that pass no gradient: skipped rows
+        x[:, ::3], x[:, 1::9] = 0.0, -0.0
+        dy[:, ::4] = 0.0
     w = rng.standard_normal((O, I), dtype=np.float32) * 0.1
     b = rng.standard_normal(O, dtype=np.float32)
     xl = _to_lanes(x, lanes)
     y = _core.linear_forward(xl, w, b)
     close(_from_lanes(y, B), ref.linear(x, w, b))
-    dy = rng.standard_normal((B, O)).astype(np.float32)
-    dw, db = np.zeros_like(w), np.zeros_like(b)
+    dw0, db0 = rng.standard_normal(w.shape).astype(np.float32), rng.standard_normal(O).astype(np.float32)
+    dw, db = dw0.copy(), db0.copy()  # linear_backward adds to them
     dx = _from_lanes(_core.linear_backward(xl, w, _to_lanes(dy, lanes), dw, db, True), B)
     close(dx, dy.astype(np.float64) @ w, 1e-4)
-    close(dw, dy.T.astype(np.float64) @ x, 1e-4)
-    close(db, dy.astype(np.float64).sum(0), 1e-4)
+    close(dw - dw0, dy.T.astype(np.float64) @ x, 1e-4)
+    close(db - db0, dy.astype(np.float64).sum(0), 1e-4)
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 15, 16, 17, 33, 100003])

@@ -106,9 +106,11 @@ struct KernelTable {
     int vector_floats;   // floats per vector register (1 for the reference)
 
     // C[M][N] (+)= A[M][K] * B[K][N]. A is read as A[m*rsa + k*csa] (so A^T is csa=M-stride swap);
-    // B and C are row-major with leading dimensions ldb, ldc. accumulate=0 overwrites C.
+    // B and C are row-major with leading dimensions ldb, ldc. accumulate=0 overwrites C. ks (may be null): the sum
+    // runs over k = ks[0], ..., ks[K-1] only, in that order (a dense layer skips the rows of B that are all zero:
+    // block::gemm_nn_live_rows); null: over k < K.
     void (*gemm_nn)(int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa,
-                    const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc, int accumulate);
+                    const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc, int accumulate, const int* ks);
     // C[M][N] (+)= sum_k A[m][k] * B[n][k]: dot products along rows (weight gradients).
     void (*gemm_nt)(int M, int N, int K, const float* A, ptrdiff_t lda,
                     const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc, int accumulate);

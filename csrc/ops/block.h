@@ -94,6 +94,13 @@ inline ptrdiff_t dense_xT_floats(int in) { return (ptrdiff_t(in) + kDensePanel -
 // output, 11% of LeNet-5's batch-1 latency (12.2 -> 10.5 us on AVX-512).
 void dense_forward(const KernelTable& k, int L, int in, int out, const float* x, const float* w, const float* b,
                    float* y);
+// C [M][N] = A . B (A read as in gemm_nn) over the rows of B [K][N] that are not all zero, which add nothing: a dense
+// layer's input features that no sample of the block has (behind a ReLU or a pooling: on the MNIST-CoreML-Training
+// graph's 1152 -> 500 layer about a quarter of them, after the first epoch), and in its input gradient the output
+// units that passed no sample's gradient (its 500 units: about 30%, dead to every sample). Scanning B costs one pass
+// over it; where no row is zero, the plain gemm_nn runs.
+void gemm_nn_live_rows(const KernelTable& k, int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa,
+                       const float* B, float* C);
 // Dense backward on L lanes (one block, or several side by side): gathers x^T rows [L][in] and dy columns [out][L]
 // into the whole-batch xP (panels, above) and dyT [out][B] at samples [col0, col0 + L) (both null for a frozen
 // layer), and writes dx [in][L] (may be null).

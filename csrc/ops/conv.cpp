@@ -178,7 +178,7 @@ void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const f
     const ptrdiff_t PL = ptrdiff_t(s.oh) * s.ow * s.lanes;
     float* col = scratch(thread, 0, size_t(K) * PL);
     im2col(s, x, col);
-    k.gemm_nn(s.oc, int(PL), K, w, K, 1, col, PL, y, PL, 0);
+    k.gemm_nn(s.oc, int(PL), K, w, K, 1, col, PL, y, PL, 0, nullptr);
     if (b) k.bias_add(s.oc, PL, b, y);
 }
 
@@ -253,7 +253,7 @@ void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const 
         dx_convolution(k, s, keep ? dy_pad : padded(sdx, dy, thread, 1), wt, dx, thread);
     } else {
         float* dcol = scratch(thread, 1, size_t(K) * PL);
-        k.gemm_nn(K, int(PL), s.oc, w, 1, K, dy, PL, dcol, PL, 0);
+        k.gemm_nn(K, int(PL), s.oc, w, 1, K, dy, PL, dcol, PL, 0, nullptr);
         std::memset(dx, 0, block_floats(s.ic, s.ih, s.iw, s.lanes) * sizeof(float));
         col2im(s, dcol, dx);
     }

@@ -1,9 +1,11 @@
 // Pooling, dense layers, activations, loss and optimiser updates over whole batches.
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
+#include "../core/aligned.h"
 #include "../core/dispatch.h"
 #include "../core/threadpool.h"
 #include "block.h"
@@ -71,8 +73,29 @@ void dense_forward(const KernelTable& k, int L, int in, int out, const float* x,
         k.gemm_nt(out, 1, in, w, in, x, in, y, 1, b != nullptr);
         return;
     }
-    k.gemm_nn(out, L, in, w, in, 1, x, L, y, L, 0);
+    gemm_nn_live_rows(k, out, L, in, w, in, 1, x, y);
     if (b) k.bias_add(out, L, b, y);
+}
+
+namespace {
+// The rows of m [rows][n] (row stride ld) that hold a float other than +-0, in order, into `live`; true if all do.
+bool live_rows(const float* m, int rows, int n, ptrdiff_t ld, std::vector<int>& live) {
+    live.clear();
+    for (int r = 0; r < rows; ++r) {  // the bits of every float of the row but their signs, or'ed: 0 for zeros only
+        const uint32_t* row = reinterpret_cast<const uint32_t*>(m + r * ld);
+        uint32_t bits = 0;
+        for (int i = 0; i < n; ++i) bits |= row[i];
+        if (bits & 0x7fffffffu) live.push_back(r);
+    }
+    return int(live.size()) == rows;
+}
+}  // namespace
+
+void gemm_nn_live_rows(const KernelTable& k, int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa,
+                       const float* B, float* C) {
+    thread_local std::vector<int> live;
+    const bool all = live_rows(B, K, N, N, live);  // (then the plain sum: the same result, bit for bit, as before)
+    k.gemm_nn(M, N, int(live.size()), A, rsa, csa, B, N, C, N, 0, all ? nullptr : live.data());
 }
 
 void dense_backward(const KernelTable& k, int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, const float* x,
@@ -93,15 +116,45 @@ void dense_backward(const KernelTable& k, int L, int in, int out, ptrdiff_t col0
             for (int i = i0; i < i1; ++i) row[i] = x[size_t(i) * L + l];
         }
     }
-    if (dx) k.gemm_nn(in, L, out, w, 1, in, dy, L, dx, L, 0);
+    if (dx) gemm_nn_live_rows(k, in, L, out, w, 1, in, dy, dx);
 }
 
 void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, const float* xP, const float* dyT,
                    float* dw, float* db, bool accumulate) {
     constexpr int P = kDensePanel;
-    for (int i0 = 0; dw && i0 < in; i0 += P)
-        k.gemm_nn(rows, std::min(P, in - i0), int(B), dyT + o0 * B, B, 1, xP + i0 * B, P, dw + size_t(o0) * in + i0,
-                  in, accumulate);
+    if (dw) {
+        // The units that passed no sample's gradient have rows of dW that are 0. Where there are such, the live rows
+        // of dyT are gathered, their products computed into `part`, and copied (or added) into dw's rows.
+        thread_local std::vector<int> live;
+        thread_local LineVector<float> gathered, part;
+        const float* a = dyT + o0 * B;
+        float* out = dw + size_t(o0) * in;
+        const bool all = live_rows(a, rows, int(B), B, live);
+        if (!all) {
+            gathered.resize(live.size() * size_t(B));
+            part.resize(live.size() * size_t(in));
+            for (size_t r = 0; r < live.size(); ++r)
+                std::memcpy(gathered.data() + r * B, a + live[r] * B, size_t(B) * sizeof(float));
+            a = gathered.data();
+            out = part.data();
+        }
+        const int m = int(live.size());
+        for (int i0 = 0; m > 0 && i0 < in; i0 += P)
+            k.gemm_nn(m, std::min(P, in - i0), int(B), a, B, 1, xP + i0 * B, P, out + i0, in, all && accumulate,
+                      nullptr);
+        for (int r = 0, next = 0; !all && r < rows; ++r) {
+            float* row = dw + size_t(o0 + r) * in;
+            if (next < m && live[size_t(next)] == r) {
+                const float* src = part.data() + size_t(next++) * in;
+                if (accumulate)
+                    for (int i = 0; i < in; ++i) row[i] += src[i];
+                else
+                    std::memcpy(row, src, size_t(in) * sizeof(float));
+            } else if (!accumulate) {
+                std::memset(row, 0, size_t(in) * sizeof(float));
+            }
+        }
+    }
     if (!db) return;
     if (!accumulate) std::memset(db + o0, 0, size_t(rows) * sizeof(float));
     k.bias_grad(rows, B, dyT + o0 * B, db + o0);

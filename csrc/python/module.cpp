@@ -543,17 +543,28 @@ py::array_t<float> pack_images(py::handle images_, py::handle indices_, int lane
     return out;
 }
 
-// Raw microkernel access for tests: C = op(A) @ B (gemm_nn, A transposed when trans_a) and C = A @ B^T.
-py::array_t<float> gemm_nn(py::handle a_, py::handle b_, bool trans_a) {
+// Raw microkernel access for tests: C = op(A) @ B (gemm_nn, A transposed when trans_a; with ks, the sum over
+// k in ks only: op(A)[:, ks] @ B[ks]) and C = A @ B^T.
+py::array_t<float> gemm_nn(py::handle a_, py::handle b_, bool trans_a, py::object ks_) {
     auto a = checked<float>(a_, "a", {kAny, kAny});
     const int M = int(trans_a ? a.shape(1) : a.shape(0)), K = int(trans_a ? a.shape(0) : a.shape(1));
     auto b = checked<float>(b_, "b", {K, kAny});
     const int N = int(b.shape(1));
+    std::vector<int> ks;
+    if (!ks_.is_none())
+        for (py::handle v : ks_) {
+            ks.push_back(v.cast<int>());
+            if (ks.back() < 0 || ks.back() >= K) throw py::value_error("ks: every index must be in [0, K)");
+        }
     auto c = empty({M, N});
     float* cp = c.mutable_data();
     const ptrdiff_t rsa = trans_a ? 1 : K, csa = trans_a ? M : 1;
+    const int nk = ks_.is_none() ? K : int(ks.size());
+    const int* kp = ks_.is_none() ? nullptr : ks.data();
     KernelCall call;
-    ThreadPool::instance().parallel_for(1, [&](int, int) { kernels().gemm_nn(M, N, K, a.data(), rsa, csa, b.data(), N, cp, N, 0); });
+    ThreadPool::instance().parallel_for(1, [&](int, int) {
+        kernels().gemm_nn(M, N, nk, a.data(), rsa, csa, b.data(), N, cp, N, 0, kp);
+    });
     return c;
 }
 
@@ -1032,7 +1043,7 @@ PYBIND11_MODULE(_core, m) {
         ops::apply_update(u);
     }, py::arg("update"), "Apply an optimiser update (Optimizer.next_update()) to all its parameters.");
     m.def("pack_images", &pack_images, py::arg("images"), py::arg("indices"), py::arg("lanes"));
-    m.def("gemm_nn", &gemm_nn, py::arg("a"), py::arg("b"), py::arg("trans_a") = false);
+    m.def("gemm_nn", &gemm_nn, py::arg("a"), py::arg("b"), py::arg("trans_a") = false, py::arg("ks") = py::none());
     m.def("gemm_nt", &gemm_nt, py::arg("a"), py::arg("b"));
     py::register_exception<model::ModelFileError>(m, "ModelFileError", PyExc_ValueError);
     m.def("read_model_file", &read_model_file, py::arg("path"));

@@ -6,7 +6,7 @@
 namespace lenet::ref {
 
 void gemm_nn(int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, const float* B, ptrdiff_t ldb,
-             float* C, ptrdiff_t ldc, int accumulate);
+             float* C, ptrdiff_t ldc, int accumulate, const int* ks);
 void gemm_nt(int M, int N, int K, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb, float* C,
              ptrdiff_t ldc, int accumulate);
 void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,

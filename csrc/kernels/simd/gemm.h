@@ -14,8 +14,8 @@ namespace {
 // layer's input gradient), known at compile time, so that a tile's A values for one k are adjacent. PF (with ADJ):
 // each k also prefetches the line of A that the same tile reads K rows on, in the next chunk of K (gemm_nn).
 template <class V, int MR, int NV, bool TAIL, bool ADJ, bool PF = false>
-void gemm_nn_tile(int K, const float* A, ptrdiff_t rsa_, ptrdiff_t csa, const float* B, ptrdiff_t ldb, float* C,
-                  ptrdiff_t ldc, int accumulate, int last) {
+LENET_ONE_LOOP void gemm_nn_tile(int K, const float* A, ptrdiff_t rsa_, ptrdiff_t csa, const float* B, ptrdiff_t ldb, float* C,
+                  ptrdiff_t ldc, int accumulate, int last, const int* ks) {
     const ptrdiff_t rsa = ADJ ? 1 : rsa_;
     typename V::T acc[MR][NV];
     LENET_TILE_LOOP for (int i = 0; i < MR; ++i)
@@ -23,7 +23,8 @@ void gemm_nn_tile(int K, const float* A, ptrdiff_t rsa_, ptrdiff_t csa, const fl
             const float* c = C + i * ldc + j * V::W;
             acc[i][j] = !accumulate ? V::zero() : (TAIL && j == NV - 1) ? V::load_n(c, last) : V::load(c);
         }
-    for (int k = 0; k < K; ++k) {
+    for (int kk = 0; kk < K; ++kk) {
+        const ptrdiff_t k = ks ? ks[kk] : kk;
         if constexpr (PF) __builtin_prefetch(A + (k + K) * csa);
         typename V::T b[NV];
         LENET_TILE_LOOP for (int j = 0; j < NV; ++j) {
@@ -52,17 +53,17 @@ template <class V> constexpr int gemm_nn_nv() { return V::acc_budget >= 24 ? 4 :
 // Row remainder (fewer than MR rows): pick the tile of exactly `rem` rows.
 template <class V, int R, int NV, bool TAIL>
 void gemm_nn_rem(int rem, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, const float* B, ptrdiff_t ldb,
-                 float* C, ptrdiff_t ldc, int accumulate, int last) {
+                 float* C, ptrdiff_t ldc, int accumulate, int last, const int* ks) {
     if constexpr (R > 0) {
-        if (rem == R) gemm_nn_tile<V, R, NV, TAIL, false>(K, A, rsa, csa, B, ldb, C, ldc, accumulate, last);
-        else gemm_nn_rem<V, R - 1, NV, TAIL>(rem, K, A, rsa, csa, B, ldb, C, ldc, accumulate, last);
+        if (rem == R) gemm_nn_tile<V, R, NV, TAIL, false>(K, A, rsa, csa, B, ldb, C, ldc, accumulate, last, ks);
+        else gemm_nn_rem<V, R - 1, NV, TAIL>(rem, K, A, rsa, csa, B, ldb, C, ldc, accumulate, last, ks);
     }
 }
 
 // One column panel of NV vectors, all M rows.
 template <class V, int NV, bool TAIL, bool PF>
 void gemm_nn_panel(int M, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, const float* B, ptrdiff_t ldb,
-                   float* C, ptrdiff_t ldc, int accumulate, int last) {
+                   float* C, ptrdiff_t ldc, int accumulate, int last, const int* ks) {
     constexpr int MR = gemm_nn_mr<V, NV>();
     int m = 0;
     for (; m + MR <= M; m += MR) {
@@ -70,22 +71,24 @@ void gemm_nn_panel(int M, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, c
         // (a dense layer's input gradient, 1152 x 64 x 500 on one thread: 1.06x)
         if constexpr (!TAIL && NV == gemm_nn_nv<V>())
             if (rsa == 1) {
-                gemm_nn_tile<V, MR, NV, false, true, PF>(K, A + m, 1, csa, B, ldb, C + m * ldc, ldc, accumulate, last);
+                gemm_nn_tile<V, MR, NV, false, true, PF>(K, A + m, 1, csa, B, ldb, C + m * ldc, ldc, accumulate, last,
+                                                         ks);
                 continue;
             }
-        gemm_nn_tile<V, MR, NV, TAIL, false>(K, A + m * rsa, rsa, csa, B, ldb, C + m * ldc, ldc, accumulate, last);
+        gemm_nn_tile<V, MR, NV, TAIL, false>(K, A + m * rsa, rsa, csa, B, ldb, C + m * ldc, ldc, accumulate, last, ks);
     }
-    gemm_nn_rem<V, MR - 1, NV, TAIL>(M - m, K, A + m * rsa, rsa, csa, B, ldb, C + m * ldc, ldc, accumulate, last);
+    gemm_nn_rem<V, MR - 1, NV, TAIL>(M - m, K, A + m * rsa, rsa, csa, B, ldb, C + m * ldc, ldc, accumulate, last, ks);
 }
 
 template <class V, int NV, bool PF>
 void gemm_nn_panel_nv(int nv, bool tail, int M, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa,
-                      const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc, int accumulate, int last) {
+                      const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc, int accumulate, int last,
+                      const int* ks) {
     if constexpr (NV > 0) {
         if (nv != NV)
-            return gemm_nn_panel_nv<V, NV - 1, PF>(nv, tail, M, K, A, rsa, csa, B, ldb, C, ldc, accumulate, last);
-        if (tail) gemm_nn_panel<V, NV, true, PF>(M, K, A, rsa, csa, B, ldb, C, ldc, accumulate, last);
-        else gemm_nn_panel<V, NV, false, PF>(M, K, A, rsa, csa, B, ldb, C, ldc, accumulate, last);
+            return gemm_nn_panel_nv<V, NV - 1, PF>(nv, tail, M, K, A, rsa, csa, B, ldb, C, ldc, accumulate, last, ks);
+        if (tail) gemm_nn_panel<V, NV, true, PF>(M, K, A, rsa, csa, B, ldb, C, ldc, accumulate, last, ks);
+        else gemm_nn_panel<V, NV, false, PF>(M, K, A, rsa, csa, B, ldb, C, ldc, accumulate, last, ks);
     }
 }
 
@@ -122,7 +125,7 @@ bool gemm_nn_narrow_panels(int M) {
 
 template <class V, int NV, bool PF>
 void gemm_nn_range(int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, const float* B, ptrdiff_t ldb,
-                   float* C, ptrdiff_t ldc, int accumulate) {
+                   float* C, ptrdiff_t ldc, int accumulate, const int* ks) {
     constexpr int NR = NV * V::W;
     for (int n0 = 0; n0 < N; n0 += NR) {
         const int nc = N - n0 < NR ? N - n0 : NR;
@@ -132,10 +135,10 @@ void gemm_nn_range(int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t
             if (rsa == 1 && nc == V::W)
                 for (; m + kAdjacentRows <= M; m += kAdjacentRows)
                     gemm_nn_tile<V, kAdjacentRows, 1, false, true, PF>(K, A + m, 1, csa, B + n0, ldb,
-                                                                       C + m * ldc + n0, ldc, accumulate, last);
+                                                                       C + m * ldc + n0, ldc, accumulate, last, ks);
         }
         gemm_nn_panel_nv<V, NV, PF>(nv, last != V::W, M - m, K, A + m * rsa, rsa, csa, B + n0, ldb, C + m * ldc + n0,
-                                ldc, accumulate, last);
+                                ldc, accumulate, last, ks);
     }
 }
 
@@ -146,15 +149,19 @@ auto gemm_nn_range_for(int M) {
                                        : gemm_nn_range<V, gemm_nn_nv<V>(), PF>;
 }
 
+// ks (may be null): the sum runs over k = ks[0], ..., ks[K-1] only (the rows of B that are not all zero, say), in
+// that order; null: over k < K.
 template <class V>
 void gemm_nn(int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa, const float* B, ptrdiff_t ldb,
-             float* C, ptrdiff_t ldc, int accumulate) {
+             float* C, ptrdiff_t ldc, int accumulate, const int* ks) {
     if (rsa != 1 || K <= kTransposedKChunk)
-        return gemm_nn_range_for<V, false>(M)(M, N, K, A, rsa, csa, B, ldb, C, ldc, accumulate);
+        return gemm_nn_range_for<V, false>(M)(M, N, K, A, rsa, csa, B, ldb, C, ldc, accumulate, ks);
     const auto range = csa >= kFarRowFloats ? gemm_nn_range_for<V, true>(M) : gemm_nn_range_for<V, false>(M);
-    for (int k0 = 0; k0 < K; k0 += kTransposedKChunk)
-        range(M, N, K - k0 < kTransposedKChunk ? K - k0 : kTransposedKChunk, A + k0 * csa, 1, csa, B + k0 * ldb, ldb,
-              C, ldc, accumulate || k0 > 0);
+    for (int k0 = 0; k0 < K; k0 += kTransposedKChunk) {
+        const int kc = K - k0 < kTransposedKChunk ? K - k0 : kTransposedKChunk;
+        if (ks) range(M, N, kc, A, 1, csa, B, ldb, C, ldc, accumulate || k0 > 0, ks + k0);
+        else range(M, N, kc, A + k0 * csa, 1, csa, B + k0 * ldb, ldb, C, ldc, accumulate || k0 > 0, nullptr);
+    }
 }
 
 // ---- C[M][N] (+)= sum_k A[m][k] * B[n][k]: MR x NR dot products, vectors along k, one horizontal sum each ----

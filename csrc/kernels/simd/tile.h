@@ -10,6 +10,15 @@
 // size of one kernel become one large function, measured 2-3% slower on the training step.
 #define LENET_TILE_FUNCTION __attribute__((noinline))
 
+// A loop with a loop-invariant run-time switch inside (gemm_nn_tile's optional index list) stays one loop: at -O3 gcc
+// copies it once per side of the switch, which in the GEMM tiles of every ISA took 16 KB more library for a test
+// and a branch per k beside MR x NV FMAs. (Clang does not take this attribute, nor need it.)
+#if defined(__GNUC__) && !defined(__clang__)
+#define LENET_ONE_LOOP __attribute__((optimize("no-unswitch-loops")))
+#else
+#define LENET_ONE_LOOP
+#endif
+
 namespace lenet::simd {
 namespace {  // internal linkage, like every kernel: each ISA's translation unit gets its own copy
 
