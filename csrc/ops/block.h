@@ -115,7 +115,8 @@ inline int dense_dw_task_rows(int in, int out) {
     return size_t(in) * size_t(out) * sizeof(float) > (size_t(1) << 20) ? 32 : 16;
 }
 // Rows [o0, o0+rows) of dW [out][in] = dyT . x^T, one gemm_nn per panel of xP over the batch with no horizontal
-// sums, and of db = the row sums of dyT (either may be null); added to dw/db when accumulate, else written.
+// sums, and of db = the row sums of dyT (either may be null); added to dw/db when accumulate, else written. A row of
+// dyT that is all 0 (a unit that passed no sample's gradient) gives a row of dW that is 0, without its products.
 void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, const float* xP, const float* dyT,
                    float* dw, float* db, bool accumulate);
 

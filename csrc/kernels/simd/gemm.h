@@ -12,10 +12,11 @@ namespace {
 // A is read as A[m*rsa + k*csa] (a strided A gives A^T for free); B[k][n] and C[m][n] are row-major.
 // Only the last of the NV vectors can be partial (`last` floats valid) when TAIL. ADJ: rsa == 1 (A^T, as in a dense
 // layer's input gradient), known at compile time, so that a tile's A values for one k are adjacent. PF (with ADJ):
-// each k also prefetches the line of A that the same tile reads K rows on, in the next chunk of K (gemm_nn).
+// each k also prefetches the line of A that the same tile reads K rows on, in the next chunk of K (gemm_nn); with
+// an index list ks (the sum over k = ks[0..K) only), K rows on from this k, about where the next chunk's rows are.
 template <class V, int MR, int NV, bool TAIL, bool ADJ, bool PF = false>
-LENET_ONE_LOOP void gemm_nn_tile(int K, const float* A, ptrdiff_t rsa_, ptrdiff_t csa, const float* B, ptrdiff_t ldb, float* C,
-                  ptrdiff_t ldc, int accumulate, int last, const int* ks) {
+LENET_ONE_LOOP void gemm_nn_tile(int K, const float* A, ptrdiff_t rsa_, ptrdiff_t csa, const float* B, ptrdiff_t ldb,
+                                 float* C, ptrdiff_t ldc, int accumulate, int last, const int* ks) {
     const ptrdiff_t rsa = ADJ ? 1 : rsa_;
     typename V::T acc[MR][NV];
     LENET_TILE_LOOP for (int i = 0; i < MR; ++i)
