@@ -1,8 +1,8 @@
 """bf16 training (CapturedStep(precision="bf16")): the packing kernels give the bytes of round to nearest even
 (denormals flushed, NaN kept quiet), the GEMMs and the convolution weight gradient the fp32 sum of exact bf16
-products, on every bf16 table (AMX where the CPU has it) at sizes that cut every tile; the captured step in bf16
-computes the fp32 step's gradients to bf16's precision, the same on AMX or AVX512-BF16 as on the reference loops;
-training reaches the fp32 accuracy."""
+products, on every bf16 table (AVX512-BF16 and AMX where the CPU has them) at sizes that cut every tile; the
+captured step in bf16 computes the fp32 step's gradients to bf16's precision, the same on AMX or AVX512-BF16 as on
+the reference loops; training reaches the fp32 accuracy."""
 import warnings
 
 import numpy as np
