@@ -113,7 +113,7 @@ bool TrainStep::bf16_dx(size_t i) const {
 
 bool TrainStep::direct_dx(size_t i) const {
     const LayerSpec& l = fwd_->layers()[i];
-    if (l.kind == LayerKind::ConvPool) return !(!bf16_conv(i) && block::conv_pool_sparse(kernels(), l.s));
+    if (l.kind == LayerKind::ConvPool) return bf16_conv(i) || !block::conv_pool_sparse(kernels(), l.s);
     return fwd_->direct(i);
 }
 

@@ -576,7 +576,9 @@ py::array_t<float> gemm_nt(py::handle a_, py::handle b_) {
     auto c = empty({M, N});
     float* cp = c.mutable_data();
     KernelCall call;
-    ThreadPool::instance().parallel_for(1, [&](int, int) { kernels().gemm_nt(M, N, K, a.data(), K, b.data(), K, cp, N, 0); });
+    ThreadPool::instance().parallel_for(1, [&](int, int) {
+        kernels().gemm_nt(M, N, K, a.data(), K, b.data(), K, cp, N, 0);
+    });
     return c;
 }
 
@@ -1067,8 +1069,8 @@ PYBIND11_MODULE(_core, m) {
         .def(py::init<const std::string&, py::list, py::list, const std::string&>(), py::arg("graph"),
              py::arg("params"), py::arg("grads"), py::arg("precision") = "fp32",
              "precision 'bf16': the dense layers' products and the later fused convolutions' gradients with "
-             "operands rounded to bf16 and fp32 sums (AMX or AVX512-BF16 where the CPU has them, else the reference loops); 'fp32': "
-             "the fp32 kernels throughout.")
+             "operands rounded to bf16 and fp32 sums (AMX or AVX512-BF16 where the CPU has them, else the reference "
+             "loops); 'fp32': the fp32 kernels throughout.")
         .def_property_readonly("classes", &PyTrainStep::classes)
         .def("check_update", &PyTrainStep::check_update, py::arg("update"),
              "Raise ValueError unless the update's buffers hold exactly this step's trainable parameters.")
