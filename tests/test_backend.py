@@ -36,10 +36,13 @@ def test_kernel_seconds_counts_time_inside_ops():
 
 
 def test_fma_peak_orders_the_instruction_sets():
-    peaks = {}
-    for isa in lenet.available_isas():
-        with lenet.use_isa(isa):
-            peaks[isa] = _core.fma_peak_gflops(0.05)
+    # Best of 5 short runs per instruction set, taken in turns: a shared machine's slow moment (one run measured
+    # AVX-512 at 179 against AVX2's 229 GFLOP/s on the Zen 4 VM) then hits one run of each, not one set's only run.
+    peaks = dict.fromkeys(lenet.available_isas(), 0.0)
+    for _ in range(5):
+        for isa in peaks:
+            with lenet.use_isa(isa):
+                peaks[isa] = max(peaks[isa], _core.fma_peak_gflops(0.05))
     assert all(p > 0.1 for p in peaks.values())
     if "avx2" in peaks:
         assert peaks["avx2"] > 2 * peaks["reference"]
