@@ -12,6 +12,7 @@ import lenet
 import lenet.functional as F
 from lenet import _core, nn, optim
 from lenet.capture import CapturedStep
+from test_capture import dead_rows_model
 
 BF16_ISAS = list(_core.bf16_isas())
 FAST_BF16 = [isa for isa in BF16_ISAS if isa != "reference"]  # what the avx512 instruction set trains on, when any
@@ -137,6 +138,26 @@ def test_conv_input_gradient_sums_exact_products_in_fp32(rng, isa, ic, oc, kh, k
     assert np.all(np.abs(got - want) <= bound * oc * kh * kw * 2.0**-24 + 1e-30)
 
 
+@pytest.mark.parametrize("isa", BF16_ISAS)
+@pytest.mark.parametrize("M, N", [(8, 16), (17, 50), (40, 33)])
+@pytest.mark.parametrize("kp", [[0, 2, 5, 6, 15], [31], [], list(range(1, 48, 2))], ids=["some", "last", "none", "odd"])
+def test_gemm_sums_only_the_listed_pairs(rng, isa, M, N, kp):
+    K = 96
+    m16, n16 = -(-M // 16) * 16, -(-N // 16) * 16
+    kp = [p for p in kp if p < K // 2]
+    ks = sorted([2 * p for p in kp] + [2 * p + 1 for p in kp])
+    a = to_bf16(rng.standard_normal((m16, K)).astype(np.float32))
+    b = rng.standard_normal((K, n16)).astype(np.float32)
+    if isa == "amx":  # sums every pair (bf16.h): the others' rows of B are 0, as its callers guarantee
+        b[np.setdiff1d(np.arange(K), ks)] = 0.0
+    got = _core.bf16_gemm(isa, a, _core.bf16_pairs("reference", b, False, n16), M, N, False, kp)
+    A, B = from_bf16(a)[:M, ks].astype(np.float64), from_bf16(to_bf16(b))[ks, :N].astype(np.float64)
+    bound = np.abs(A) @ np.abs(B) * K * 2.0**-24
+    assert np.all(np.abs(got - A @ B) <= bound + 1e-30)
+    with pytest.raises(ValueError, match="increasing"):
+        _core.bf16_gemm(isa, a, _core.bf16_pairs("reference", b, False, n16), M, N, False, [3, 3])
+
+
 def test_gemm_refuses_bad_shapes():
     a = np.zeros((16, 48), np.uint16)
     with pytest.raises(ValueError, match="multiple of 32"):
@@ -160,11 +181,14 @@ def step_grads(make, precision, images, idx, y, isa):
     model = make()
     with lenet.use_isa(isa), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "precision='bf16' runs on the reference loops", RuntimeWarning)
-        loss = CapturedStep(model, precision=precision).run_images(images, idx, y)
+        step = CapturedStep(model, precision=precision)
+        for p in model.parameters():
+            p.grad[...] = 7.0  # the step overwrites every gradient
+        loss = step.run_images(images, idx, y)
     return loss, [p.grad.copy() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("make", [small_model, lenet.CoreMLNet], ids=["small", "coreml"])
+@pytest.mark.parametrize("make", [small_model, lenet.CoreMLNet, dead_rows_model], ids=["small", "coreml", "dead"])
 @pytest.mark.parametrize("batch", [16, 37, 128])
 def test_bf16_step_computes_the_fp32_gradients_to_bf16_precision(isa, rng, make, batch):
     images = rng.integers(0, 256, (140, 28, 28), dtype=np.uint8)
@@ -180,6 +204,8 @@ def test_bf16_step_computes_the_fp32_gradients_to_bf16_precision(isa, rng, make,
     for a, b in zip(g16, g32):
         assert np.linalg.norm(a - b) <= 0.1 * np.linalg.norm(b)
     assert not np.array_equal(g16[-2], g32[-2])  # the last dense layer really ran in bf16
+    if make is dead_rows_model:  # the dead rows' products are left out (dense_bf16.cpp), and their gradients written 0
+        assert not g16[2][:10].any() and not g16[2][:, :169].any() and g16[2][10:, 169:338].any()
 
 
 @pytest.mark.skipif(not FAST_BF16, reason="neither AMX nor AVX512-BF16 on this CPU")

@@ -4,6 +4,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cstring>
+#include <vector>
+
+#include "../core/aligned.h"
 #include "../kernels/bf16/bf16.h"
 #include "../kernels/kernels.h"
 
@@ -116,8 +120,44 @@ inline int dense_dw_task_rows(int in, int out) {
 }
 // Rows [o0, o0+rows) of dW [out][in] = dyT . x^T, one gemm_nn per panel of xP over the batch with no horizontal
 // sums, and of db = the row sums of dyT (either may be null); added to dw/db when accumulate, else written. A row of
-// dyT that is all 0 (a unit that passed no sample's gradient) gives a row of dW that is 0, without its products.
+// dyT that is all 0 (a unit that passed no sample's gradient) gives a row of dW that is 0, without its products
+// (dw_live_rows).
 void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, const float* xP, const float* dyT,
                    float* dw, float* db, bool accumulate);
+
+// The rows of m [rows][n] (row stride ld) that hold a float other than +-0, in order, into `live`; true if all do.
+bool live_rows(const float* m, int rows, int n, ptrdiff_t ld, std::vector<int>& live);
+
+// Rows [o0, o0+rows) of a dense layer's dW [out][in] = dyT [out][B] . x^T, whose rows of dyT that are all 0 give rows
+// of dW that are 0: products(a, m, c, add) writes (or adds, when add) the products of the m rows a [m][B] into
+// c [m][in]. Where every row is live, that is all (into dw, added when accumulate). Else the live rows of dyT are
+// gathered, their products computed into a scratch, and copied (or added) into dw's rows; the others are written 0
+// (left as they are when accumulate).
+template <class Products>
+void dw_live_rows(int in, ptrdiff_t B, int o0, int rows, const float* dyT, float* dw, bool accumulate,
+                  Products&& products) {
+    thread_local std::vector<int> live;
+    thread_local LineVector<float> gathered, part;
+    const float* a = dyT + o0 * B;
+    if (live_rows(a, rows, int(B), B, live)) return products(a, rows, dw + size_t(o0) * in, accumulate);
+    gathered.resize(live.size() * size_t(B));
+    part.resize(live.size() * size_t(in));
+    for (size_t r = 0; r < live.size(); ++r)
+        std::memcpy(gathered.data() + r * B, a + live[r] * B, size_t(B) * sizeof(float));
+    const int m = int(live.size());
+    if (m > 0) products(gathered.data(), m, part.data(), false);
+    for (int r = 0, next = 0; r < rows; ++r) {
+        float* row = dw + size_t(o0 + r) * in;
+        if (next < m && live[size_t(next)] == r) {
+            const float* src = part.data() + size_t(next++) * in;
+            if (accumulate)
+                for (int i = 0; i < in; ++i) row[i] += src[i];
+            else
+                std::memcpy(row, src, size_t(in) * sizeof(float));
+        } else if (!accumulate) {
+            std::memset(row, 0, size_t(in) * sizeof(float));
+        }
+    }
+}
 
 }  // namespace lenet::ops::block

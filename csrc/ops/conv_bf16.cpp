@@ -30,7 +30,7 @@ void conv_dw_bf16(const Bf16Table& t, const ConvShape& s, const float* xpad, con
     for (int oy = 0; oy < s.oh; ++oy)
         t.pairs(row, s.oc, dy + (size_t(oy + bh) * dyw + bw) * L, 1, ptrdiff_t(dyh) * dyw * L,
                 b + size_t(oy) * row * oc16, oc16);
-    t.gemm(rows, s.oc, P32, a, P32, b, oc16, dw, rows, 1);  // dw [oc][rows] = (X_col . dy^T)^T
+    t.gemm(rows, s.oc, P32, a, P32, b, oc16, dw, rows, 1, nullptr, -1);  // dw [oc][rows] = (X_col . dy^T)^T
 }
 
 // Wt [ic rounded to 16][K32]: row c, column (o, ky, kx) = w[o][c][kh-1-ky][kw-1-kx]; columns past K = oc kh kw
@@ -72,7 +72,7 @@ void conv_dx_bf16(const Bf16Table& t, const ConvShape& s, const uint16_t* wt, co
     }
     const int pairs_done = (K + 1) / 2;
     std::memset(b + size_t(pairs_done) * N * 2, 0, size_t(K32 / 2 - pairs_done) * N * 2 * sizeof(uint16_t));
-    t.gemm(s.ic, N, K32, wt, K32, b, N, dx, N, 0);
+    t.gemm(s.ic, N, K32, wt, K32, b, N, dx, N, 0, nullptr, -1);
 }
 
 }  // namespace lenet::ops

@@ -2,7 +2,10 @@
 // the input gradient dx = W^T dy and the weight gradient dW = dy x^T take their operands rounded to bfloat16 and sum
 // the products in fp32 (kernels/bf16/bf16.h: Intel AMX or AVX512-BF16 where the CPU has them, else the reference
 // loops). The weights, their gradient, the bias and its gradient, and the optimiser's state stay fp32: each step
-// rounds W afresh.
+// rounds W afresh. As in fp32 (block::gemm_nn_live_rows, dense_dw_rows), the products of input features that are 0
+// in every lane and of units that passed no lane's gradient are left out: the forward and the input gradient sum over
+// the pairs of k that are not both 0 (bf16.h's kp: the features of a dead channel are adjacent, a dead unit's
+// neighbour often lives), the weight gradient computes only the live units' rows.
 // Lanes layout as in block.h: x [in][L], y and dy [out][L], dx [in][L], L a multiple of 16.
 #pragma once
 #include <stddef.h>
@@ -50,9 +53,10 @@ private:
     LineVector<uint16_t> w_pairs_;
     LineVector<uint16_t> xt_pairs_;      // [batch_k_ / 2][in_n_][2]: dW's B, x^T in pairs of samples
     // per thread: the forward's B (x in pairs of features), the input gradient's A (dy^T [max_lanes][out_k_]), dW's
-    // A (kRefreshRows rows of dyT); each buffer's padding stays zero
+    // A (kRefreshRows rows of dyT), each buffer's padding zero; the live rows and pairs of k of a GEMM (live_pairs)
     struct Scratch {
         LineVector<uint16_t> x_pairs, dyt_lanes, dyt_rows;
+        std::vector<int> live, pairs;
     };
     mutable std::vector<Scratch> scratch_;
 };

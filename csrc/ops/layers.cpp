@@ -77,8 +77,6 @@ void dense_forward(const KernelTable& k, int L, int in, int out, const float* x,
     if (b) k.bias_add(out, L, b, y);
 }
 
-namespace {
-// The rows of m [rows][n] (row stride ld) that hold a float other than +-0, in order, into `live`; true if all do.
 bool live_rows(const float* m, int rows, int n, ptrdiff_t ld, std::vector<int>& live) {
     live.clear();
     for (int r = 0; r < rows; ++r) {  // the bits of every float of the row but their signs, or'ed: 0 for zeros only
@@ -89,7 +87,6 @@ bool live_rows(const float* m, int rows, int n, ptrdiff_t ld, std::vector<int>& 
     }
     return int(live.size()) == rows;
 }
-}  // namespace
 
 void gemm_nn_live_rows(const KernelTable& k, int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa,
                        const float* B, float* C) {
@@ -122,39 +119,11 @@ void dense_backward(const KernelTable& k, int L, int in, int out, ptrdiff_t col0
 void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, const float* xP, const float* dyT,
                    float* dw, float* db, bool accumulate) {
     constexpr int P = kDensePanel;
-    if (dw) {
-        // The units that passed no sample's gradient have rows of dW that are 0. Where there are such, the live rows
-        // of dyT are gathered, their products computed into `part`, and copied (or added) into dw's rows.
-        thread_local std::vector<int> live;
-        thread_local LineVector<float> gathered, part;
-        const float* a = dyT + o0 * B;
-        float* out = dw + size_t(o0) * in;
-        const bool all = live_rows(a, rows, int(B), B, live);
-        if (!all) {
-            gathered.resize(live.size() * size_t(B));
-            part.resize(live.size() * size_t(in));
-            for (size_t r = 0; r < live.size(); ++r)
-                std::memcpy(gathered.data() + r * B, a + live[r] * B, size_t(B) * sizeof(float));
-            a = gathered.data();
-            out = part.data();
-        }
-        const int m = int(live.size());
-        for (int i0 = 0; m > 0 && i0 < in; i0 += P)
-            k.gemm_nn(m, std::min(P, in - i0), int(B), a, B, 1, xP + i0 * B, P, out + i0, in, all && accumulate,
-                      nullptr);
-        for (int r = 0, next = 0; !all && r < rows; ++r) {
-            float* row = dw + size_t(o0 + r) * in;
-            if (next < m && live[size_t(next)] == r) {
-                const float* src = part.data() + size_t(next++) * in;
-                if (accumulate)
-                    for (int i = 0; i < in; ++i) row[i] += src[i];
-                else
-                    std::memcpy(row, src, size_t(in) * sizeof(float));
-            } else if (!accumulate) {
-                std::memset(row, 0, size_t(in) * sizeof(float));
-            }
-        }
-    }
+    if (dw)
+        dw_live_rows(in, B, o0, rows, dyT, dw, accumulate, [&](const float* a, int m, float* c, bool add) {
+            for (int i0 = 0; i0 < in; i0 += P)
+                k.gemm_nn(m, std::min(P, in - i0), int(B), a, B, 1, xP + i0 * B, P, c + i0, in, add, nullptr);
+        });
     if (!db) return;
     if (!accumulate) std::memset(db + o0, 0, size_t(rows) * sizeof(float));
     k.bias_grad(rows, B, dyT + o0 * B, db + o0);

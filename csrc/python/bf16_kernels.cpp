@@ -44,8 +44,9 @@ py::array_t<uint16_t> bf16_pairs(const std::string& isa, py::handle src_, bool t
 }
 
 // C [M][N] = A [>= ceil(M / 16) * 16][K] . B (pairs [K / 2][ldb][2], ldb >= ceil(N / 16) * 16), K a multiple of 32;
-// transposed: C^T [N][M].
-py::array_t<float> bf16_gemm(const std::string& isa, py::handle a_, py::handle b_, int M, int N, bool transposed) {
+// transposed: C^T [N][M]. With kp (increasing indices of pairs of k), the sum over those pairs only.
+py::array_t<float> bf16_gemm(const std::string& isa, py::handle a_, py::handle b_, int M, int N, bool transposed,
+                             py::object kp_) {
     auto A = need<uint16_t>(a_, "a", 2);
     auto B = need<uint16_t>(b_, "b", 3);
     const int K = int(A.shape(1)), ldb = int(B.shape(1));
@@ -53,8 +54,16 @@ py::array_t<float> bf16_gemm(const std::string& isa, py::handle a_, py::handle b
     check(M > 0 && N > 0 && A.shape(0) >= (M + 15) / 16 * 16, "a needs ceil(M / 16) * 16 rows");
     check(B.shape(0) == K / 2 && B.shape(2) == 2 && ldb >= (N + 15) / 16 * 16,
           "b must be [K / 2][ldb][2] with ldb >= ceil(N / 16) * 16");
+    std::vector<int> kp;
+    if (!kp_.is_none())
+        for (py::handle v : kp_) {
+            kp.push_back(v.cast<int>());
+            check(kp.back() >= 0 && kp.back() < K / 2 && (kp.size() == 1 || kp.back() > kp[kp.size() - 2]),
+                  "kp must be increasing indices of pairs of k, in [0, K / 2)");
+        }
     py::array_t<float> out(transposed ? std::vector<ptrdiff_t>{N, M} : std::vector<ptrdiff_t>{M, N});
-    table(isa).gemm(M, N, K, A.data(), K, B.data(), ldb, out.mutable_data(), transposed ? M : N, transposed);
+    table(isa).gemm(M, N, K, A.data(), K, B.data(), ldb, out.mutable_data(), transposed ? M : N, transposed,
+                    kp.data(), kp_.is_none() ? -1 : int(kp.size()));
     return out;
 }
 
@@ -112,7 +121,7 @@ void bind_bf16_kernels(py::module_& m) {
     m.def("bf16_convert", &bf16_convert, py::arg("isa"), py::arg("src"), py::arg("transposed"));
     m.def("bf16_pairs", &bf16_pairs, py::arg("isa"), py::arg("src"), py::arg("transposed"), py::arg("ldb"));
     m.def("bf16_gemm", &bf16_gemm, py::arg("isa"), py::arg("a"), py::arg("b"), py::arg("m"), py::arg("n"),
-          py::arg("transposed") = false);
+          py::arg("transposed") = false, py::arg("kp") = py::none());
     m.def("bf16_conv_dx", &bf16_conv_dx, py::arg("isa"), py::arg("w"), py::arg("dy"), py::arg("ph"), py::arg("pw"));
     m.def("bf16_conv_dw", &bf16_conv_dw, py::arg("isa"), py::arg("xpad"), py::arg("dy"), py::arg("kh"), py::arg("kw"),
           py::arg("bh"), py::arg("bw"));

@@ -29,8 +29,11 @@ struct Bf16Table {
     // [N][M]). K a multiple of 32. A has ceil(M / 16) * 16 rows and B ceil(N / 16) * 16 columns (ldb at least that):
     // the rows and columns past M and N are read (they must be finite) but feed no output. Products exact in fp32,
     // summed in fp32 (the reference in k order).
+    // np < 0: every pair of k; else kp lists np pairs (k / 2, increasing) whose products may be other than 0: the
+    // caller's A columns or B rows of every other pair are all 0, so leaving them out changes no sum. The reference
+    // and AVX512-BF16 sum only those pairs; AMX, whose tiles take 32 k at once, sums them all.
     void (*gemm)(int M, int N, int K, const uint16_t* A, ptrdiff_t lda, const uint16_t* B, ptrdiff_t ldb, float* C,
-                 ptrdiff_t ldc, int transpose_c);
+                 ptrdiff_t ldc, int transpose_c, const int* kp, int np);
     // Whether a fused conv-pool layer whose fp32 backward skips the pooling's zeros (block::conv_pool_sparse: a
     // quarter of the products or fewer) still takes the dense bf16 backward on this table. AMX: yes, as it was
     // measured before the sparse backward existed (its tiles do many times the fp32 FMA's multiply-adds).

@@ -101,7 +101,7 @@ void block_at(int m, int n, int K, const uint16_t* A, ptrdiff_t lda, const uint1
 // Blocks of 32 x 32, the larger operand streamed once: with M >= N row blocks outside (A's 32 rows stay in L1
 // across the columns), else column blocks outside (B's 32 columns stay in L1 across the rows).
 void gemm_amx(int M, int N, int K, const uint16_t* A, ptrdiff_t lda, const uint16_t* B, ptrdiff_t ldb, float* C,
-              ptrdiff_t ldc, int transpose_c) {
+              ptrdiff_t ldc, int transpose_c, const int*, int) {  // every pair (bf16.h: kp)
     configure();  // every call: another library in the process may have released the tiles
     const Out o{C, ldc, M, N, transpose_c != 0};
     if (M >= N) {

@@ -87,18 +87,25 @@ void pairs_avx512(int K, int N, const float* src, ptrdiff_t rs, ptrdiff_t cs, ui
 
 // ---- GEMM
 
-// One register tile: rows [m, m + MR) of A times columns [n, n + 16 NV) of B, all K. Per pair of k: NV vectors of B
-// (16 columns x 2 k each), and per row A's two bf16 of that pair broadcast as one dword, so that vdpbf16ps adds
-// a[k] b[k][n] + a[k+1] b[k+1][n] to lane n. The rows and columns past M and N are there to read (bf16.h's
-// padding: MR divides 16) and are not stored.
+// The pairs of k a GEMM sums: the list kp of np pairs, or (kp null) every pair, [0, np).
+struct Pairs {
+    const int* kp;
+    int np;
+};
+
+// One register tile: rows [m, m + MR) of A times columns [n, n + 16 NV) of B, over the pairs of k in ks. Per pair:
+// NV vectors of B (16 columns x 2 k each), and per row A's two bf16 of that pair broadcast as one dword, so that
+// vdpbf16ps adds a[k] b[k][n] + a[k+1] b[k+1][n] to lane n. The rows and columns past M and N are there to read
+// (bf16.h's padding: MR divides 16) and are not stored.
 template <int MR, int NV>
-void tile(int K, const uint16_t* A, ptrdiff_t lda, const uint32_t* B, ptrdiff_t ldb, const Out& o, int m, int n) {
+void tile(Pairs ks, const uint16_t* A, ptrdiff_t lda, const uint32_t* B, ptrdiff_t ldb, const Out& o, int m, int n) {
     __m512 acc[MR][NV];
     for (int i = 0; i < MR; ++i)
         for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
     const uint16_t* a = A + m * lda;
-    const uint32_t* b = B + n;
-    for (int p = 0; p < K / 2; ++p, b += ldb) {
+    for (int q = 0; q < ks.np; ++q) {
+        const int p = ks.kp ? ks.kp[q] : q;
+        const uint32_t* b = B + n + p * ldb;
         __m512bh bv[NV];
         for (int j = 0; j < NV; ++j) bv[j] = (__m512bh)_mm512_loadu_si512(b + 16 * j);
         for (int i = 0; i < MR; ++i) {
@@ -125,24 +132,26 @@ void tile(int K, const uint16_t* A, ptrdiff_t lda, const uint32_t* B, ptrdiff_t 
 
 // Columns [n, n + 16 nv) for every row, in tiles of 8 rows x 3 vectors (24 accumulators, 3 of B, 1 broadcast: 28 of
 // the 32 registers), 8 x 2 at the last columns, or 16 x 1 (16 independent sums, enough to cover vdpbf16ps' latency).
-void panel(int nv, int K, const uint16_t* A, ptrdiff_t lda, const uint32_t* B, ptrdiff_t ldb, const Out& o, int n) {
+void panel(int nv, Pairs ks, const uint16_t* A, ptrdiff_t lda, const uint32_t* B, ptrdiff_t ldb, const Out& o,
+           int n) {
     if (nv == 1)
-        for (int m = 0; m < o.M; m += 16) tile<16, 1>(K, A, lda, B, ldb, o, m, n);
+        for (int m = 0; m < o.M; m += 16) tile<16, 1>(ks, A, lda, B, ldb, o, m, n);
     else if (nv == 2)
-        for (int m = 0; m < o.M; m += 8) tile<8, 2>(K, A, lda, B, ldb, o, m, n);
+        for (int m = 0; m < o.M; m += 8) tile<8, 2>(ks, A, lda, B, ldb, o, m, n);
     else
-        for (int m = 0; m < o.M; m += 8) tile<8, 3>(K, A, lda, B, ldb, o, m, n);
+        for (int m = 0; m < o.M; m += 8) tile<8, 3>(ks, A, lda, B, ldb, o, m, n);
 }
 
 // Panels of 48 columns, each read from memory once and then from L1 or L2 by every row tile: a dense forward (out x
 // lanes) has one or two panels and streams W's rows past them; the gradients (few rows, many columns) keep their few
 // rows of A in L1 while the panels go by.
 void gemm_avx512(int M, int N, int K, const uint16_t* A, ptrdiff_t lda, const uint16_t* B, ptrdiff_t ldb, float* C,
-                 ptrdiff_t ldc, int transpose_c) {
+                 ptrdiff_t ldc, int transpose_c, const int* kp, int np) {
     const Out o{C, ldc, M, N, transpose_c != 0};
+    const Pairs ks = np < 0 ? Pairs{nullptr, K / 2} : Pairs{kp, np};
     const uint32_t* b = reinterpret_cast<const uint32_t*>(B);  // one dword per (pair of k, column)
     const int vectors = (N + 15) / 16;
-    for (int v = 0; v < vectors; v += 3) panel(vectors - v < 3 ? vectors - v : 3, K, A, lda, b, ldb, o, 16 * v);
+    for (int v = 0; v < vectors; v += 3) panel(vectors - v < 3 ? vectors - v : 3, ks, A, lda, b, ldb, o, 16 * v);
 }
 
 }  // namespace

@@ -35,12 +35,14 @@ void pairs_ref(int K, int N, const float* src, ptrdiff_t rs, ptrdiff_t cs, uint1
 }
 
 void gemm_ref(int M, int N, int K, const uint16_t* A, ptrdiff_t lda, const uint16_t* B, ptrdiff_t ldb, float* C,
-              ptrdiff_t ldc, int transpose_c) {
+              ptrdiff_t ldc, int transpose_c, const int* kp, int np) {
+    if (np < 0) kp = nullptr, np = K / 2;
     for (int m = 0; m < M; ++m)
         for (int n = 0; n < N; ++n) {
             float acc = 0.0f;
-            for (int k = 0; k < K; ++k)
-                acc += from_bf16(A[m * lda + k]) * from_bf16(B[((k / 2) * ldb + n) * 2 + k % 2]);
+            for (int q = 0; q < np; ++q)
+                for (int k = 2 * (kp ? kp[q] : q), e = k + 2; k < e; ++k)
+                    acc += from_bf16(A[m * lda + k]) * from_bf16(B[((k / 2) * ldb + n) * 2 + k % 2]);
             (transpose_c ? C[n * ldc + m] : C[m * ldc + n]) = acc;
         }
 }
