@@ -472,6 +472,28 @@ def test_adam_update(isa, rng, n):
     close(w, w64, 1e-5)
 
 
+@pytest.mark.parametrize("offset", [0, 1, 5, 15])
+@pytest.mark.parametrize("n", [1, 17, 40, 70001])
+def test_updates_write_the_same_weights_streamed_or_stored(isa, rng, offset, n):
+    """On more than one thread the updates write the weights with cache-bypassing stores from the first aligned
+    vector on (kernels.h: stream), on one thread with plain stores: the same values, at every alignment."""
+    w0, g, s0 = (rng.standard_normal(n + offset).astype(np.float32) for _ in range(3))
+    got = []
+    old = lenet.get_num_threads()
+    try:
+        for threads in (1, 2):
+            lenet.set_num_threads(threads)
+            w, v, m, a = w0.copy(), s0.copy(), np.abs(s0), np.abs(s0)
+            _core.sgd_update(w[offset:], g[offset:], v[offset:], 0.1, 0.9, 1e-3, False)
+            _core.adam_update(w[offset:], g[offset:], m[offset:], a[offset:], 1e-2, 0.9, 0.999, 1e-8, 1e-4, 3)
+            got.append((w, v, m, a))
+    finally:
+        lenet.set_num_threads(old)
+    for x, y in zip(*got):
+        assert np.array_equal(x, y)
+    assert np.array_equal(got[0][0][:offset], w0[:offset]) and not np.array_equal(got[0][0][offset:], w0[offset:])
+
+
 # ---- SIMD against the reference table, bit-for-bit where the order of operations is the same ------------------
 def test_simd_maxpool_and_relu_bitwise_equal_to_reference(rng):
     x = _to_lanes(rng.standard_normal((37, 6, 28, 28), dtype=np.float32), 16)

@@ -193,14 +193,15 @@ struct KernelTable {
     void (*softmax_xent)(int K, int L, const float* logits, const int32_t* label, float scale,
                          float* loss, float* dlogits);
 
-    // Optimiser updates over n parameters (flat buffers).
+    // Optimiser updates over n parameters (flat buffers). stream: write w with stores that bypass the caches, where
+    // the ISA has them (the weights other threads have read: simd/eltwise.h's update_chunks); the values are the same.
     // SGD: g' = g + wd*w; v = momentum*v + g'; w -= lr * (nesterov ? g' + momentum*v : v).
     void (*sgd_update)(ptrdiff_t n, float* w, const float* g, float* v, float lr, float momentum, float wd,
-                       int nesterov);
+                       int nesterov, int stream);
     // Adam (L2 weight decay added to g): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
     // w -= lr_t * m / (sqrt(v) + eps_t), where lr_t, eps_t fold in the bias corrections for step t.
     void (*adam_update)(ptrdiff_t n, float* w, const float* g, float* m, float* v, float lr, float b1,
-                        float b2, float eps, float wd, int step);
+                        float b2, float eps, float wd, int step, int stream);
 
     // A loop of independent FMAs, enough accumulators to fill every FMA pipe: the ISA's measured peak. Returns
     // the FLOPs done (multiply-add = 2); writes a result to *sink so the work cannot be optimised away.

@@ -184,8 +184,11 @@ void softmax_xent(int nblk, int K, int L, const float* logits, const int32_t* la
 
 void Update::apply(const KernelTable& k, const float* grad, ptrdiff_t count) const {
     const ptrdiff_t o = grad - g;
-    if (kind == Kind::Sgd) k.sgd_update(count, w + o, grad, s1 + o, lr, momentum, weight_decay, nesterov);
-    else k.adam_update(count, w + o, grad, s1 + o, s2 + o, lr, b1, b2, eps, weight_decay, step);
+    // On more than one thread every thread's blocks read the weights: streamed stores (kernels.h; one thread keeps
+    // them in its cache for the next forward)
+    const int stream = ThreadPool::instance().threads() > 1;
+    if (kind == Kind::Sgd) k.sgd_update(count, w + o, grad, s1 + o, lr, momentum, weight_decay, nesterov, stream);
+    else k.adam_update(count, w + o, grad, s1 + o, s2 + o, lr, b1, b2, eps, weight_decay, step, stream);
 }
 
 void apply_update(const Update& u) {

@@ -50,7 +50,9 @@ void softmax_xent(int K, int L, const float* logits, const int32_t* label, float
     }
 }
 
-void sgd_update(ptrdiff_t n, float* w, const float* g, float* v, float lr, float momentum, float wd, int nesterov) {
+// (stream: plain stores here, the same values)
+void sgd_update(ptrdiff_t n, float* w, const float* g, float* v, float lr, float momentum, float wd, int nesterov,
+                int /*stream*/) {
     for (ptrdiff_t i = 0; i < n; ++i) {
         const float gi = g[i] + wd * w[i];
         v[i] = momentum * v[i] + gi;
@@ -59,7 +61,7 @@ void sgd_update(ptrdiff_t n, float* w, const float* g, float* v, float lr, float
 }
 
 void adam_update(ptrdiff_t n, float* w, const float* g, float* m, float* v, float lr, float b1, float b2, float eps,
-                 float wd, int step) {
+                 float wd, int step, int /*stream*/) {
     const float bc1 = 1.0f - powf(b1, float(step)), bc2 = 1.0f - powf(b2, float(step));
     const float step_size = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
     for (ptrdiff_t i = 0; i < n; ++i) {

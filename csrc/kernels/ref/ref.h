@@ -33,9 +33,10 @@ void tanh_fwd(ptrdiff_t n, const float* x, float* y);
 void tanh_bwd(ptrdiff_t n, const float* y, const float* dy, float* dx);
 void softmax_xent(int K, int L, const float* logits, const int32_t* label, float scale, float* loss,
                   float* dlogits);
-void sgd_update(ptrdiff_t n, float* w, const float* g, float* v, float lr, float momentum, float wd, int nesterov);
+void sgd_update(ptrdiff_t n, float* w, const float* g, float* v, float lr, float momentum, float wd, int nesterov,
+                int stream);
 void adam_update(ptrdiff_t n, float* w, const float* g, float* m, float* v, float lr, float b1, float b2, float eps,
-                 float wd, int step);
+                 float wd, int step, int stream);
 
 double fma_loop(int64_t iters, float* sink);
 

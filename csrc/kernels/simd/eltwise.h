@@ -116,12 +116,19 @@ void softmax_xent(int K, int L, const float* logits, const int32_t* label, float
 
 // The weights an update writes were read by every thread's blocks in the step, so on two cores most of their cache
 // lines sit in the other core's cache too, and a store to such a line waits until that copy is invalidated: one
-// cross-core round trip per line, which the store queue overlaps only a few at a time. Asking for each line with a
-// write prefetch a kilobyte ahead of the stores overlaps those round trips. Where they are slow (this machine's slow
-// phases: a 400 ns round trip instead of 85) the CoreML graph's two-thread step went 3080 -> 2940 us (97 pairs of
-// runs); LeNet-5's, with 10x fewer weights, did not change (nor with half a kilobyte ahead; four kilobytes ahead made
-// it 3% slower), and neither changed in fast phases. Only where the prefetch is a write prefetch (prefetchw: built
-// with -mprfchw; aarch64: prfm pstl1keep).
+// cross-core round trip per line, which the store queue overlaps only a few at a time. With `stream` (the caller's
+// choice: more than one thread) the new weights go out in cache-bypassing stores instead, which wait for no line.
+// On AMD Zen 4, two threads, interleaved rounds in one process:
+// - the MNIST-CoreML-Training graph's step, in phases where the machine made those round trips slow: 4818 -> 3759 us
+//   (46 of 46 rounds; its Adam update had taken 1.2 ms per thread and step, 0.12 ms without the weight stores); in
+//   other phases 3618 -> 3524 us (10 of 14), and 3860 -> 3630 us (34 of 40) in a later run;
+// - LeNet-5's step (SGD): 924 -> 845 us (45 of 49) and 903 -> 823 us (40 of 40); on AVX2 892 -> 883 us (19 of 26).
+// On one thread no other core holds the lines, and the weights stay in this core's cache for the next forward:
+// LeNet-5's step there took 1.8% longer with streams (28 of 30 rounds), so they are not used.
+// Without streams (one thread, or NEON, whose single-vector stores have no such form), a write prefetch a kilobyte
+// ahead of the stores overlaps those round trips instead: on the Intel VM's slow phases the CoreML graph's two-thread
+// step went 3080 -> 2940 us with it (97 pairs of runs; streams were not measured there). Only where the prefetch is
+// a write prefetch (prefetchw: built with -mprfchw; aarch64: prfm pstl1keep).
 constexpr ptrdiff_t kWriteAhead = 256;  // floats: 16 cache lines
 inline void announce_write(ptrdiff_t i, ptrdiff_t n, float* w) {
 #if defined(__PRFCHW__) || defined(__aarch64__)
@@ -131,34 +138,54 @@ inline void announce_write(ptrdiff_t i, ptrdiff_t n, float* w) {
 #endif
 }
 
-template <class V>
-void sgd_update(ptrdiff_t n, float* w, const float* g, float* v, float lr, float momentum, float wd, int nesterov) {
-    const typename V::T lrv = V::set1(lr), mom = V::set1(momentum), wdv = V::set1(wd);
-    for_chunks<V>(n, [&](ptrdiff_t i, int k) {
+// An update over w [0, n): f(i, k) gives the new w[i, i + k) (as for_chunks), stored with streams where `stream`
+// and the ISA has them (the vectors from the first one aligned to its width: streams need that), else with plain
+// stores behind announce_write.
+template <class V, class F>
+void update_chunks(ptrdiff_t n, float* w, bool stream, F&& f) {
+    stream = stream && V::has_stream;
+    constexpr uintptr_t kAlign = V::W * sizeof(float);
+    const ptrdiff_t to_aligned = ptrdiff_t((kAlign - reinterpret_cast<uintptr_t>(w) % kAlign) % kAlign / sizeof(float));
+    const ptrdiff_t head = !stream ? n : to_aligned < n ? to_aligned : n;
+    for_chunks<V>(head, [&](ptrdiff_t i, int k) {
         announce_write(i, n, w);
+        st<V>(w + i, f(i, k), k);
+    });
+    for_chunks<V>(n - head, [&](ptrdiff_t j, int k) {
+        const ptrdiff_t i = head + j;
+        if (k == V::W) V::stream(w + i, f(i, k));
+        else st<V>(w + i, f(i, k), k);
+    });
+    if (stream) V::stream_fence();  // before the pool's barrier publishes the weights to the other threads
+}
+
+template <class V>
+void sgd_update(ptrdiff_t n, float* w, const float* g, float* v, float lr, float momentum, float wd, int nesterov,
+                int stream) {
+    const typename V::T lrv = V::set1(lr), mom = V::set1(momentum), wdv = V::set1(wd);
+    update_chunks<V>(n, w, stream != 0, [&](ptrdiff_t i, int k) {
         const typename V::T wi = ld<V>(w + i, k), gi = V::fmadd(wdv, wi, ld<V>(g + i, k));
         const typename V::T vi = V::fmadd(mom, ld<V>(v + i, k), gi);
         st<V>(v + i, vi, k);
-        st<V>(w + i, V::fnmadd(lrv, nesterov ? V::fmadd(mom, vi, gi) : vi, wi), k);
+        return V::fnmadd(lrv, nesterov ? V::fmadd(mom, vi, gi) : vi, wi);
     });
 }
 
 template <class V>
 void adam_update(ptrdiff_t n, float* w, const float* g, float* m, float* v, float lr, float b1, float b2, float eps,
-                 float wd, int step) {
+                 float wd, int step, int stream) {
     const float bc1 = 1.0f - powf(b1, float(step)), bc2 = 1.0f - powf(b2, float(step));
     const typename V::T step_size = V::set1(lr / bc1), inv_sqrt_bc2 = V::set1(1.0f / sqrtf(bc2));
     const typename V::T b1v = V::set1(b1), b2v = V::set1(b2), c1 = V::set1(1.0f - b1), c2 = V::set1(1.0f - b2);
     const typename V::T epsv = V::set1(eps), wdv = V::set1(wd);
-    for_chunks<V>(n, [&](ptrdiff_t i, int k) {
-        announce_write(i, n, w);
+    update_chunks<V>(n, w, stream != 0, [&](ptrdiff_t i, int k) {
         const typename V::T wi = ld<V>(w + i, k), gi = V::fmadd(wdv, wi, ld<V>(g + i, k));
         const typename V::T mi = V::fmadd(b1v, ld<V>(m + i, k), V::mul(c1, gi));
         const typename V::T vi = V::fmadd(b2v, ld<V>(v + i, k), V::mul(c2, V::mul(gi, gi)));
         st<V>(m + i, mi, k);
         st<V>(v + i, vi, k);
         const typename V::T denom = V::fmadd(V::sqrt(vi), inv_sqrt_bc2, epsv);
-        st<V>(w + i, V::fnmadd(step_size, V::div(mi, denom), wi), k);
+        return V::fnmadd(step_size, V::div(mi, denom), wi);
     });
 }
 

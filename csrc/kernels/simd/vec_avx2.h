@@ -21,6 +21,10 @@ struct VecAVX2 {
     }
     static T load_n(const float* p, int n) { return _mm256_maskload_ps(p, first(n)); }
     static void store_n(float* p, T v, int n) { _mm256_maskstore_ps(p, first(n), v); }
+    // A store that bypasses the caches (p aligned to 32 bytes), and the fence that orders such stores before later ones.
+    static constexpr bool has_stream = true;
+    static void stream(float* p, T v) { _mm256_stream_ps(p, v); }
+    static void stream_fence() { _mm_sfence(); }
     static T add(T a, T b) { return _mm256_add_ps(a, b); }
     static T sub(T a, T b) { return _mm256_sub_ps(a, b); }
     static T mul(T a, T b) { return _mm256_mul_ps(a, b); }

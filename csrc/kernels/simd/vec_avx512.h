@@ -23,6 +23,10 @@ struct VecAVX512 {
     static M first(int n) { return M((1u << n) - 1u); }  // n in [0, 16]
     static T load_n(const float* p, int n) { return _mm512_maskz_loadu_ps(first(n), p); }
     static void store_n(float* p, T v, int n) { _mm512_mask_storeu_ps(p, first(n), v); }
+    // A store that bypasses the caches (p aligned to 64 bytes), and the fence that orders such stores before later ones.
+    static constexpr bool has_stream = true;
+    static void stream(float* p, T v) { _mm512_stream_ps(p, v); }
+    static void stream_fence() { _mm_sfence(); }
     static T add(T a, T b) { return _mm512_add_ps(a, b); }
     static T sub(T a, T b) { return _mm512_sub_ps(a, b); }
     static T mul(T a, T b) { return _mm512_mul_ps(a, b); }

@@ -37,6 +37,10 @@ struct VecNEON {
         vst1q_f32(buf, v);
         for (int i = 0; i < n; ++i) p[i] = buf[i];
     }
+    // No cache-bypassing store for single vectors here: stream is a plain store (has_stream false).
+    static constexpr bool has_stream = false;
+    static void stream(float* p, T v) { vst1q_f32(p, v); }
+    static void stream_fence() {}
     static T add(T a, T b) { return vaddq_f32(a, b); }
     static T sub(T a, T b) { return vsubq_f32(a, b); }
     static T mul(T a, T b) { return vmulq_f32(a, b); }
