@@ -138,24 +138,24 @@ inline void announce_write(ptrdiff_t i, ptrdiff_t n, float* w) {
 #endif
 }
 
-// An update over w [0, n): f(i, k) gives the new w[i, i + k) (as for_chunks), stored with streams where `stream`
-// and the ISA has them (the vectors from the first one aligned to its width: streams need that), else with plain
-// stores behind announce_write.
+// An update over w [0, n): f(i, k) gives the new w[i, i + k), k <= W. Where `stream` and the ISA has streams, the first
+// chunk runs up to w's first float aligned to a vector (streams need that) and every full chunk after it is streamed;
+// the rest is stored plainly behind announce_write. (One call of f: its body is compiled once.)
 template <class V, class F>
 void update_chunks(ptrdiff_t n, float* w, bool stream, F&& f) {
     stream = stream && V::has_stream;
     constexpr uintptr_t kAlign = V::W * sizeof(float);
-    const ptrdiff_t to_aligned = ptrdiff_t((kAlign - reinterpret_cast<uintptr_t>(w) % kAlign) % kAlign / sizeof(float));
-    const ptrdiff_t head = !stream ? n : to_aligned < n ? to_aligned : n;
-    for_chunks<V>(head, [&](ptrdiff_t i, int k) {
-        announce_write(i, n, w);
-        st<V>(w + i, f(i, k), k);
-    });
-    for_chunks<V>(n - head, [&](ptrdiff_t j, int k) {
-        const ptrdiff_t i = head + j;
-        if (k == V::W) V::stream(w + i, f(i, k));
-        else st<V>(w + i, f(i, k), k);
-    });
+    const ptrdiff_t head = ptrdiff_t((kAlign - reinterpret_cast<uintptr_t>(w) % kAlign) % kAlign / sizeof(float));
+    for (ptrdiff_t i = 0, step = stream && head ? head : V::W; i < n; i += step, step = V::W) {
+        const int k = int(step < n - i ? step : n - i);
+        const typename V::T x = f(i, k);
+        if (stream && k == V::W) {
+            V::stream(w + i, x);
+        } else {
+            announce_write(i, n, w);
+            st<V>(w + i, x, k);
+        }
+    }
     if (stream) V::stream_fence();  // before the pool's barrier publishes the weights to the other threads
 }
 
