@@ -48,9 +48,10 @@ def awkward(rng, shape):
 @pytest.mark.parametrize("rows", [1, 15, 16, 17, 33])
 @pytest.mark.parametrize("cols", [1, 2, 15, 16, 17, 31, 32, 33, 70])
 @pytest.mark.parametrize("transposed", [False, True])
-def test_convert_rounds_to_nearest_even(rng, isa, rows, cols, transposed):
+@pytest.mark.parametrize("stream", [False, True])  # the same bytes through cache-bypassing stores, where they happen
+def test_convert_rounds_to_nearest_even(rng, isa, rows, cols, transposed, stream):
     src = awkward(rng, (cols, rows) if transposed else (rows, cols))
-    got = _core.bf16_convert(isa, src, transposed)
+    got = _core.bf16_convert(isa, src, transposed, stream)
     assert np.array_equal(got, to_bf16(src.T if transposed else src))
 
 
@@ -58,10 +59,11 @@ def test_convert_rounds_to_nearest_even(rng, isa, rows, cols, transposed):
 @pytest.mark.parametrize("K", [1, 2, 15, 31, 32, 33, 64])
 @pytest.mark.parametrize("N", [1, 15, 16, 17, 48])
 @pytest.mark.parametrize("transposed", [False, True])
-def test_pairs_interleave_two_rows(rng, isa, K, N, transposed):
+@pytest.mark.parametrize("stream", [False, True])
+def test_pairs_interleave_two_rows(rng, isa, K, N, transposed, stream):
     src = awkward(rng, (N, K) if transposed else (K, N))
-    ldb = N + 3
-    got = _core.bf16_pairs(isa, src, transposed, ldb)
+    ldb = -(-N // 16) * 16 if stream else N + 3  # (rows of whole 64-byte lines: every full vector can be streamed)
+    got = _core.bf16_pairs(isa, src, transposed, ldb, stream)
     b = to_bf16(src.T if transposed else src)
     if K % 2:
         b = np.concatenate([b, np.zeros((1, N), np.uint16)])  # an odd K's last pair ends in 0

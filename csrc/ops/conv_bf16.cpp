@@ -19,7 +19,7 @@ void conv_dw_bf16(const Bf16Table& t, const ConvShape& s, const float* xpad, con
         for (int ky = 0; ky < s.kh; ++ky)
             for (int kx = 0; kx < s.kw; ++kx, ++r) {
                 const float* src = xpad + ((size_t(c) * ihp + ky) * iwp + kx) * L;
-                t.convert(s.oh, row, src, ptrdiff_t(iwp) * L, 1, a + size_t(r) * P32, row);
+                t.convert(s.oh, row, src, ptrdiff_t(iwp) * L, 1, a + size_t(r) * P32, row, 0);
                 if (P32 > P) std::memset(a + size_t(r) * P32 + P, 0, size_t(P32 - P) * sizeof(uint16_t));
             }
     std::memset(a + size_t(rows) * P32, 0, size_t(round_up(rows, 16) - rows) * P32 * sizeof(uint16_t));
@@ -29,7 +29,7 @@ void conv_dw_bf16(const Bf16Table& t, const ConvShape& s, const float* xpad, con
     if (P32 > P || oc16 > s.oc) std::memset(b, 0, size_t(P32) * oc16 * sizeof(uint16_t));
     for (int oy = 0; oy < s.oh; ++oy)
         t.pairs(row, s.oc, dy + (size_t(oy + bh) * dyw + bw) * L, 1, ptrdiff_t(dyh) * dyw * L,
-                b + size_t(oy) * row * oc16, oc16);
+                b + size_t(oy) * row * oc16, oc16, 0);
     t.gemm(rows, s.oc, P32, a, P32, b, oc16, dw, rows, 1, nullptr, -1);  // dw [oc][rows] = (X_col . dy^T)^T
 }
 
@@ -42,7 +42,7 @@ size_t conv_dx_weights_bf16_count(const ConvShape& s) {
 void conv_dx_weights_bf16(const Bf16Table& t, const ConvShape& s, const float* w, uint16_t* wt) {
     const int taps = s.kh * s.kw, K32 = round_up(s.oc * taps, 32), n = s.oc * s.ic * taps;
     uint16_t* rounded = wt + (conv_dx_weights_bf16_count(s) - size_t(n));
-    t.convert(1, n, w, n, 1, rounded, n);
+    t.convert(1, n, w, n, 1, rounded, n, 0);
     std::memset(wt, 0, (conv_dx_weights_bf16_count(s) - size_t(n)) * sizeof(uint16_t));
     for (int c = 0; c < s.ic; ++c)
         for (int o = 0; o < s.oc; ++o)
@@ -68,7 +68,7 @@ void conv_dx_bf16(const Bf16Table& t, const ConvShape& s, const uint16_t* wt, co
         const ptrdiff_t rs = k + 1 < K ? source(k + 1) - a : 0;
         uint16_t* dst = b + size_t(k / 2) * N * 2;  // pair k / 2's row of B
         for (int y = 0; y < s.ih; ++y)
-            t.pairs(k + 1 < K ? 2 : 1, row, a + size_t(y) * dyw * L, rs, 1, dst + size_t(y) * row * 2, N);
+            t.pairs(k + 1 < K ? 2 : 1, row, a + size_t(y) * dyw * L, rs, 1, dst + size_t(y) * row * 2, N, 0);
     }
     const int pairs_done = (K + 1) / 2;
     std::memset(b + size_t(pairs_done) * N * 2, 0, size_t(K32 / 2 - pairs_done) * N * 2 * sizeof(uint16_t));

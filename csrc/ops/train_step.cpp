@@ -326,7 +326,7 @@ void TrainStep::refresh_bf16(int B) {
     ThreadPool::instance().parallel_for(int(tasks.size()), [&](int task, int) {
         const auto [i, o] = tasks[size_t(task)];
         const LayerSpec& l = fwd_->layers()[i];
-        bf16_[i]->refresh(l.w, o, std::min(DenseBf16::kRefreshRows, l.s.oc - o));
+        bf16_[i]->refresh(l.w, o, std::min(DenseBf16::kRefreshRows, l.s.oc - o), threads > 1);
     });
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/aligned.h"
 #include "../kernels/bf16/bf16_dispatch.h"
 #include "../ops/conv_bf16.h"
 #include "../ops/ops.h"
@@ -21,26 +22,36 @@ namespace {
 
 const Bf16Table& table(const std::string& isa) { return kernel_arrays::available(bf16_table_named(isa), "bf16", isa); }
 
-// src [rows][cols] float32 -> bf16 bits [rows][cols]; transposed: src [cols][rows] read down its columns.
-py::array_t<uint16_t> bf16_convert(const std::string& isa, py::handle src_, bool transposed) {
+// The bytes a packing function writes into a 64-byte aligned buffer of n uint16 first set to 0xffff (so that streamed
+// stores can happen: numpy's own buffers need not be aligned), as a numpy array of `shape`.
+template <class Write>
+py::array_t<uint16_t> packed(std::vector<ptrdiff_t> shape, size_t n, Write&& write) {
+    LineVector<uint16_t> buf(n, uint16_t(0xffff));
+    write(buf.data());
+    py::array_t<uint16_t> out(shape);
+    std::copy(buf.begin(), buf.end(), out.mutable_data());
+    return out;
+}
+
+// src [rows][cols] float32 -> bf16 bits [rows][cols]; transposed: src [cols][rows] read down its columns. stream: the
+// table's cache-bypassing stores, where it has them.
+py::array_t<uint16_t> bf16_convert(const std::string& isa, py::handle src_, bool transposed, bool stream) {
     auto src = need<float>(src_, "src", 2);
     const int a = int(src.shape(0)), b = int(src.shape(1)), rows = transposed ? b : a, cols = transposed ? a : b;
-    py::array_t<uint16_t> out({rows, cols});
-    std::fill(out.mutable_data(), out.mutable_data() + out.size(), uint16_t(0xffff));
-    table(isa).convert(rows, cols, src.data(), transposed ? 1 : cols, transposed ? rows : 1, out.mutable_data(), cols);
-    return out;
+    return packed({rows, cols}, size_t(rows) * cols, [&](uint16_t* out) {
+        table(isa).convert(rows, cols, src.data(), transposed ? 1 : cols, transposed ? rows : 1, out, cols, stream);
+    });
 }
 
 // B [K][N] (src, or src [N][K] read down its columns when transposed) in pairs: [ceil(K / 2)][ldb][2] bf16 bits,
 // columns past N left 0xffff (never written).
-py::array_t<uint16_t> bf16_pairs(const std::string& isa, py::handle src_, bool transposed, int ldb) {
+py::array_t<uint16_t> bf16_pairs(const std::string& isa, py::handle src_, bool transposed, int ldb, bool stream) {
     auto src = need<float>(src_, "src", 2);
     const int a = int(src.shape(0)), b = int(src.shape(1)), K = transposed ? b : a, N = transposed ? a : b;
     check(ldb >= N, "ldb must be at least N");
-    py::array_t<uint16_t> out({(K + 1) / 2, ldb, 2});
-    std::fill(out.mutable_data(), out.mutable_data() + out.size(), uint16_t(0xffff));
-    table(isa).pairs(K, N, src.data(), transposed ? 1 : N, transposed ? K : 1, out.mutable_data(), ldb);
-    return out;
+    return packed({(K + 1) / 2, ldb, 2}, size_t((K + 1) / 2) * ldb * 2, [&](uint16_t* out) {
+        table(isa).pairs(K, N, src.data(), transposed ? 1 : N, transposed ? K : 1, out, ldb, stream);
+    });
 }
 
 // C [M][N] = A [>= ceil(M / 16) * 16][K] . B (pairs [K / 2][ldb][2], ldb >= ceil(N / 16) * 16), K a multiple of 32;
@@ -118,8 +129,10 @@ py::array_t<float> bf16_conv_dx(const std::string& isa, py::handle w_, py::handl
 
 void bind_bf16_kernels(py::module_& m) {
     m.def("bf16_isas", &bf16_isas, "bf16 tables this build has and this CPU runs, reference first.");
-    m.def("bf16_convert", &bf16_convert, py::arg("isa"), py::arg("src"), py::arg("transposed"));
-    m.def("bf16_pairs", &bf16_pairs, py::arg("isa"), py::arg("src"), py::arg("transposed"), py::arg("ldb"));
+    m.def("bf16_convert", &bf16_convert, py::arg("isa"), py::arg("src"), py::arg("transposed"),
+          py::arg("stream") = false);
+    m.def("bf16_pairs", &bf16_pairs, py::arg("isa"), py::arg("src"), py::arg("transposed"), py::arg("ldb"),
+          py::arg("stream") = false);
     m.def("bf16_gemm", &bf16_gemm, py::arg("isa"), py::arg("a"), py::arg("b"), py::arg("m"), py::arg("n"),
           py::arg("transposed") = false, py::arg("kp") = py::none());
     m.def("bf16_conv_dx", &bf16_conv_dx, py::arg("isa"), py::arg("w"), py::arg("dy"), py::arg("ph"), py::arg("pw"));

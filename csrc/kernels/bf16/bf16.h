@@ -20,11 +20,15 @@ namespace lenet {
 // so that one 64-byte row of a B tile holds 16 columns of two consecutive k.
 struct Bf16Table {
     const char* isa;  // "reference", "avx512_bf16", "amx"
-    // dst[r * ldd + c] = bf16(src[r * rs + c * cs]) for r < rows, c < cols (nothing else written).
-    void (*convert)(int rows, int cols, const float* src, ptrdiff_t rs, ptrdiff_t cs, uint16_t* dst, ptrdiff_t ldd);
+    // dst[r * ldd + c] = bf16(src[r * rs + c * cs]) for r < rows, c < cols (nothing else written). stream: write
+    // dst with stores that bypass the caches where the table can (AVX512-BF16, along src's rows: the whole aligned
+    // 64 bytes of dst), for a dst other threads have read (DenseBf16::refresh); the same bytes.
+    void (*convert)(int rows, int cols, const float* src, ptrdiff_t rs, ptrdiff_t cs, uint16_t* dst, ptrdiff_t ldd,
+                    int stream);
     // B in pairs (above) from src: B[k][n] = bf16(src[k * rs + n * cs]) for k < K, n < N; if K is odd, the last
-    // pair's second half is written 0. Nothing else written.
-    void (*pairs)(int K, int N, const float* src, ptrdiff_t rs, ptrdiff_t cs, uint16_t* dst, ptrdiff_t ldb);
+    // pair's second half is written 0. Nothing else written. stream: as convert's.
+    void (*pairs)(int K, int N, const float* src, ptrdiff_t rs, ptrdiff_t cs, uint16_t* dst, ptrdiff_t ldb,
+                  int stream);
     // C = A [M][K] . B, overwritten: C[m * ldc + n], or with transpose_c C[n * ldc + m] (the product's transpose,
     // [N][M]). K a multiple of 32. A has ceil(M / 16) * 16 rows and B ceil(N / 16) * 16 columns (ldb at least that):
     // the rows and columns past M and N are read (they must be finite) but feed no output. Products exact in fp32,

@@ -3,6 +3,7 @@
 // the multiply-adds of an fp32 FMA). The AMX table (bf16_amx.cpp) packs with this table's functions. Compiled with
 // -mavx512bf16 -mavx512f -mavx512bw -mavx512vl; chosen where CpuFeatures::avx512_bf16 holds and AMX does not.
 #include <immintrin.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "avx512_regs.h"
@@ -21,17 +22,30 @@ __m512i interleaved(__m512 a, __m512 b) {
     return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(b, a));  // [a0..a15 | b0..b15]
 }
 
-void convert_avx512(int rows, int cols, const float* src, ptrdiff_t rs, ptrdiff_t cs, uint16_t* dst, ptrdiff_t ldd) {
-    if (cs == 1) {  // along src's rows
+// Whether 64 bytes at p can take a streamed store.
+bool aligned64(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 63) == 0; }
+
+void convert_avx512(int rows, int cols, const float* src, ptrdiff_t rs, ptrdiff_t cs, uint16_t* dst, ptrdiff_t ldd,
+                    int stream) {
+    if (cs == 1) {  // along src's rows, 32 columns (one 64-byte store) at a time
         for (int r = 0; r < rows; ++r)
-            for (int c = 0; c < cols; c += 16) {
-                const __mmask16 m = first(cols - c);
-                const __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + r * rs + c));
-                _mm256_mask_storeu_epi16(dst + r * ldd + c, m, (__m256i)h);
+            for (int c = 0; c < cols; c += 32) {
+                const float* s = src + r * rs + c;
+                uint16_t* d = dst + r * ldd + c;
+                if (stream && c + 32 <= cols && aligned64(d)) {
+                    _mm512_stream_si512(reinterpret_cast<__m512i*>(d),
+                                        (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + 16), _mm512_loadu_ps(s)));
+                    continue;
+                }
+                for (int h = 0; h < 32 && c + h < cols; h += 16) {
+                    const __mmask16 m = first(cols - c - h);
+                    _mm256_mask_storeu_epi16(d + h, m, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, s + h)));
+                }
             }
+        if (stream) _mm_sfence();  // before the pool's barrier publishes dst to the other threads
         return;
     }
-    if (rs != 1) return kBf16Reference.convert(rows, cols, src, rs, cs, dst, ldd);
+    if (rs != 1) return kBf16Reference.convert(rows, cols, src, rs, cs, dst, ldd, 0);
     // Transposed (rs == 1): blocks of 16 rows x 32 columns of dst; src row c holds dst's column c.
     for (int r0 = 0; r0 < rows; r0 += 16)
         for (int c0 = 0; c0 < cols; c0 += 32) {
@@ -51,7 +65,8 @@ void convert_avx512(int rows, int cols, const float* src, ptrdiff_t rs, ptrdiff_
         }
 }
 
-void pairs_avx512(int K, int N, const float* src, ptrdiff_t rs, ptrdiff_t cs, uint16_t* dst, ptrdiff_t ldb) {
+void pairs_avx512(int K, int N, const float* src, ptrdiff_t rs, ptrdiff_t cs, uint16_t* dst, ptrdiff_t ldb,
+                  int stream) {
     uint32_t* out = reinterpret_cast<uint32_t*>(dst);  // one dword per (pair, column)
     if (cs == 1) {  // along src's rows: rows k and k + 1 interleaved
         for (int k = 0; k < K; k += 2)
@@ -59,11 +74,16 @@ void pairs_avx512(int K, int N, const float* src, ptrdiff_t rs, ptrdiff_t cs, ui
                 const __mmask16 m = first(N - n);
                 const __m512 a = _mm512_maskz_loadu_ps(m, src + k * rs + n);
                 const __m512 b = k + 1 < K ? _mm512_maskz_loadu_ps(m, src + (k + 1) * rs + n) : _mm512_setzero_ps();
-                _mm512_mask_storeu_epi32(out + (k / 2) * ldb + n, m, interleaved(a, b));
+                uint32_t* d = out + (k / 2) * ldb + n;
+                if (stream && m == 0xffff && aligned64(d))
+                    _mm512_stream_si512(reinterpret_cast<__m512i*>(d), interleaved(a, b));
+                else
+                    _mm512_mask_storeu_epi32(d, m, interleaved(a, b));
             }
+        if (stream) _mm_sfence();
         return;
     }
-    if (rs != 1) return kBf16Reference.pairs(K, N, src, rs, cs, dst, ldb);
+    if (rs != 1) return kBf16Reference.pairs(K, N, src, rs, cs, dst, ldb, 0);
     // Transposed (rs == 1): src row n holds B's column n, k along it. Blocks of 32 k (16 pairs) x 16 columns: each
     // src row's 32 floats are 16 pairs in order, and a dword transpose puts them in B's rows.
     for (int k0 = 0; k0 < K; k0 += 32)

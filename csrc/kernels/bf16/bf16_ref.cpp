@@ -23,12 +23,15 @@ float from_bf16(uint16_t h) {
     return f;
 }
 
-void convert_ref(int rows, int cols, const float* src, ptrdiff_t rs, ptrdiff_t cs, uint16_t* dst, ptrdiff_t ldd) {
+// (stream: plain stores here, the same bytes)
+void convert_ref(int rows, int cols, const float* src, ptrdiff_t rs, ptrdiff_t cs, uint16_t* dst, ptrdiff_t ldd,
+                 int /*stream*/) {
     for (int r = 0; r < rows; ++r)
         for (int c = 0; c < cols; ++c) dst[r * ldd + c] = to_bf16(src[r * rs + c * cs]);
 }
 
-void pairs_ref(int K, int N, const float* src, ptrdiff_t rs, ptrdiff_t cs, uint16_t* dst, ptrdiff_t ldb) {
+void pairs_ref(int K, int N, const float* src, ptrdiff_t rs, ptrdiff_t cs, uint16_t* dst, ptrdiff_t ldb,
+               int /*stream*/) {
     for (int k = 0; k < K + (K & 1); ++k)
         for (int n = 0; n < N; ++n)
             dst[((k / 2) * ldb + n) * 2 + k % 2] = k < K ? to_bf16(src[k * rs + n * cs]) : 0;
