@@ -472,6 +472,24 @@ def test_adam_update(isa, rng, n):
     close(w, w64, 1e-5)
 
 
+@pytest.mark.parametrize("in_, L", [(1, 16), (15, 16), (16, 32), (17, 3), (47, 48), (49, 64), (100, 17)])
+@pytest.mark.parametrize("col0", [0, 16, 5])
+@pytest.mark.parametrize("stream", [False, True])
+def test_dense_gather_transposes_into_panels(isa, rng, in_, L, col0, stream):
+    """x [in][L] into x^T panels and dy [out][L] into dyT's columns at samples [col0, col0 + L) of the batch, nothing
+    else written; streamed stores (on more than one thread) write the same."""
+    out, B, P = 21, col0 + L + 16, 48
+    x = rng.standard_normal((in_, L)).astype(np.float32)
+    dy = rng.standard_normal((out, L)).astype(np.float32)
+    xP, dyT = _core.dense_gather(x, dy, col0, B, stream)
+    want_xT = np.full((B, xP.shape[0] * P), -1.0, np.float32)
+    want_xT[col0:col0 + L, :in_] = x.T
+    assert np.array_equal(xP, want_xT.reshape(B, -1, P).transpose(1, 0, 2))
+    want_dyT = np.full((out, B), -1.0, np.float32)
+    want_dyT[:, col0:col0 + L] = dy
+    assert np.array_equal(dyT, want_dyT)
+
+
 @pytest.mark.parametrize("offset", [0, 1, 5, 15])
 @pytest.mark.parametrize("n", [1, 17, 40, 70001])
 def test_updates_write_the_same_weights_streamed_or_stored(isa, rng, offset, n):

@@ -181,6 +181,13 @@ struct KernelTable {
     // y[c][p] += b[c] for a [C][P] matrix; db[c] += sum_p dy[c][p].
     void (*bias_add)(int C, ptrdiff_t P, const float* b, float* y);
     void (*bias_grad)(int C, ptrdiff_t P, const float* dy, float* db);
+    // A dense layer's gathers for its batch-wide weight gradient (ops/block.h: dense_backward): x [in][L] transposed
+    // into samples [col0, col0 + L) of xP's panels (xP [ceil(in / P)][B][P], sample b's feature i at
+    // (i - i % P) * B + b * P + i % P; P a multiple of 16), and dy [out][L] into columns [col0, col0 + L) of dyT
+    // [out][B]; either may be null. stream: write them with stores that bypass the caches where whole aligned vectors
+    // allow (other threads read both in the step's weight-gradient pass); the values are the same.
+    void (*dense_gather)(int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, int P, const float* x, const float* dy,
+                         float* xP, float* dyT, int stream);
 
     // Elementwise over n floats. Backward takes the forward output y.
     void (*relu_fwd)(ptrdiff_t n, const float* x, float* y);

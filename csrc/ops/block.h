@@ -90,6 +90,7 @@ void dx_weights(const KernelTable& k, const ConvShape& s, const float* w, float*
 // conflicts, was 1.1x slower on the MNIST-CoreML-Training graph's fc1: dW 16 x 1152, K = 128, AVX-512.) 48 floats:
 // a multiple of every ISA's gemm_nn column tile (16 or 48 on AVX-512, 16 or 8 on AVX2 and NEON, 8 or 4 on armv7).
 constexpr int kDensePanel = 48;
+static_assert(kDensePanel % 16 == 0, "kernels.h's dense_gather writes 16 features of a panel at a time");
 // Floats per sample of xP: `in` rounded up to whole panels.
 inline ptrdiff_t dense_xT_floats(int in) { return (ptrdiff_t(in) + kDensePanel - 1) / kDensePanel * kDensePanel; }
 

@@ -97,22 +97,9 @@ void gemm_nn_live_rows(const KernelTable& k, int M, int N, int K, const float* A
 
 void dense_backward(const KernelTable& k, int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, const float* x,
                     const float* w, const float* dy, float* dx, float* xP, float* dyT) {
-    if (dyT)
-        for (int o = 0; o < out; ++o) std::memcpy(dyT + o * B + col0, dy + size_t(o) * L, L * sizeof(float));
-    // x [in][L] transposed into samples col0.. of xP, 16 features at a time (inside one panel): the tile's 16 rows
-    // of x stay in L1 while each of the L samples gets 16 adjacent floats (a transpose one element at a time down
-    // all `in` rows read each x line L times from L2: on the MNIST-CoreML-Training graph's 1152 x 64 lanes, most of
-    // the layer's gather).
-    constexpr int kTile = 16, P = kDensePanel;
-    static_assert(P % kTile == 0, "a gather tile stays inside one panel");
-    for (int i0 = 0; xP && i0 < in; i0 += kTile) {
-        const int i1 = std::min(in, i0 + kTile);
-        float* panel = xP + (i0 - i0 % P) * B + i0 % P;
-        for (int l = 0; l < L; ++l) {
-            float* row = panel + (col0 + l) * P - i0;
-            for (int i = i0; i < i1; ++i) row[i] = x[size_t(i) * L + l];
-        }
-    }
+    // (streamed on more than one thread: the other threads read these gathers in the last step's weight gradient)
+    const int stream = ThreadPool::instance().threads() > 1;
+    if (xP || dyT) k.dense_gather(L, in, out, col0, B, kDensePanel, x, dy, xP, dyT, stream);
     if (dx) gemm_nn_live_rows(k, in, L, out, w, 1, in, dy, dx);
 }
 

@@ -582,6 +582,29 @@ py::array_t<float> gemm_nt(py::handle a_, py::handle b_) {
     return c;
 }
 
+// The active table's dense_gather for tests: x [in][L] and dy [out][L] into samples [col0, col0 + L) of a batch of B:
+// (xP [ceil(in / 48)][B][48] x^T in panels, dyT [out][B]), both 64-byte aligned and first filled with -1.
+py::tuple dense_gather(py::handle x_, py::handle dy_, ptrdiff_t col0, ptrdiff_t B, bool stream) {
+    auto x = checked<float>(x_, "x", {kAny, kAny});
+    const int in = int(x.shape(0)), L = int(x.shape(1));
+    auto dy = checked<float>(dy_, "dy", {kAny, L});
+    const int out = int(dy.shape(0)), P = ops::block::kDensePanel;
+    if (col0 < 0 || col0 + L > B) throw py::value_error("samples [col0, col0 + L) must lie in [0, B)");
+    const ptrdiff_t panels = (in + P - 1) / P;
+    LineVector<float> xP(size_t(panels * B * P), -1.0f), dyT(size_t(out) * B, -1.0f);
+    {
+        KernelCall call;  // (releases the GIL until the block's end)
+        ThreadPool::instance().parallel_for(1, [&](int, int) {
+            kernels().dense_gather(L, in, out, col0, B, P, x.data(), dy.data(), xP.data(), dyT.data(), stream);
+        });
+    }
+    auto xo = empty({panels, B, P});
+    auto yo = empty({out, B});
+    std::copy(xP.begin(), xP.end(), xo.mutable_data());
+    std::copy(dyT.begin(), dyT.end(), yo.mutable_data());
+    return py::make_tuple(xo, yo);
+}
+
 // A graph (model/graph.h) from its JSON text, with its parameter arrays checked against the shapes it implies;
 // the arrays are kept alive in `keep`.
 struct GraphArrays {
@@ -1047,6 +1070,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("pack_images", &pack_images, py::arg("images"), py::arg("indices"), py::arg("lanes"));
     m.def("gemm_nn", &gemm_nn, py::arg("a"), py::arg("b"), py::arg("trans_a") = false, py::arg("ks") = py::none());
     m.def("gemm_nt", &gemm_nt, py::arg("a"), py::arg("b"));
+    m.def("dense_gather", &dense_gather, py::arg("x"), py::arg("dy"), py::arg("col0"), py::arg("batch"),
+          py::arg("stream") = false);
     py::register_exception<model::ModelFileError>(m, "ModelFileError", PyExc_ValueError);
     m.def("read_model_file", &read_model_file, py::arg("path"));
     m.def("write_model_file", &write_model_file, py::arg("path"), py::arg("header"), py::arg("tensors"));

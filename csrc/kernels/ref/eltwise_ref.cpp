@@ -18,6 +18,15 @@ void bias_grad(int C, ptrdiff_t P, const float* dy, float* db) {
     }
 }
 
+// (stream: plain stores here, the same values)
+void dense_gather(int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, int P, const float* x, const float* dy,
+                  float* xP, float* dyT, int /*stream*/) {
+    for (int o = 0; dyT && o < out; ++o)
+        for (int l = 0; l < L; ++l) dyT[o * B + col0 + l] = dy[o * L + l];
+    for (int i = 0; xP && i < in; ++i)
+        for (int l = 0; l < L; ++l) xP[(i - i % P) * B + (col0 + l) * P + i % P] = x[i * L + l];
+}
+
 void relu_fwd(ptrdiff_t n, const float* x, float* y) {
     for (ptrdiff_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }

@@ -10,7 +10,7 @@ const KernelTable kTableReference = {
     ref::conv_pool_dw,
     ref::conv_pool_route, ref::conv_pool_bwd_sparse,
     ref::maxpool_fwd, ref::maxpool_bwd, ref::avgpool_fwd, ref::avgpool_bwd,
-    ref::bias_add, ref::bias_grad,
+    ref::bias_add, ref::bias_grad, ref::dense_gather,
     ref::relu_fwd, ref::relu_bwd, ref::tanh_fwd, ref::tanh_bwd,
     ref::softmax_xent, ref::sgd_update, ref::adam_update, ref::fma_loop,
     "gemm_nn__reference", "gemm_nt__reference", "conv_direct__reference", "conv_direct_dw__reference",

@@ -57,6 +57,47 @@ void bias_grad(int C, ptrdiff_t P, const float* dy, float* db) {
     }
 }
 
+// Whether p can take a streamed vector store (aligned to the vector).
+template <class V>
+bool stream_aligned(const float* p) {
+    return reinterpret_cast<uintptr_t>(p) % (V::W * sizeof(float)) == 0;
+}
+
+// n floats from src to dst, with streamed stores for the whole aligned vectors where `stream`.
+template <class V>
+void put_row(float* dst, const float* src, int n, bool stream) {
+    for_chunks<V>(n, [&](ptrdiff_t i, int k) {
+        const typename V::T v = ld<V>(src + i, k);
+        if (stream && k == V::W && stream_aligned<V>(dst + i)) V::stream(dst + i, v);
+        else st<V>(dst + i, v, k);
+    });
+}
+
+// kernels.h's dense_gather. x^T goes 16 features at a time (inside one panel: P is a multiple of 16): the tile's 16
+// rows of x stay in L1 while each lane's 16 features are collected into one line and written as whole vectors (a
+// transpose one element at a time down all `in` rows read each x line L times from L2: on the MNIST-CoreML-Training
+// graph's 1152 x 64 lanes, most of the gather). Streams: in the slow phases of the AMD Zen 4 VM, whose cross-core
+// round trip then took 330-380 ns instead of 65-90, the plain stores' gather took 200-220 us per thread and step of
+// that graph (72-90 us in the fast phases), LeNet-5's 41-63 us (10-11 us): each line it wrote had been read by the
+// other core in the last step's weight gradient.
+template <class V>
+void dense_gather(int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, int P, const float* x, const float* dy,
+                  float* xP, float* dyT, int stream) {
+    const bool s = stream && V::has_stream;
+    for (int o = 0; dyT && o < out; ++o) put_row<V>(dyT + o * B + col0, dy + size_t(o) * L, L, s);
+    constexpr int kTile = 16;
+    alignas(64) float line[kTile];
+    for (int i0 = 0; xP && i0 < in; i0 += kTile) {
+        const int n = in - i0 < kTile ? in - i0 : kTile;
+        float* panel = xP + (i0 - i0 % P) * B + i0 % P;
+        for (int l = 0; l < L; ++l) {
+            for (int i = 0; i < n; ++i) line[i] = x[size_t(i0 + i) * L + l];
+            put_row<V>(panel + (col0 + l) * P, line, n, s);
+        }
+    }
+    if (s) V::stream_fence();  // before the pool's barrier hands the gathers to the other threads
+}
+
 template <class V>
 void relu_fwd(ptrdiff_t n, const float* x, float* y) {
     for_chunks<V>(n, [&](ptrdiff_t i, int k) { st<V>(y + i, V::max(ld<V>(x + i, k), V::zero()), k); });
