@@ -29,10 +29,9 @@ public:
     void begin_batch(const Bf16Table& t, int B, int threads);
     // Rows [o0, o0 + rows) of W [out][in] rounded into the forward's and the input gradient's operands. Every row
     // after begin_batch and before the step's first forward (tasks of kRefreshRows rows may run in parallel).
-    // stream: on more than one thread, whose blocks all read these forms in the last step, written with stores that
-    // wait for no other core's copy of a line to be invalidated (bf16.h; as kernels.h's optimiser updates). The
-    // MNIST-CoreML-Training graph's two-thread bf16 step on AMD Zen 4: 3403 -> 3321 us (237 of 392 interleaved
-    // rounds); the refresh alone took 482 us per step in one slow phase, 104-121 us on one thread.
+    // stream: written with cache-bypassing stores (stream_shared_writes: every thread's blocks read these forms in
+    // the last step). The MNIST-CoreML-Training graph's two-thread bf16 step on AMD Zen 4: 3403 -> 3321 us (237 of
+    // 392 interleaved rounds); the refresh alone took 482 us per step in one slow phase, 104-121 us on one thread.
     static constexpr int kRefreshRows = 32;
     void refresh(const float* w, int o0, int rows, bool stream);
 

@@ -97,9 +97,8 @@ void gemm_nn_live_rows(const KernelTable& k, int M, int N, int K, const float* A
 
 void dense_backward(const KernelTable& k, int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, const float* x,
                     const float* w, const float* dy, float* dx, float* xP, float* dyT) {
-    // (streamed on more than one thread: the other threads read these gathers in the last step's weight gradient)
-    const int stream = ThreadPool::instance().threads() > 1;
-    if (xP || dyT) k.dense_gather(L, in, out, col0, B, kDensePanel, x, dy, xP, dyT, stream);
+    // (the other threads read these gathers in the last step's weight gradient)
+    if (xP || dyT) k.dense_gather(L, in, out, col0, B, kDensePanel, x, dy, xP, dyT, stream_shared_writes());
     if (dx) gemm_nn_live_rows(k, in, L, out, w, 1, in, dy, dx);
 }
 
@@ -171,12 +170,12 @@ void softmax_xent(int nblk, int K, int L, const float* logits, const int32_t* la
 
 void Update::apply(const KernelTable& k, const float* grad, ptrdiff_t count) const {
     const ptrdiff_t o = grad - g;
-    // On more than one thread every thread's blocks read the weights: streamed stores (kernels.h; one thread keeps
-    // them in its cache for the next forward)
-    const int stream = ThreadPool::instance().threads() > 1;
+    const int stream = stream_shared_writes();  // (every thread's blocks read the weights in the step)
     if (kind == Kind::Sgd) k.sgd_update(count, w + o, grad, s1 + o, lr, momentum, weight_decay, nesterov, stream);
     else k.adam_update(count, w + o, grad, s1 + o, s2 + o, lr, b1, b2, eps, weight_decay, step, stream);
 }
+
+bool stream_shared_writes() { return ThreadPool::instance().threads() > 1; }
 
 void apply_update(const Update& u) {
     const KernelTable& k = kernels();

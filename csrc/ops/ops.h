@@ -88,6 +88,13 @@ struct Update {
 // The whole update: every parameter, split in ranges over the thread pool.
 void apply_update(const Update& u);
 
+// Whether what every thread reads in a step and one thread then rewrites (the weights in the optimiser's update, a
+// dense layer's batch gathers, the bf16 copies of the weights) is written with cache-bypassing stores (kernels.h's
+// and bf16.h's stream flags): on more than one thread, where a plain store waits for the other cores' copies of its
+// line to be invalidated; not on one, whose own cache keeps the data for the next read (simd/eltwise.h: the
+// measurements).
+bool stream_shared_writes();
+
 // The active table's fma_loop on every thread for about `seconds`: the machine's peak for that ISA, in GFLOP/s.
 double fma_peak_gflops(double seconds);
 

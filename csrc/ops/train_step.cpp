@@ -323,10 +323,11 @@ void TrainStep::refresh_bf16(int B) {
         bf16_[i]->begin_batch(*bf16_table_, B, threads);
         for (int o = 0; o < fwd_->layers()[i].s.oc; o += DenseBf16::kRefreshRows) tasks.emplace_back(i, o);
     }
+    const bool stream = stream_shared_writes();
     ThreadPool::instance().parallel_for(int(tasks.size()), [&](int task, int) {
         const auto [i, o] = tasks[size_t(task)];
         const LayerSpec& l = fwd_->layers()[i];
-        bf16_[i]->refresh(l.w, o, std::min(DenseBf16::kRefreshRows, l.s.oc - o), threads > 1);
+        bf16_[i]->refresh(l.w, o, std::min(DenseBf16::kRefreshRows, l.s.oc - o), stream);
     });
 }
 
