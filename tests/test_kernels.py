@@ -202,13 +202,14 @@ def test_conv_pool_sixteen_lanes_one_channel(isa, rng, width, oc):
 
 @pytest.mark.parametrize("shape", [(4, 13, 13), (17, 7, 10), (32, 4, 5), (16, 3, 3)])
 @pytest.mark.parametrize("oc", [1, 2, 3, 4, 5, 32])
-def test_conv_pool_winograd(isa, rng, shape, oc):
-    """2x2 kernels from 4 input channels on, at 16 lanes, take Winograd's F(2x2, 2x2) on the ISAs that have it
-    (lenet.kernels() names it): odd sizes (the pooling drops a row and a column), one pooling window, channel counts
-    around its register tile of 3 output channels, two blocks."""
+@pytest.mark.parametrize("k", [2, 5])
+def test_conv_pool_winograd(isa, rng, shape, oc, k):
+    """2x2 and 5x5 kernels from 4 input channels on, at 16 lanes, take Winograd's F(2x2, 2x2) and F(2x2, 5x5) on the
+    ISAs that have them (lenet.kernels() names them): odd sizes (the pooling drops a row and a column), one pooling
+    window, channel counts around the register tiles of 2 or 3 output channels, two blocks."""
     if isa in ("reference", "avx512"):
         assert "winograd" in lenet.kernels()["ops"]["conv2d_maxpool2d_fused"]
-    check_conv_pool_sixteen_lanes(rng, (20, shape[0], shape[1] + 1, shape[2] + 1), oc, (2, 2))
+    check_conv_pool_sixteen_lanes(rng, (20, shape[0], shape[1] + k - 1, shape[2] + k - 1), oc, (k, k))
 
 
 @pytest.mark.parametrize("kernel", [(2, 2), (3, 3), (2, 3)])

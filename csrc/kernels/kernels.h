@@ -41,7 +41,7 @@ static inline void conv_weights_channels_last(const ConvShape* s, const float* w
 }
 
 // Winograd F(2x2, 2x2) (conv_pool_fwd_winograd): 2x2 weights w [oc][ic][2][2] -> u [oc][ic][3][3] = G w G^T with
-// G = [1 0; 1 1; 0 1], and the scratch of one transformed 3x3 input tile, [ic][3][3][16].
+// G = [1 0; 1 1; 0 1].
 static inline void winograd_2x2_weights(int oc, int ic, const float* w, float* u) {
     for (ptrdiff_t p = 0; p < ptrdiff_t(oc) * ic; ++p, w += 4, u += 9) {
         const float a = w[0], b = w[1], c = w[2], d = w[3];
@@ -50,7 +50,8 @@ static inline void winograd_2x2_weights(int oc, int ic, const float* w, float* u
         u[6] = c, u[7] = c + d, u[8] = d;
     }
 }
-static inline ptrdiff_t winograd_tile_floats(int ic) { return ptrdiff_t(ic) * 9 * 16; }
+// The scratch of one transformed input tile, [ic][k+1][k+1][16], for k x k kernels (2 or 5).
+static inline ptrdiff_t winograd_tile_floats(int ic, int k) { return ptrdiff_t(ic) * (k + 1) * (k + 1) * 16; }
 // Its input transform, v = B^T d B with B^T = [1 -1 0; 0 1 0; 0 -1 1], and output transform, y = A^T m A with
 // A^T = [1 1 0; 0 1 1], over floats or GCC vectors (one order of operations for the reference and every ISA).
 template <class T>
@@ -67,6 +68,81 @@ static inline void winograd_output_tile(const T m[9], T y[4]) {
     T r0[3], r1[3];
     for (int j = 0; j < 3; ++j) r0[j] = m[j] + m[3 + j], r1[j] = m[3 + j] + m[6 + j];
     y[0] = r0[0] + r0[1], y[1] = r0[1] + r0[2], y[2] = r1[0] + r1[1], y[3] = r1[1] + r1[2];
+}
+
+// Winograd F(2x2, 5x5), the interpolation points 0, 1, -1, 2, -2 and infinity (6x6 tiles, 36 multiply-adds per
+// channel pair and 2x2 output tile instead of 100): 5x5 weights w [oc][ic][5][5] -> u [oc][ic][6][6] = G w G^T with
+// G = [1/4 0 0 0 0; -1/6 -1/6 -1/6 -1/6 -1/6; -1/6 1/6 -1/6 1/6 -1/6; 1/24 1/12 1/6 1/3 2/3;
+//      1/24 -1/12 1/6 -1/3 2/3; 0 0 0 0 1] (in double, then rounded once).
+static inline void winograd_5x5_weights(int oc, int ic, const float* w, float* u) {
+    static const double G[6][5] = {{1.0 / 4, 0, 0, 0, 0},
+                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6, 1.0 / 3, 2.0 / 3},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6, -1.0 / 3, 2.0 / 3},
+                                   {0, 0, 0, 0, 1}};
+    for (ptrdiff_t p = 0; p < ptrdiff_t(oc) * ic; ++p, w += 25, u += 36) {
+        double gw[6][5];  // G w
+        for (int i = 0; i < 6; ++i)
+            for (int x = 0; x < 5; ++x) {
+                double sum = 0;
+                for (int k = 0; k < 5; ++k) sum += G[i][k] * w[k * 5 + x];
+                gw[i][x] = sum;
+            }
+        for (int i = 0; i < 6; ++i)
+            for (int j = 0; j < 6; ++j) {
+                double sum = 0;
+                for (int k = 0; k < 5; ++k) sum += gw[i][k] * G[j][k];
+                u[i * 6 + j] = float(sum);
+            }
+    }
+}
+// Its input transform along one line of six, v = B^T d with B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0;
+// 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1] (every product by a power of 2, exact, so that a fused multiply-add
+// rounds as the separate operations do: one result on every ISA), over floats or GCC vectors; the 2D transform
+// B^T d B is this along the columns, then along the rows.
+template <class T>
+static inline void winograd5_input_line(const T d[6], T v[6]) {
+    const T a = d[4] - T(4.0f * d[2]), b = d[3] - T(4.0f * d[1]);  // v1, v2 = a -+ b
+    const T c = d[4] - d[2], e = T(2.0f * (d[3] - d[1]));          // v3, v4 = c +- e
+    v[0] = (T(4.0f * d[0]) - T(4.0f * d[2])) + (d[4] - d[2]);
+    v[1] = a + b, v[2] = a - b, v[3] = c + e, v[4] = c - e;
+    v[5] = (T(4.0f * d[1]) - T(4.0f * d[3])) + (d[5] - d[3]);
+}
+// The 2D transform of one 6x6 window d [row][column]: along the columns, then along the rows.
+template <class T>
+static inline void winograd5_input_tile(const T d[6][6], T v[36]) {
+    T e[6][6];  // e = B^T d
+    for (int q = 0; q < 6; ++q) {
+        T column[6], out[6];
+        for (int r = 0; r < 6; ++r) column[r] = d[r][q];
+        winograd5_input_line(column, out);
+        for (int r = 0; r < 6; ++r) e[r][q] = out[r];
+    }
+    for (int r = 0; r < 6; ++r) winograd5_input_line(e[r], v + 6 * r);
+}
+// Its output transform along one line of six, y = A^T m with A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 1], in the order of a
+// sum that takes m[0], m[1], ... one at a time (the AVX-512 tile's, which accumulates a line per row of products).
+template <class T>
+static inline void winograd5_output_line(const T m[6], T y[2]) {
+    y[0] = (((m[0] + m[1]) + m[2]) + m[3]) + m[4];
+    y[1] = (((m[1] - m[2]) + T(2.0f * m[3])) - T(2.0f * m[4])) + m[5];
+}
+// The 2D transform of the 6x6 products m [row][column] into the 2x2 tile y (row-major): along the rows, then along
+// the columns.
+template <class T>
+static inline void winograd5_output_tile(const T m[36], T y[4]) {
+    T t[2][6];  // t [b][r]: row r's share of output column b
+    for (int r = 0; r < 6; ++r) {
+        T line[2];
+        winograd5_output_line(m + 6 * r, line);
+        t[0][r] = line[0], t[1][r] = line[1];
+    }
+    for (int b = 0; b < 2; ++b) {
+        T column[2];
+        winograd5_output_line(t[b], column);
+        y[b] = column[0], y[2 + b] = column[1];
+    }
 }
 
 // The fused convolution + 2x2 max pooling's backward through the pooling's sparsity (conv_pool_bwd_sparse): the
@@ -137,11 +213,12 @@ struct KernelTable {
     // zeroed it (relu and a maximum <= 0), so that no position gets a gradient. w_cl as above.
     void (*conv_pool_fwd)(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
                           float* y, float* argmax, int relu);
-    // The same for 2x2 kernels at 16 lanes through Winograd's F(2x2, 2x2): each pooling window's four convolution
-    // outputs come from one 3x3 input tile with 9 multiply-adds per channel pair instead of 16 (the output transform,
-    // bias, pooling, argmax and ReLU follow in registers). u: the weights transformed by winograd_2x2_weights;
-    // tile: winograd_tile_floats(ic) floats of scratch. The sums round differently from conv_pool_fwd's (within a
-    // few ulps of the window's magnitude). Null where the ISA has none.
+    // The same for 2x2 or 5x5 kernels at 16 lanes through Winograd's F(2x2, 2x2) or F(2x2, 5x5): each pooling
+    // window's four convolution outputs come from one 3x3 (6x6) input tile with 9 (36) multiply-adds per channel pair
+    // instead of 16 (100); the output transform, bias, pooling, argmax and ReLU follow in registers. u: the weights
+    // transformed by winograd_2x2_weights (winograd_5x5_weights); tile: winograd_tile_floats(ic, kh) floats of
+    // scratch. The sums round differently from conv_pool_fwd's (within a few ulps of the window's magnitude for 2x2;
+    // for 5x5 about 1e-6 of it). Null where the ISA has none.
     void (*conv_pool_fwd_winograd)(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
                                    float* argmax, int relu, float* tile);
     // conv_direct_fwd for 2x2 kernels at 16 lanes through Winograd's F(2x2, 2x2) (u, tile as above; bias may be null):

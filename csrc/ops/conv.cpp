@@ -147,7 +147,7 @@ void dx_convolution(const KernelTable& k, const ConvShape& s, const float* dy_pa
                     int thread) {
     const ConvShape sdx = dx_shape(s);
     if (!dx_winograd(k, s)) return k.conv_direct_fwd(&sdx, dy_pad, wt, nullptr, nullptr, dx);
-    k.conv_winograd_fwd(&sdx, dy_pad, wt, nullptr, dx, scratch(thread, 9, size_t(winograd_tile_floats(sdx.ic))));
+    k.conv_winograd_fwd(&sdx, dy_pad, wt, nullptr, dx, scratch(thread, 9, size_t(winograd_tile_floats(sdx.ic, 2))));
 }
 }  // namespace
 
@@ -185,21 +185,22 @@ void conv_forward(const KernelTable& k, const ConvShape& s, bool direct, const f
 size_t derived_weight_floats(const ConvShape& s, bool fused, bool direct) {
     const size_t pairs = size_t(s.oc) * s.ic;
     if (s.lanes == 1) return fused || direct ? pairs * s.kh * s.kw : 0;
-    return fused && winograd_shape(s) ? pairs * 9 : 0;
+    return fused && winograd_pool_shape(s) ? pairs * (s.kh + 1) * (s.kw + 1) : 0;
 }
 
 void derive_weights(const ConvShape& s, const float* w, float* derived) {
     if (s.lanes == 1) conv_weights_channels_last(&s, w, derived);
+    else if (s.kh == 5) winograd_5x5_weights(s.oc, s.ic, w, derived);
     else winograd_2x2_weights(s.oc, s.ic, w, derived);
 }
 
 void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* derived,
                        const float* b, bool relu, float* y, float* argmax, int thread) {
     const float* xpad = padded(s, x, thread, 0);
-    if (!k.conv_pool_fwd_winograd || !winograd_shape(s))
+    if (!k.conv_pool_fwd_winograd || !winograd_pool_shape(s))
         return k.conv_pool_fwd(&s, xpad, w, s.lanes == 1 ? derived : nullptr, b, y, argmax, relu);
     // Scratch slot 9: the transformed input tile, then the Winograd weights when derived here.
-    const size_t tile = size_t(winograd_tile_floats(s.ic));
+    const size_t tile = size_t(winograd_tile_floats(s.ic, s.kh));
     float* buf = scratch(thread, 9, tile + (derived ? 0 : derived_weight_floats(s, true, false)));
     if (!derived) derive_weights(s, w, buf + tile);
     k.conv_pool_fwd_winograd(&s, xpad, derived ? derived : buf + tile, b, y, argmax, relu, buf);

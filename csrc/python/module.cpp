@@ -1008,7 +1008,7 @@ py::dict kernel_info() {
                                          : "a first convolution whose output fills at least " +
                                                std::to_string(model::kFusedConvPoolMinFloats * sizeof(float) >> 20) +
                                                " MB per block of 16") +
-                                    (k.conv_pool_winograd_name ? "; at 16 lanes, 2x2 kernels" + from_channels +
+                                    (k.conv_pool_winograd_name ? "; at 16 lanes, 2x2 and 5x5 kernels" + from_channels +
                                                                      " input channels on: " + k.conv_pool_winograd_name
                                                                : std::string()) +
                                     (k.conv_pool_sparse_name

@@ -79,35 +79,39 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
 }
 
 namespace {
-// A stride-1 2x2 convolution through Winograd's F(2x2, 2x2), over th x tw output tiles of 2x2: the tile's 3x3 input
-// window of every input channel (rows and columns past xpad [ic][oh+1][ow+1][L] read as zero) transformed into
-// `tile` [ic][9][L], then per output channel the elementwise products with u summed over the input channels (m [9])
-// and transformed back into the tile's 2x2 convolution plus bias: out(o, ty, tx, l, conv[4]).
-template <class Out>
+// A stride-1 KxK convolution through Winograd's F(2x2, 2x2) (K = 2) or F(2x2, 5x5) (K = 5), over th x tw output tiles
+// of 2x2: the tile's (K+1)x(K+1) input window of every input channel (rows and columns past xpad [ic][oh+K-1][ow+K-1]
+// [L] read as zero) transformed into `tile` [ic][(K+1)^2][L], then per output channel the elementwise products with u
+// summed over the input channels (m) and transformed back into the tile's 2x2 convolution plus bias:
+// out(o, ty, tx, l, conv[4]).
+template <int K, class Out>
 void winograd_tiles(const ConvShape* s, const float* xpad, const float* u, const float* bias, int th, int tw,
                     float* tile, Out&& out) {
-    const int L = s->lanes, ph = s->oh + 1, pw = s->ow + 1;
+    constexpr int A = K + 1, N = A * A;
+    const int L = s->lanes, ph = s->oh + K - 1, pw = s->ow + K - 1;
     for (int ty = 0; ty < th; ++ty)
         for (int tx = 0; tx < tw; ++tx) {
             for (int c = 0; c < s->ic; ++c)
                 for (int l = 0; l < L; ++l) {
-                    float d[3][3], v[9];
-                    for (int r = 0; r < 3; ++r)
-                        for (int q = 0; q < 3; ++q) {
+                    float d[A][A], v[N];
+                    for (int r = 0; r < A; ++r)
+                        for (int q = 0; q < A; ++q) {
                             const int y = 2 * ty + r, x = 2 * tx + q;
                             d[r][q] = y < ph && x < pw ? xpad[((ptrdiff_t(c) * ph + y) * pw + x) * L + l] : 0.0f;
                         }
-                    winograd_input_tile(d, v);
-                    for (int i = 0; i < 9; ++i) tile[(c * 9 + i) * L + l] = v[i];
+                    if constexpr (K == 2) winograd_input_tile(d, v);
+                    else winograd5_input_tile(d, v);
+                    for (int i = 0; i < N; ++i) tile[(c * N + i) * L + l] = v[i];
                 }
             for (int o = 0; o < s->oc; ++o)
                 for (int l = 0; l < L; ++l) {
-                    float m[9] = {}, conv[4];
+                    float m[N] = {}, conv[4];
                     for (int c = 0; c < s->ic; ++c) {
-                        const float* uc = u + (ptrdiff_t(o) * s->ic + c) * 9;
-                        for (int i = 0; i < 9; ++i) m[i] += uc[i] * tile[(c * 9 + i) * L + l];
+                        const float* uc = u + (ptrdiff_t(o) * s->ic + c) * N;
+                        for (int i = 0; i < N; ++i) m[i] += uc[i] * tile[(c * N + i) * L + l];
                     }
-                    winograd_output_tile(m, conv);
+                    if constexpr (K == 2) winograd_output_tile(m, conv);
+                    else winograd5_output_tile(m, conv);
                     for (float& v : conv) v += bias ? bias[o] : 0.0f;
                     out(o, ty, tx, l, conv);
                 }
@@ -119,16 +123,18 @@ void winograd_tiles(const ConvShape* s, const float* xpad, const float* u, const
 void conv_pool_fwd_winograd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
                             float* argmax, int relu, float* tile) {
     const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2;
-    winograd_tiles(s, xpad, u, bias, out_h, out_w, tile, [&](int o, int py, int px, int l, const float* conv) {
+    const auto pooled = [&](int o, int py, int px, int l, const float* conv) {
         store_pooled(conv, relu, ((ptrdiff_t(o) * out_h + py) * out_w + px) * L + l, y, argmax);
-    });
+    };
+    if (s->kh == 5) winograd_tiles<5>(s, xpad, u, bias, out_h, out_w, tile, pooled);
+    else winograd_tiles<2>(s, xpad, u, bias, out_h, out_w, tile, pooled);
 }
 
 // conv_direct_fwd for 2x2 kernels through Winograd: y [oc][oh][ow][L], the last tile row and column cut to the output.
 void conv_winograd_fwd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
                        float* tile) {
     const int L = s->lanes;
-    winograd_tiles(s, xpad, u, bias, (s->oh + 1) / 2, (s->ow + 1) / 2, tile,
+    winograd_tiles<2>(s, xpad, u, bias, (s->oh + 1) / 2, (s->ow + 1) / 2, tile,
                    [&](int o, int ty, int tx, int l, const float* conv) {
                        for (int d = 0; d < 4; ++d) {
                            const int oy = 2 * ty + d / 2, ox = 2 * tx + d % 2;

@@ -10,7 +10,7 @@ const KernelTable* table_avx512() {
                                                      "conv_direct_4oc_x_5px_x_16lanes__avx512",
                                                      "conv_direct_dw_4oc_x_5kx_x_16lanes__avx512",
                                                      "conv_pool_6oc_x_2rows_x_32px__avx512",
-                                                     "conv_pool_winograd_f2x2_3oc_x_16lanes__avx512",
+                                                     "conv_pool_winograd_f2x2_3oc_f5x5_2oc_x_16lanes__avx512",
                                                      "conv_winograd_f2x2_3oc_x_16lanes__avx512",
                                                      "conv_pool_sparse_bwd_16ic__avx512");
     return &t;

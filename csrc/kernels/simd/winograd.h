@@ -87,10 +87,104 @@ void winograd_tiles(const ConvShape* s, const float* xpad, const float* u, const
         }
 }
 
+// ---- F(2x2, 5x5), fused with the pooling (LeNet-5's second layer)
+
+// The 6x6 input window at (2 ty, 2 tx) of every input channel of xpad [ic][oh+4][ow+4][16], transformed into tile
+// [ic][6][6][16]: along the columns into the tile, then along its rows in place.
+template <class V>
+LENET_TILE_FUNCTION
+void winograd5_input(const ConvShape* s, const float* xpad, int ty, int tx, float* tile) {
+    constexpr int L = 16;
+    const ptrdiff_t ph = s->oh + 4, pw = s->ow + 4;
+    for (int c = 0; c < s->ic; ++c) {
+        const float* p = xpad + ((c * ph + 2 * ty) * pw + 2 * tx) * L;
+        float* t = tile + ptrdiff_t(c) * 36 * L;
+        LENET_TILE_LOOP for (int q = 0; q < 6; ++q) {
+            typename V::T d[6], v[6];
+            LENET_TILE_LOOP for (int r = 0; r < 6; ++r) d[r] = V::load(p + (r * pw + q) * L);
+            winograd5_input_line(d, v);
+            LENET_TILE_LOOP for (int r = 0; r < 6; ++r) V::store(t + (r * 6 + q) * L, v[r]);
+        }
+        LENET_TILE_LOOP for (int r = 0; r < 6; ++r) {
+            typename V::T d[6], v[6];
+            LENET_TILE_LOOP for (int q = 0; q < 6; ++q) d[q] = V::load(t + (r * 6 + q) * L);
+            winograd5_input_line(d, v);
+            LENET_TILE_LOOP for (int q = 0; q < 6; ++q) V::store(t + (r * 6 + q) * L, v[q]);
+        }
+    }
+}
+
+// Output channels o0..o0+OC of pooling window (ty, tx), one row r of the 6x6 products at a time: m [OC][6] = the sum
+// over c of u [o][c][r][.] * tile [c][r][.] (each tile vector loaded once for the OC multiply-adds, u as broadcast
+// memory operands), transformed along the row at once and accumulated into the window's four convolution values
+// (the transform along the columns, one row at a time); then bias, pooling, argmax and ReLU (store_pool_window).
+constexpr int kWinograd5Channels = 2;  // 12 product and 8 window accumulators
+
+template <class V, int OC>
+LENET_TILE_FUNCTION
+void winograd5_pool_tile(const ConvShape* s, const float* tile, const float* u, const float* bias, float* y,
+                         float* argmax, int o0, int ty, int tx, int relu) {
+    constexpr int L = 16;
+    using T = typename V::T;
+    T conv[OC][4];  // window position d = 2 * row + column
+    const float* uo[OC];
+    LENET_TILE_LOOP for (int o = 0; o < OC; ++o) uo[o] = u + ptrdiff_t(o0 + o) * s->ic * 36;
+    LENET_TILE_LOOP for (int r = 0; r < 6; ++r) {
+        T m[OC][6];
+        LENET_TILE_LOOP for (int o = 0; o < OC; ++o)
+            LENET_TILE_LOOP for (int q = 0; q < 6; ++q) m[o][q] = V::zero();
+        const float* t = tile + r * 6 * L;
+        for (int c = 0; c < s->ic; ++c, t += 36 * L)
+            LENET_TILE_LOOP for (int q = 0; q < 6; ++q) {
+                T v = V::load(t + q * L);
+                V::keep_in_register(v);
+                LENET_TILE_LOOP for (int o = 0; o < OC; ++o)
+                    m[o][q] = V::fmadd(V::set1(uo[o][c * 36 + r * 6 + q]), v, m[o][q]);
+            }
+        LENET_TILE_LOOP for (int o = 0; o < OC; ++o) {
+            T line[2];  // this row's share of output columns 0 and 1
+            winograd5_output_line(m[o], line);
+            LENET_TILE_LOOP for (int b = 0; b < 2; ++b) {  // A^T's rows: [1 1 1 1 1 0] and [0 1 -1 2 -2 1]
+                T& top = conv[o][b];
+                T& bottom = conv[o][2 + b];
+                if (r == 0) top = line[b];
+                else if (r < 5) top = V::add(top, line[b]);
+                if (r == 1) bottom = line[b];
+                else if (r == 2) bottom = V::sub(bottom, line[b]);
+                else if (r == 3) bottom = V::add(bottom, V::add(line[b], line[b]));
+                else if (r == 4) bottom = V::sub(bottom, V::add(line[b], line[b]));
+                else if (r == 5) bottom = V::add(bottom, line[b]);
+            }
+        }
+    }
+    LENET_TILE_LOOP for (int o = 0; o < OC; ++o) {
+        const typename V::T b = V::set1(bias ? bias[o0 + o] : 0.0f);
+        const ptrdiff_t at = ((ptrdiff_t(o0 + o) * (s->oh / 2) + ty) * (s->ow / 2) + tx) * L;
+        store_pool_window<V>(V::add(conv[o][0], b), V::add(conv[o][1], b), V::add(conv[o][2], b),
+                             V::add(conv[o][3], b), relu, y + at, argmax ? argmax + at : nullptr);
+    }
+}
+
+template <class V>
+void winograd5_pool_tiles(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
+                          float* argmax, int relu, float* tile) {
+    for (int ty = 0; ty < s->oh / 2; ++ty)
+        for (int tx = 0; tx < s->ow / 2; ++tx) {
+            winograd5_input<V>(s, xpad, ty, tx, tile);
+            for (int o0 = 0; o0 < s->oc; o0 += kWinograd5Channels)
+                with_size<kWinograd5Channels>(s->oc - o0 < kWinograd5Channels ? s->oc - o0 : kWinograd5Channels,
+                                              [&](auto oc) {
+                                                  winograd5_pool_tile<V, decltype(oc)::value>(s, tile, u, bias, y,
+                                                                                              argmax, o0, ty, tx, relu);
+                                              });
+        }
+}
+
 template <class V>
 void conv_pool_fwd_winograd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
                             float* argmax, int relu, float* tile) {
-    winograd_tiles<V, true>(s, xpad, u, bias, y, argmax, relu, tile);
+    if (s->kh == 5) winograd5_pool_tiles<V>(s, xpad, u, bias, y, argmax, relu, tile);
+    else winograd_tiles<V, true>(s, xpad, u, bias, y, argmax, relu, tile);
 }
 template <class V>
 void conv_winograd_fwd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
