@@ -212,6 +212,21 @@ def test_conv_pool_winograd(isa, rng, shape, oc, k):
     check_conv_pool_sixteen_lanes(rng, (20, shape[0], shape[1] + k - 1, shape[2] + k - 1), oc, (k, k))
 
 
+def routed_conv_backward(rng, x, w, b, pad, relu):
+    """The fused layer's forward on x, a random pooled gradient dy, and the direct convolution's backward of dy routed
+    to the winning positions by numpy: (argmax, dy, dx, dw, db)."""
+    xl = _to_lanes(x, 16)
+    y, argmax = _core.conv_pool_forward(xl, w, b, pad, relu)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    oh, ow = ref.conv2d(x[:1], w, None, (1, 1), pad).shape[2:]
+    g = np.zeros((y.shape[0], len(w), oh, ow, 16), np.float32)
+    for d in range(4):
+        g[:, :, d // 2 : 2 * y.shape[2] : 2, d % 2 : 2 * y.shape[3] : 2] = np.where(argmax == d, dy, 0)
+    dw, db = np.zeros_like(w), np.zeros_like(b)
+    dx = _core.conv2d_backward(xl, w, g, dw, db, (1, 1), pad, True, "direct")
+    return argmax, dy, dx, dw, db
+
+
 @pytest.mark.parametrize("kernel", [(2, 2), (3, 3), (2, 3)])
 @pytest.mark.parametrize("oc", [1, 5, 7, 13, 32])
 def test_conv_pool_backward_equals_routed_conv_backward(isa, rng, kernel, oc):
@@ -224,20 +239,36 @@ def test_conv_pool_backward_equals_routed_conv_backward(isa, rng, kernel, oc):
     b = rng.standard_normal(oc, dtype=np.float32)
     for pad, relu in (((0, 0), True), ((1, 1), False), ((1, 0), True)):
         xl = _to_lanes(x, 16)
-        y, argmax = _core.conv_pool_forward(xl, w, b, pad, relu)
-        dy = rng.standard_normal(y.shape).astype(np.float32)
-        oh, ow = ref.conv2d(x[:1], w, None, (1, 1), pad).shape[2:]
-        g = np.zeros((y.shape[0], oc, oh, ow, 16), np.float32)
-        for d in range(4):
-            g[:, :, d // 2 : 2 * y.shape[2] : 2, d % 2 : 2 * y.shape[3] : 2] = np.where(argmax == d, dy, 0)
-        want_dw, want_db = np.zeros_like(w), np.zeros_like(b)
-        want_dx = _core.conv2d_backward(xl, w, g, want_dw, want_db, (1, 1), pad, True, "direct")
+        argmax, dy, want_dx, want_dw, want_db = routed_conv_backward(rng, x, w, b, pad, relu)
         dw, db = np.zeros_like(w), np.zeros_like(b)
         dx = _core.conv_pool_backward(xl, w, argmax, dy, dw, db, pad)
         np.testing.assert_array_equal(dx, want_dx)
         np.testing.assert_array_equal(dw, want_dw)
         close(db, want_db)
         assert _core.conv_pool_backward(xl, w, argmax, dy, dw, None, pad, need_dx=False) is None
+
+
+@pytest.mark.parametrize("ic", [4, 6, 7, 13])
+@pytest.mark.parametrize("oc", [1, 2, 16])
+@pytest.mark.parametrize("size", [(2, 2), (6, 6), (7, 8), (10, 10)])
+def test_conv_pool_backward_winograd_5x5(isa, rng, ic, oc, size):
+    """5x5 kernels from 4 input channels on, unpadded, take their input gradient through F(2x2, 5x5) backwards on the
+    ISAs that have it (lenet.kernels() names it): dx close to the direct convolution's of the routed gradient, dw
+    bit-identical (still direct). Input channel counts around its register tile of 6, odd outputs (the pooling drops
+    a row and a column, whose inputs then get no gradient through the windows), one pooling window, two blocks;
+    padded, the direct convolution."""
+    if isa in ("reference", "avx512"):
+        assert "conv_pool_dx_winograd" in lenet.kernels()["ops"]["conv2d_maxpool2d_fused"]
+    x = rng.standard_normal((20, ic, size[0] + 4, size[1] + 4), dtype=np.float32)
+    w = rng.standard_normal((oc, ic, 5, 5), dtype=np.float32)
+    b = rng.standard_normal(oc, dtype=np.float32)
+    for pad in ((0, 0), (2, 1)):
+        argmax, dy, want_dx, want_dw, want_db = routed_conv_backward(rng, x, w, b, pad, True)
+        dw, db = np.zeros_like(w), np.zeros_like(b)
+        dx = _core.conv_pool_backward(_to_lanes(x, 16), w, argmax, dy, dw, db, pad)
+        close(dx, want_dx)
+        np.testing.assert_array_equal(dw, want_dw)
+        close(db, want_db)
 
 
 @pytest.mark.parametrize("ic", [16, 32])

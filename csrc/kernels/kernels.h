@@ -145,6 +145,53 @@ static inline void winograd5_output_tile(const T m[36], T y[4]) {
     }
 }
 
+// F(2x2, 5x5) backwards (conv_pool_dx_winograd): the gradient of the window's four values g (row-major) becomes the
+// products' gradient A g A^T (6x6), and that of the transformed input, dv, the input window's gradient B dv B^T.
+// Along one line: v = A g with A = [1 0; 1 1; 1 -1; 1 2; 1 -2; 0 1] (A^T's transpose), and x = B v with B = B^T's
+// transpose; every product by a power of 2, as above.
+template <class T>
+static inline void winograd5_grad_line(const T g[2], T v[6]) {
+    const T twice = T(2.0f * g[1]);
+    v[0] = g[0], v[1] = g[0] + g[1], v[2] = g[0] - g[1], v[3] = g[0] + twice, v[4] = g[0] - twice, v[5] = g[1];
+}
+template <class T>
+static inline void winograd5_input_line_t(const T v[6], T x[6]) {
+    const T s12 = v[1] + v[2], d12 = v[1] - v[2], s34 = v[3] + v[4], d34 = v[3] - v[4];
+    const T head = v[0] + s12;  // v0 + v1 + v2
+    x[0] = T(4.0f * v[0]);
+    x[1] = T(4.0f * (v[5] - d12)) - T(2.0f * d34);
+    x[2] = -(T(4.0f * head) + (v[0] + s34));
+    x[3] = (d12 + T(2.0f * d34)) - (T(4.0f * v[5]) + v[5]);
+    x[4] = head + s34;
+    x[5] = v[5];
+}
+// The 2D forms, g [2][2] -> v [6][6] and v [6][6] -> x [6][6] (row-major): along the rows, then along the columns.
+template <class T>
+static inline void winograd5_grad_tile(const T g[4], T v[36]) {
+    T h[2][6];  // g A^T
+    for (int a = 0; a < 2; ++a) winograd5_grad_line(g + 2 * a, h[a]);
+    for (int j = 0; j < 6; ++j) {
+        const T column[2] = {h[0][j], h[1][j]};
+        T out[6];
+        winograd5_grad_line(column, out);
+        for (int i = 0; i < 6; ++i) v[6 * i + j] = out[i];
+    }
+}
+template <class T>
+static inline void winograd5_input_tile_t(const T v[36], T x[36]) {
+    T h[6][6];  // rows transformed
+    for (int i = 0; i < 6; ++i) winograd5_input_line_t(v + 6 * i, h[i]);
+    for (int q = 0; q < 6; ++q) {
+        T column[6], out[6];
+        for (int i = 0; i < 6; ++i) column[i] = h[i][q];
+        winograd5_input_line_t(column, out);
+        for (int r = 0; r < 6; ++r) x[6 * r + q] = out[r];
+    }
+}
+// conv_pool_dx_winograd's scratch: the products' gradient of every output channel and the transformed input's
+// gradient of every input channel, of one window.
+static inline ptrdiff_t winograd5_dx_work_floats(const ConvShape* s) { return ptrdiff_t(s->oc + s->ic) * 36 * 16; }
+
 // The fused convolution + 2x2 max pooling's backward through the pooling's sparsity (conv_pool_bwd_sparse): the
 // shapes it takes (16 lanes, stride 1, no padding, 2x2 kernels, 16 or 32 input channels: the MNIST-CoreML-Training
 // graph's second layer), and the layout of its scratch, in floats from its start (total: how many it needs).
@@ -225,6 +272,14 @@ struct KernelTable {
     // y [oc][oh][ow][L] in 2x2 tiles, of which an odd last row or column is cut. Null where the ISA has none.
     void (*conv_winograd_fwd)(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
                               float* tile);
+    // The input gradient of such a fused layer with 5x5 kernels at 16 lanes, unpadded, through F(2x2, 5x5)
+    // backwards: per pooling window, its four values' gradient g (conv_pool_route's, [oc][oh+2bh][ow+2bw][L] inside a
+    // border of bh rows and bw columns) into the products' gradient (winograd5_grad_tile) per output channel; times u
+    // (as for the forward) summed over the output channels; that back into the window's 6x6 input gradient
+    // (winograd5_input_tile_t), added into dx [ic][ih][iw][L] (overwritten; windows in row-major order).
+    // work: winograd5_dx_work_floats(s) floats of scratch. Null where the ISA has none.
+    void (*conv_pool_dx_winograd)(const ConvShape* s, const float* g, int bh, int bw, const float* u, float* dx,
+                                  float* work);
     // Its weight and bias gradients, 16 lanes (a first layer, which needs no input gradient): dw [oc][ic][kh][kw]
     // and db [oc] (overwritten; either may be null) from the pooled output's gradient dy and the forward pass's
     // argmax (both [oc][oh/2][ow/2][L]): dy reaches the convolution only at the argmax position of its window (none
@@ -299,6 +354,7 @@ struct KernelTable {
     const char* conv_pool_name;
     const char* conv_pool_winograd_name;  // null where the slot is
     const char* conv_winograd_name;       // null where the slot is
+    const char* conv_pool_dx_winograd_name;  // null where the slot is
     const char* conv_pool_sparse_name;    // null where the slot is
 };
 

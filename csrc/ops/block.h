@@ -50,11 +50,19 @@ inline bool winograd_shape(const ConvShape& s) {
 // multiply-adds per channel pair and pooling window instead of 100, with the transforms beside them. (LeNet-5's
 // second layer, 6 -> 16 channels, 10 x 10, on AVX-512 of the AMD Zen 4 VM: its forward about 259 -> 139 us per step
 // on one thread (perf); the training step on one thread 1474 -> 1347 us and on two 782 -> 733 us, 16 interleaved
-// rounds each, faster in 16 and 15.) Its input gradient stays direct: a convolution of 16 channels' padded gradient,
-// 7 x 7 tiles of it to transform per block instead of 5 x 5.
+// rounds each, faster in 16 and 15.)
 inline bool winograd_pool_shape(const ConvShape& s) {
     return winograd_shape(s) || (s.lanes == 16 && s.kh == 5 && s.kw == 5 && s.sh == 1 && s.sw == 1 &&
                                  s.ic >= kWinogradMinChannels);
+}
+// A fused layer with 5x5 kernels, unpadded, also takes its input gradient through F(2x2, 5x5) backwards where the ISA
+// has it (kernels.h: conv_pool_dx_winograd), from the forward's weights: per pooling window 36 multiply-adds per
+// channel pair instead of the 100 of the padded gradient's convolution, which also reads the zero border. (LeNet-5's
+// second layer on AVX-512 of the AMD Zen 4 VM: the training step on one thread 1343 -> 1204 us and on two
+// 709 -> 637 us, 16 interleaved rounds each, faster in 16 and 15. As a forward F(2x2, 5x5) of the padded gradient
+// it would transform the 16 channels of 7 x 7 tiles per block instead of the 6 of 5 x 5.)
+inline bool winograd_dx_shape(const ConvShape& s) {
+    return s.kh == 5 && s.kw == 5 && s.ph == 0 && s.pw == 0 && winograd_pool_shape(s);
 }
 // Its backward at 16 lanes: dw and db (overwritten; either may be null) from the pooled output's gradient dy and
 // argmax. Without dx (a first layer) the convolution's full-size gradient is never stored (kernels.h: conv_pool_dw);
@@ -89,9 +97,11 @@ void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const 
 size_t padded_dy_floats(const ConvShape& s);
 // The weights of dX as a convolution of padded dY (a direct layer's, or a fused layer's), flipped and transposed:
 // wt [ic][oc][kh][kw] = w [oc][ic][kh-1-ky][kw-1-kx], in Winograd's form (winograd_2x2_weights) where that
-// convolution takes it on k. dx_weight_floats: how many floats; dx_weights writes them.
-size_t dx_weight_floats(const KernelTable& k, const ConvShape& s);
-void dx_weights(const KernelTable& k, const ConvShape& s, const float* w, float* wt);
+// convolution takes it on k; for a fused layer (`fused`) whose input gradient goes through F(2x2, 5x5) backwards
+// (winograd_dx_shape), the forward's winograd_5x5_weights of w instead. dx_weight_floats: how many floats;
+// dx_weights writes them.
+size_t dx_weight_floats(const KernelTable& k, const ConvShape& s, bool fused);
+void dx_weights(const KernelTable& k, const ConvShape& s, bool fused, const float* w, float* wt);
 
 // A dense layer's whole-batch x^T in column panels of kDensePanel features: xP [ceil(in / P)][B][P], sample b's
 // feature i at (i - i % P) * B + b * P + i % P. dW = dyT . x^T takes one panel at a time (dense_dw_rows), so every

@@ -151,11 +151,19 @@ void dx_convolution(const KernelTable& k, const ConvShape& s, const float* dy_pa
 }
 }  // namespace
 
-size_t dx_weight_floats(const KernelTable& k, const ConvShape& s) {
+namespace {
+bool dx_pool_winograd(const KernelTable& k, const ConvShape& s, bool fused) {
+    return fused && k.conv_pool_dx_winograd && winograd_dx_shape(s);
+}
+}  // namespace
+
+size_t dx_weight_floats(const KernelTable& k, const ConvShape& s, bool fused) {
+    if (dx_pool_winograd(k, s, fused)) return size_t(s.oc) * s.ic * 36;
     return size_t(s.oc) * s.ic * (dx_winograd(k, s) ? 9 : s.kh * s.kw);
 }
 
-void dx_weights(const KernelTable& k, const ConvShape& s, const float* w, float* wt) {
+void dx_weights(const KernelTable& k, const ConvShape& s, bool fused, const float* w, float* wt) {
+    if (dx_pool_winograd(k, s, fused)) return winograd_5x5_weights(s.oc, s.ic, w, wt);
     const int taps = s.kh * s.kw;
     const bool winograd = dx_winograd(k, s);
     for (int o = 0; o < s.oc; ++o)
@@ -224,6 +232,9 @@ void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x
     else if (dw) k.conv_direct_dw(&s, xpad, dy_pad, sdx.ph, sdx.pw, dw);
     if (db) k.conv_pool_dw(&s, xpad, argmax, dy, nullptr, db);
     if (bf16 && bf16->wt) conv_dx_bf16(*bf16->t, s, bf16->wt, dy_pad, dx, thread);
+    else if (dx_pool_winograd(k, s, true))
+        k.conv_pool_dx_winograd(&s, dy_pad, sdx.ph, sdx.pw, wt, dx,
+                                scratch(thread, 9, size_t(winograd5_dx_work_floats(&s))));
     else dx_convolution(k, s, dy_pad, wt, dx, thread);
 }
 
@@ -305,9 +316,9 @@ void sum_block_grads(const ConvShape& s, int nblk, float* dw, float* db, F&& blo
 }
 
 // The weights of dX as a convolution of padded dY (block::dx_weights), in scratch.
-const float* dx_weights_in_scratch(const KernelTable& k, const ConvShape& s, const float* w) {
-    float* wt = scratch(0, 4, block::dx_weight_floats(k, s));
-    block::dx_weights(k, s, w, wt);
+const float* dx_weights_in_scratch(const KernelTable& k, const ConvShape& s, bool fused, const float* w) {
+    float* wt = scratch(0, 4, block::dx_weight_floats(k, s, fused));
+    block::dx_weights(k, s, fused, w, wt);
     return wt;
 }
 }  // namespace
@@ -317,7 +328,7 @@ void conv_pool_backward(const ConvShape& s, int nblk, const float* x, const floa
     const KernelTable& k = kernels();
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh / 2, s.ow / 2, s.lanes);
     const bool routed = dx && !block::conv_pool_sparse(k, s);  // dX from the routed gradient: wt and dy_pad
-    const float* wt = routed ? dx_weights_in_scratch(k, s, w) : nullptr;
+    const float* wt = routed ? dx_weights_in_scratch(k, s, true, w) : nullptr;
     std::vector<LineVector<float>> dy_pad;  // per thread, zero border (block::conv_pool_backward)
     if (routed) dy_pad.assign(size_t(ThreadPool::instance().threads()), LineVector<float>(block::padded_dy_floats(s)));
     sum_block_grads(s, nblk, dw, db, [&](int blk, int thread, float* pdw, float* pdb) {
@@ -332,7 +343,7 @@ void conv2d_backward(const ConvShape& s, int nblk, const float* x, const float* 
     const KernelTable& k = kernels();
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh, s.ow, s.lanes);
     const bool direct = conv_uses_direct(s, algo);
-    const float* wt = dx && direct ? dx_weights_in_scratch(k, s, w) : nullptr;
+    const float* wt = dx && direct ? dx_weights_in_scratch(k, s, false, w) : nullptr;
     sum_block_grads(s, nblk, dw, db, [&](int blk, int thread, float* pdw, float* pdb) {
         block::conv_backward(k, s, direct, x + blk * xb, w, wt, dy + blk * yb, pdw, pdb, dx ? dx + blk * xb : nullptr,
                              thread);

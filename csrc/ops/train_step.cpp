@@ -345,8 +345,9 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
             wt_bf16_[size_t(i)].resize(conv_dx_weights_bf16_count(l.s));
             conv_dx_weights_bf16(*bf16_table_, l.s, l.w, wt_bf16_[size_t(i)].data());
         } else {  // (sized here: their form depends on the kernels in use)
-            wt_[size_t(i)].resize(block::dx_weight_floats(k, l.s));
-            block::dx_weights(k, l.s, l.w, wt_[size_t(i)].data());
+            const bool fused = l.kind == LayerKind::ConvPool;
+            wt_[size_t(i)].resize(block::dx_weight_floats(k, l.s, fused));
+            block::dx_weights(k, l.s, fused, l.w, wt_[size_t(i)].data());
         }
     }
     partials_.resize(param_floats_ * size_t(nblk));

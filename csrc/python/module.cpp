@@ -1011,6 +1011,10 @@ py::dict kernel_info() {
                                     (k.conv_pool_winograd_name ? "; at 16 lanes, 2x2 and 5x5 kernels" + from_channels +
                                                                      " input channels on: " + k.conv_pool_winograd_name
                                                                : std::string()) +
+                                    (k.conv_pool_dx_winograd_name
+                                         ? std::string("; their dX at 16 lanes, 5x5 kernels, no padding: ") +
+                                               k.conv_pool_dx_winograd_name
+                                         : std::string()) +
                                     (k.conv_pool_sparse_name
                                          ? std::string("; backward with dX at 16 lanes, 2x2 kernels from 16 or 32 "
                                                        "input channels, no padding: ") + k.conv_pool_sparse_name

@@ -130,6 +130,37 @@ void conv_pool_fwd_winograd(const ConvShape* s, const float* xpad, const float* 
     else winograd_tiles<2>(s, xpad, u, bias, out_h, out_w, tile, pooled);
 }
 
+// The input gradient of a fused 5x5 layer through F(2x2, 5x5) backwards, one lane and one pooling window at a time
+// (row-major): the products' gradient of every output channel into work [oc][36], then per input channel their sum
+// times u over the output channels (in channel order), transformed into the window's input gradient.
+void conv_pool_dx_winograd(const ConvShape* s, const float* g, int bh, int bw, const float* u, float* dx,
+                           float* work) {
+    const int L = s->lanes;
+    const ptrdiff_t gh = s->oh + 2 * bh, gw = s->ow + 2 * bw;
+    std::fill(dx, dx + ptrdiff_t(s->ic) * s->ih * s->iw * L, 0.0f);
+    for (int ty = 0; ty < s->oh / 2; ++ty)
+        for (int tx = 0; tx < s->ow / 2; ++tx)
+            for (int l = 0; l < L; ++l) {
+                for (int o = 0; o < s->oc; ++o) {
+                    float gt[4];
+                    for (int d = 0; d < 4; ++d)
+                        gt[d] = g[((o * gh + bh + 2 * ty + d / 2) * gw + bw + 2 * tx + d % 2) * L + l];
+                    winograd5_grad_tile(gt, work + ptrdiff_t(o) * 36);
+                }
+                for (int c = 0; c < s->ic; ++c) {
+                    float dv[36] = {}, x[36];
+                    for (int o = 0; o < s->oc; ++o) {
+                        const float* uo = u + (ptrdiff_t(o) * s->ic + c) * 36;
+                        for (int i = 0; i < 36; ++i) dv[i] += uo[i] * work[o * 36 + i];
+                    }
+                    winograd5_input_tile_t(dv, x);
+                    for (int r = 0; r < 6; ++r)
+                        for (int q = 0; q < 6; ++q)
+                            dx[((ptrdiff_t(c) * s->ih + 2 * ty + r) * s->iw + 2 * tx + q) * L + l] += x[6 * r + q];
+                }
+            }
+}
+
 // conv_direct_fwd for 2x2 kernels through Winograd: y [oc][oh][ow][L], the last tile row and column cut to the output.
 void conv_winograd_fwd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
                        float* tile) {

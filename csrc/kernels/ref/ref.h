@@ -17,6 +17,8 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
 void conv_pool_fwd_winograd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y,
                             float* argmax, int relu, float* tile);
 void conv_winograd_fwd(const ConvShape* s, const float* xpad, const float* u, const float* bias, float* y, float* tile);
+void conv_pool_dx_winograd(const ConvShape* s, const float* g, int bh, int bw, const float* u, float* dx,
+                           float* work);
 void conv_pool_dw(const ConvShape* s, const float* xpad, const float* argmax, const float* dy, float* dw, float* db);
 void conv_pool_route(const ConvShape* s, const float* argmax, const float* dy, float* g, int bh, int bw);
 void conv_pool_bwd_sparse(const ConvShape* s, const float* x, const float* w, const float* argmax, const float* dy,

@@ -12,6 +12,7 @@ const KernelTable* table_avx512() {
                                                      "conv_pool_6oc_x_2rows_x_32px__avx512",
                                                      "conv_pool_winograd_f2x2_3oc_f5x5_2oc_x_16lanes__avx512",
                                                      "conv_winograd_f2x2_3oc_x_16lanes__avx512",
+                                                     "conv_pool_dx_winograd_f5x5_6ic_x_4pos_x_16lanes__avx512",
                                                      "conv_pool_sparse_bwd_16ic__avx512");
     return &t;
 }

@@ -7,6 +7,8 @@
 #pragma once
 #include <stddef.h>
 
+#include <cstring>
+
 #include "../kernels.h"
 #include "conv_direct.h"
 #include "tile.h"
@@ -192,6 +194,81 @@ void conv_winograd_fwd(const ConvShape* s, const float* xpad, const float* u, co
     winograd_tiles<V, false>(s, xpad, u, bias, y, nullptr, 0, tile);
 }
 
+// ---- F(2x2, 5x5) backwards: the input gradient of a fused layer (conv_pool_dx_winograd)
+
+// dv [c0..c0+CB][36] = the sum over output channels of u [o][c][.] * dm [o][.], in register tiles of CB input
+// channels x 4 positions (each dm vector loaded once for the CB multiply-adds, u as broadcast memory operands).
+constexpr int kWinograd5DxChannels = 6;  // x 4 positions: 24 accumulators
+template <class V, int CB>
+LENET_TILE_FUNCTION
+void winograd5_dx_products(const ConvShape* s, const float* dm, const float* u, float* dv, int c0) {
+    constexpr int L = 16, P = 4;
+    using T = typename V::T;
+    for (int i0 = 0; i0 < 36; i0 += P) {
+        T acc[CB][P];
+        LENET_TILE_LOOP for (int c = 0; c < CB; ++c)
+            LENET_TILE_LOOP for (int p = 0; p < P; ++p) acc[c][p] = V::zero();
+        const float* uo = u + ptrdiff_t(c0) * 36 + i0;  // u [o][c][36]
+        const float* m = dm + ptrdiff_t(i0) * L;
+        for (int o = 0; o < s->oc; ++o, uo += ptrdiff_t(s->ic) * 36, m += 36 * L)
+            LENET_TILE_LOOP for (int p = 0; p < P; ++p) {
+                T v = V::load(m + p * L);
+                V::keep_in_register(v);
+                LENET_TILE_LOOP for (int c = 0; c < CB; ++c)
+                    acc[c][p] = V::fmadd(V::set1(uo[c * 36 + p]), v, acc[c][p]);
+            }
+        LENET_TILE_LOOP for (int c = 0; c < CB; ++c)
+            LENET_TILE_LOOP for (int p = 0; p < P; ++p) V::store(dv + ((c0 + c) * 36 + i0 + p) * L, acc[c][p]);
+    }
+}
+
+// Per pooling window: the products' gradient of every output channel into work [oc][36][16], the transformed input's
+// gradient of every input channel after it [ic][36][16], that transformed along its rows in place and then along its
+// columns, straight into the window of dx.
+template <class V>
+void conv_pool_dx_winograd(const ConvShape* s, const float* g, int bh, int bw, const float* u, float* dx,
+                           float* work) {
+    constexpr int L = 16;
+    using T = typename V::T;
+    const ptrdiff_t gh = s->oh + 2 * bh, gw = s->ow + 2 * bw, ih = s->ih, iw = s->iw;
+    float* dm = work;
+    float* dv = work + ptrdiff_t(s->oc) * 36 * L;
+    std::memset(dx, 0, sizeof(float) * size_t(s->ic) * size_t(ih * iw) * L);
+    for (int ty = 0; ty < s->oh / 2; ++ty)
+        for (int tx = 0; tx < s->ow / 2; ++tx) {
+            for (int o = 0; o < s->oc; ++o) {
+                const float* p = g + ((o * gh + bh + 2 * ty) * gw + bw + 2 * tx) * L;
+                const T gt[4] = {V::load(p), V::load(p + L), V::load(p + gw * L), V::load(p + (gw + 1) * L)};
+                T v[36];
+                winograd5_grad_tile(gt, v);
+                LENET_TILE_LOOP for (int i = 0; i < 36; ++i) V::store(dm + (o * 36 + i) * L, v[i]);
+            }
+            int c0 = 0;
+            for (; c0 + kWinograd5DxChannels <= s->ic; c0 += kWinograd5DxChannels)
+                winograd5_dx_products<V, kWinograd5DxChannels>(s, dm, u, dv, c0);
+            for (; c0 < s->ic; ++c0) winograd5_dx_products<V, 1>(s, dm, u, dv, c0);
+            for (int c = 0; c < s->ic; ++c) {
+                float* t = dv + ptrdiff_t(c) * 36 * L;
+                LENET_TILE_LOOP for (int i = 0; i < 6; ++i) {
+                    T v[6], x[6];
+                    LENET_TILE_LOOP for (int j = 0; j < 6; ++j) v[j] = V::load(t + (i * 6 + j) * L);
+                    winograd5_input_line_t(v, x);
+                    LENET_TILE_LOOP for (int j = 0; j < 6; ++j) V::store(t + (i * 6 + j) * L, x[j]);
+                }
+                float* window = dx + ((c * ih + 2 * ty) * iw + 2 * tx) * L;
+                LENET_TILE_LOOP for (int q = 0; q < 6; ++q) {
+                    T v[6], x[6];
+                    LENET_TILE_LOOP for (int i = 0; i < 6; ++i) v[i] = V::load(t + (i * 6 + q) * L);
+                    winograd5_input_line_t(v, x);
+                    LENET_TILE_LOOP for (int r = 0; r < 6; ++r) {
+                        float* at = window + (r * iw + q) * L;
+                        V::store(at, V::add(V::load(at), x[r]));
+                    }
+                }
+            }
+        }
+}
+
 // The table's slots: the kernels where the ISA has them, else null.
 template <class V> constexpr decltype(KernelTable::conv_pool_fwd_winograd) winograd_pool_slot() {
     if constexpr (has_winograd<V>()) return conv_pool_fwd_winograd<V>;
@@ -199,6 +276,11 @@ template <class V> constexpr decltype(KernelTable::conv_pool_fwd_winograd) winog
 }
 template <class V> constexpr decltype(KernelTable::conv_winograd_fwd) winograd_conv_slot() {
     if constexpr (has_winograd<V>()) return conv_winograd_fwd<V>;
+    else return nullptr;
+}
+
+template <class V> constexpr decltype(KernelTable::conv_pool_dx_winograd) winograd_dx_slot() {
+    if constexpr (has_winograd<V>()) return conv_pool_dx_winograd<V>;
     else return nullptr;
 }
 
