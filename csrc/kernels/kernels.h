@@ -73,30 +73,8 @@ static inline void winograd_output_tile(const T m[9], T y[4]) {
 // Winograd F(2x2, 5x5), the interpolation points 0, 1, -1, 2, -2 and infinity (6x6 tiles, 36 multiply-adds per
 // channel pair and 2x2 output tile instead of 100): 5x5 weights w [oc][ic][5][5] -> u [oc][ic][6][6] = G w G^T with
 // G = [1/4 0 0 0 0; -1/6 -1/6 -1/6 -1/6 -1/6; -1/6 1/6 -1/6 1/6 -1/6; 1/24 1/12 1/6 1/3 2/3;
-//      1/24 -1/12 1/6 -1/3 2/3; 0 0 0 0 1] (in double, then rounded once).
-static inline void winograd_5x5_weights(int oc, int ic, const float* w, float* u) {
-    static const double G[6][5] = {{1.0 / 4, 0, 0, 0, 0},
-                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                   {1.0 / 24, 1.0 / 12, 1.0 / 6, 1.0 / 3, 2.0 / 3},
-                                   {1.0 / 24, -1.0 / 12, 1.0 / 6, -1.0 / 3, 2.0 / 3},
-                                   {0, 0, 0, 0, 1}};
-    for (ptrdiff_t p = 0; p < ptrdiff_t(oc) * ic; ++p, w += 25, u += 36) {
-        double gw[6][5];  // G w
-        for (int i = 0; i < 6; ++i)
-            for (int x = 0; x < 5; ++x) {
-                double sum = 0;
-                for (int k = 0; k < 5; ++k) sum += G[i][k] * w[k * 5 + x];
-                gw[i][x] = sum;
-            }
-        for (int i = 0; i < 6; ++i)
-            for (int j = 0; j < 6; ++j) {
-                double sum = 0;
-                for (int k = 0; k < 5; ++k) sum += gw[i][k] * G[j][k];
-                u[i * 6 + j] = float(sum);
-            }
-    }
-}
+//      1/24 -1/12 1/6 -1/3 2/3; 0 0 0 0 1], computed in double and rounded once.
+void winograd_5x5_weights(int oc, int ic, const float* w, float* u);  // (defined once, in conv_ref.cpp)
 // Its input transform along one line of six, v = B^T d with B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0;
 // 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1] (every product by a power of 2, exact, so that a fused multiply-add
 // rounds as the separate operations do: one result on every ISA), over floats or GCC vectors; the 2D transform

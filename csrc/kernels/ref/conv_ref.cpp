@@ -236,3 +236,31 @@ void conv_pool_dw(const ConvShape* s, const float* xpad, const float* argmax, co
 }
 
 }  // namespace lenet::ref
+
+namespace lenet {
+
+void winograd_5x5_weights(int oc, int ic, const float* w, float* u) {
+    static const double G[6][5] = {{1.0 / 4, 0, 0, 0, 0},
+                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6, 1.0 / 3, 2.0 / 3},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6, -1.0 / 3, 2.0 / 3},
+                                   {0, 0, 0, 0, 1}};
+    for (ptrdiff_t p = 0; p < ptrdiff_t(oc) * ic; ++p, w += 25, u += 36) {
+        double gw[6][5];  // G w
+        for (int i = 0; i < 6; ++i)
+            for (int x = 0; x < 5; ++x) {
+                double sum = 0;
+                for (int k = 0; k < 5; ++k) sum += G[i][k] * w[k * 5 + x];
+                gw[i][x] = sum;
+            }
+        for (int i = 0; i < 6; ++i)
+            for (int j = 0; j < 6; ++j) {
+                double sum = 0;
+                for (int k = 0; k < 5; ++k) sum += gw[i][k] * G[j][k];
+                u[i * 6 + j] = float(sum);
+            }
+    }
+}
+
+}  // namespace lenet

@@ -34,11 +34,16 @@ inline KernelRows image_columns(const ConvShape* s, int ox0, int n) {
 // ISA, and the library's size is a goal. Measured on one thread of the Intel VM, AVX-512, 16 lanes: that 2x2 layer's
 // forward 1.1x and input gradient 1.13x faster, a 32 -> 32 channel 3x3 1.07x, and that 2x2 layer fused with its
 // pooling (conv_pool16_tile) 1.1x; 5x5 (LeNet-5) gained 3-4% on AVX-512 and lost 5% on AVX2, so it is not unrolled.
-template <class F>
+// AVX-512 now takes that 2x2 layer through Winograd (winograd.h: its fused forward and its input gradient) and its
+// backward through the pooling's sparsity, so there only 3x3 is unrolled.
+template <class V, class F>
 bool with_unrolled_kernel(const ConvShape* s, F&& f) {
     if (s->kh != s->kw) return false;
     switch (s->kh) {
-        case 2: f(Size<2>{}); return true;
+        case 2:
+            if constexpr (V::W == 16) return false;
+            else f(Size<2>{});
+            return true;
         case 3: f(Size<3>{}); return true;
         default: return false;
     }
@@ -66,14 +71,11 @@ template <class V> constexpr int direct_pxb() {
 
 // The forward's own tiles. AVX2 (12 accumulators, two vectors of lanes): 2 channels x 2 pixels. With 2 x 3, gcc's
 // predictive commoning keeps the loads that kernel column kx + 1 shares with column kx in registers, which pushed
-// accumulators onto the stack (measured 20% slower). AVX-512: 4 x 5, or 6 x 3 when the channels split into 6s but
-// not 4s (LeNet-5's 6-channel layers: its first convolution and its second's input gradient), instead of a 4-channel
-// and a slower 2-channel tile; its narrower pixel tiles also waste fewer multiply-adds on the zero border of an input
-// gradient (measured: that input gradient 17% faster, the 1-channel first convolution 2% slower).
+// accumulators onto the stack (measured 20% slower). AVX-512: 4 x 5. (A 6 x 3 tile for channels that split into 6s
+// but not 4s made LeNet-5's second layer's input gradient 17% faster; that gradient now goes through Winograd
+// (conv_pool_dx_winograd), and the tile was taken out for the library's size.)
 template <class V> constexpr int direct_fwd_ocb() { return V::W == 8 ? 2 : direct_ocb<V>(); }
 template <class V> constexpr int direct_fwd_pxb() { return V::W == 8 ? 2 : direct_pxb<V>(); }
-constexpr int kSixChannelPXB = 3;
-template <class V> bool six_channel_tiles(const ConvShape* s) { return V::W == 16 && s->oc % 4 != 0 && s->oc % 6 == 0; }
 
 template <class V, int OCB, int PXB, int K = 0>
 LENET_TILE_FUNCTION
@@ -511,7 +513,7 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
                     with_size<OCB>(s->oc - o0 < OCB ? s->oc - o0 : OCB, [&](auto o) {
                         constexpr int O = decltype(o)::value;
                         if constexpr (O == OCB)  // whole channel tiles inside the image: unrolled
-                            if (window_inside(s, 2 * py, 2, 2 * px, 2) && with_unrolled_kernel(s, [&](auto k) {
+                            if (window_inside(s, 2 * py, 2, 2 * px, 2) && with_unrolled_kernel<V>(s, [&](auto k) {
                                     conv_pool16_tile<V, O, decltype(k)::value>(s, xpad, w, bias, y, argmax, o0, py,
                                                                                px, relu);
                                 }))
@@ -560,23 +562,22 @@ void conv_pool_fwd(const ConvShape* s, const float* xpad, const float* w, const 
 }
 
 // xpad [ic][oh+kh-1][ow+kw-1][L], w [oc][ic][kh][kw] -> y [oc][oh][ow][L], L = 16 (or 1: conv_row_fwd).
-// Every tile of OCB channels (EVEN: oc is a multiple of OCB, so no smaller channel tile is instantiated) x PXB pixels.
+// Every tile of OCB channels x PXB pixels.
 // The channel tiles of one pixel tile run back to back, so its input window (ic x kh rows x PXB + kw - 1 pixels)
 // is read from L1 after the first. (Channel tiles outermost re-read the whole input from L2 per channel tile: the
 // MNIST-CoreML-Training graph's unfused 2x2 32 -> 32 layer, one block on AVX2, measured 1.1x slower; AVX-512 and
 // LeNet-5's layers the same within noise.)
-template <class V, int OCB, int PXB, bool EVEN>
+template <class V, int OCB, int PXB>
 void conv_direct_tiles(const ConvShape* s, const float* xpad, const float* w, const float* bias, float* y) {
     for (int oy = 0; oy < s->oh; ++oy)
         for (int ox0 = 0; ox0 < s->ow; ox0 += PXB)
             for (int o0 = 0; o0 < s->oc; o0 += OCB) {
-                const int ocb = EVEN || s->oc - o0 >= OCB ? OCB : s->oc - o0;
-                with_size<EVEN ? 1 : OCB>(EVEN ? 1 : ocb, [&](auto o) {
-                    constexpr int O = EVEN ? OCB : decltype(o)::value;
+                with_size<OCB>(s->oc - o0 < OCB ? s->oc - o0 : OCB, [&](auto o) {
+                    constexpr int O = decltype(o)::value;
                     with_size<PXB>(s->ow - ox0 < PXB ? s->ow - ox0 : PXB, [&](auto p) {
                         constexpr int P = decltype(p)::value;
                         if constexpr (O == OCB && P == PXB)  // whole tiles inside the image: unrolled
-                            if (window_inside(s, oy, 1, ox0, PXB) && with_unrolled_kernel(s, [&](auto k) {
+                            if (window_inside(s, oy, 1, ox0, PXB) && with_unrolled_kernel<V>(s, [&](auto k) {
                                     conv_direct_tile<V, O, P, decltype(k)::value>(s, xpad, w, bias, y, o0, oy, ox0);
                                 }))
                                 return;
@@ -590,9 +591,7 @@ template <class V>
 void conv_direct_fwd(const ConvShape* s, const float* xpad, const float* w, const float* w_cl, const float* bias,
                      float* y) {
     if (s->lanes == 1) return conv_row_fwd<V>(s, xpad, w, w_cl, bias, y);
-    if constexpr (V::W == 16)
-        if (six_channel_tiles<V>(s)) return conv_direct_tiles<V, 6, kSixChannelPXB, true>(s, xpad, w, bias, y);
-    conv_direct_tiles<V, direct_fwd_ocb<V>(), direct_fwd_pxb<V>(), false>(s, xpad, w, bias, y);
+    conv_direct_tiles<V, direct_fwd_ocb<V>(), direct_fwd_pxb<V>()>(s, xpad, w, bias, y);
 }
 
 // ---- weight gradient: dw[o][c][ky][kx] = sum_{y,x,lanes} g[o][y][x] * xpad[c][y+ky][x+kx] -------------------------
