@@ -97,11 +97,12 @@ void conv_backward(const KernelTable& k, const ConvShape& s, bool direct, const 
 size_t padded_dy_floats(const ConvShape& s);
 // The weights of dX as a convolution of padded dY (a direct layer's, or a fused layer's), flipped and transposed:
 // wt [ic][oc][kh][kw] = w [oc][ic][kh-1-ky][kw-1-kx], in Winograd's form (winograd_2x2_weights) where that
-// convolution takes it on k; for a fused layer (`fused`) whose input gradient goes through F(2x2, 5x5) backwards
-// (winograd_dx_shape), the forward's winograd_5x5_weights of w instead. dx_weight_floats: how many floats;
-// dx_weights writes them.
-size_t dx_weight_floats(const KernelTable& k, const ConvShape& s, bool fused);
-void dx_weights(const KernelTable& k, const ConvShape& s, bool fused, const float* w, float* wt);
+// convolution takes it on k. dx_weight_floats: how many floats; dx_weights writes them.
+size_t dx_weight_floats(const KernelTable& k, const ConvShape& s);
+void dx_weights(const KernelTable& k, const ConvShape& s, const float* w, float* wt);
+// A fused layer whose input gradient goes through F(2x2, 5x5) backwards on k (winograd_dx_shape) reads the
+// forward's weights instead (derive_weights': winograd_5x5_weights), as conv_pool_backward's wt.
+bool dx_reads_derived(const KernelTable& k, const ConvShape& s);
 
 // A dense layer's whole-batch x^T in column panels of kDensePanel features: xP [ceil(in / P)][B][P], sample b's
 // feature i at (i - i % P) * B + b * P + i % P. dW = dyT . x^T takes one panel at a time (dense_dw_rows), so every

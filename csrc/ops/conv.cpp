@@ -151,19 +151,15 @@ void dx_convolution(const KernelTable& k, const ConvShape& s, const float* dy_pa
 }
 }  // namespace
 
-namespace {
-bool dx_pool_winograd(const KernelTable& k, const ConvShape& s, bool fused) {
-    return fused && k.conv_pool_dx_winograd && winograd_dx_shape(s);
+bool dx_reads_derived(const KernelTable& k, const ConvShape& s) {
+    return k.conv_pool_dx_winograd && winograd_dx_shape(s);
 }
-}  // namespace
 
-size_t dx_weight_floats(const KernelTable& k, const ConvShape& s, bool fused) {
-    if (dx_pool_winograd(k, s, fused)) return size_t(s.oc) * s.ic * 36;
+size_t dx_weight_floats(const KernelTable& k, const ConvShape& s) {
     return size_t(s.oc) * s.ic * (dx_winograd(k, s) ? 9 : s.kh * s.kw);
 }
 
-void dx_weights(const KernelTable& k, const ConvShape& s, bool fused, const float* w, float* wt) {
-    if (dx_pool_winograd(k, s, fused)) return winograd_5x5_weights(s.oc, s.ic, w, wt);
+void dx_weights(const KernelTable& k, const ConvShape& s, const float* w, float* wt) {
     const int taps = s.kh * s.kw;
     const bool winograd = dx_winograd(k, s);
     for (int o = 0; o < s.oc; ++o)
@@ -232,7 +228,7 @@ void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x
     else if (dw) k.conv_direct_dw(&s, xpad, dy_pad, sdx.ph, sdx.pw, dw);
     if (db) k.conv_pool_dw(&s, xpad, argmax, dy, nullptr, db);
     if (bf16 && bf16->wt) conv_dx_bf16(*bf16->t, s, bf16->wt, dy_pad, dx, thread);
-    else if (dx_pool_winograd(k, s, true))
+    else if (dx_reads_derived(k, s))
         k.conv_pool_dx_winograd(&s, dy_pad, sdx.ph, sdx.pw, wt, dx,
                                 scratch(thread, 9, size_t(winograd5_dx_work_floats(&s))));
     else dx_convolution(k, s, dy_pad, wt, dx, thread);
@@ -315,10 +311,16 @@ void sum_block_grads(const ConvShape& s, int nblk, float* dw, float* db, F&& blo
     }
 }
 
-// The weights of dX as a convolution of padded dY (block::dx_weights), in scratch.
+// The weights of dX as a convolution of padded dY (block::dx_weights), in scratch; for a fused layer (`fused`) that
+// reads the forward's instead (block::dx_reads_derived), those.
 const float* dx_weights_in_scratch(const KernelTable& k, const ConvShape& s, bool fused, const float* w) {
-    float* wt = scratch(0, 4, block::dx_weight_floats(k, s, fused));
-    block::dx_weights(k, s, fused, w, wt);
+    if (fused && block::dx_reads_derived(k, s)) {
+        float* u = scratch(0, 4, block::derived_weight_floats(s, true, false));
+        block::derive_weights(s, w, u);
+        return u;
+    }
+    float* wt = scratch(0, 4, block::dx_weight_floats(k, s));
+    block::dx_weights(k, s, w, wt);
     return wt;
 }
 }  // namespace

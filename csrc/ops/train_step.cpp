@@ -111,6 +111,11 @@ bool TrainStep::bf16_dx(size_t i) const {
     return bf16_conv(i) && l.s.ic >= 16 && l.s.kh * l.s.kw <= 4;
 }
 
+bool TrainStep::reads_derived(size_t i) const {
+    const LayerSpec& l = fwd_->layers()[i];
+    return l.kind == LayerKind::ConvPool && block::dx_reads_derived(kernels(), l.s);
+}
+
 bool TrainStep::direct_dx(size_t i) const {
     const LayerSpec& l = fwd_->layers()[i];
     if (l.kind == LayerKind::ConvPool) return bf16_conv(i) || !block::conv_pool_sparse(kernels(), l.s);
@@ -267,7 +272,7 @@ float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* 
                 if (buf.empty()) buf.assign(block::padded_dy_floats(l.s), 0.0f);
                 dy_pad = buf.data();
             }
-            const float* wt = wt_[size_t(i)].data();
+            const float* wt = reads_derived(size_t(i)) ? fwd.derived(size_t(i)) : wt_[size_t(i)].data();
             if (l.kind == LayerKind::Conv2d) {
                 block::conv_backward(k, l.s, fwd.direct(size_t(i)), x_in, l.w, wt, dy, g.dw, g.db, dx, thread, dy_pad);
                 break;
@@ -344,10 +349,9 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
         if (bf16_dx(size_t(i))) {  // the bf16 input gradient's weights
             wt_bf16_[size_t(i)].resize(conv_dx_weights_bf16_count(l.s));
             conv_dx_weights_bf16(*bf16_table_, l.s, l.w, wt_bf16_[size_t(i)].data());
-        } else {  // (sized here: their form depends on the kernels in use)
-            const bool fused = l.kind == LayerKind::ConvPool;
-            wt_[size_t(i)].resize(block::dx_weight_floats(k, l.s, fused));
-            block::dx_weights(k, l.s, fused, l.w, wt_[size_t(i)].data());
+        } else if (!reads_derived(size_t(i))) {  // (sized here: their form depends on the kernels in use)
+            wt_[size_t(i)].resize(block::dx_weight_floats(k, l.s));
+            block::dx_weights(k, l.s, l.w, wt_[size_t(i)].data());
         }
     }
     partials_.resize(param_floats_ * size_t(nblk));

@@ -108,6 +108,8 @@ private:
     // layer (whose forward is direct; a first layer computes no input gradient) unless its fp32 backward goes through
     // the pooling's sparsity (block::conv_pool_sparse), which needs neither dx weights nor a padded dY.
     bool direct_dx(size_t i) const;
+    // Layer i's input gradient reads the forward's derived weights (block::dx_reads_derived), not wt_.
+    bool reads_derived(size_t i) const;
     // Precision::Bf16 and layer i a fused conv-pool layer whose backward runs in bf16 (its weight gradient, and its
     // input gradient where bf16_dx): every such layer on a bf16 table that is dense_over_sparse (AMX), else those
     // whose fp32 backward cannot go through the pooling's sparsity (block::conv_pool_sparse).
@@ -123,7 +125,7 @@ private:
     // per dense layer: where its x^T in panels (block::dense_xT_floats(in) per sample; none in bf16) and dy [out][B]
     // live (dense_batch)
     std::vector<size_t> batch_offset_;
-    std::vector<LineVector<float>> wt_;  // per conv layer: the weights of dX (direct_dx; block::dx_weights)
+    std::vector<LineVector<float>> wt_;  // per conv layer: the weights of dX (direct_dx but not reads_derived)
     // per fused conv-pool layer in Precision::Bf16: the bf16 weights of dX instead (conv_bf16.h)
     std::vector<LineVector<uint16_t>> wt_bf16_;
     // per conv layer with a direct input gradient, per thread: its padded dY, zero border written once
