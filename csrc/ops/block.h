@@ -23,7 +23,8 @@ void pack(int n, size_t F, int L, const uint8_t* x, const int64_t* rows, float* 
 // The weights a convolution's kernels read besides w [oc][ic][kh][kw], derived from it (Forward keeps them while w
 // stays the same): channels-last (conv_weights_channels_last) for the one-sample kernels (lanes 1: a direct
 // convolution or a fused conv-pool layer), Winograd's (winograd_2x2_weights, winograd_5x5_weights) for a fused layer
-// at 16 lanes that takes it (winograd_pool_shape). derived_weight_floats: how many floats (0: none); derive_weights writes them.
+// at 16 lanes that takes it (winograd_pool_shape). derived_weight_floats: how many floats (0: none); derive_weights
+// writes them. (They are derived whether or not the kernels in use read them: the instruction set may change.)
 size_t derived_weight_floats(const ConvShape& s, bool fused, bool direct);
 void derive_weights(const ConvShape& s, const float* w, float* derived);
 
@@ -67,7 +68,8 @@ inline bool winograd_dx_shape(const ConvShape& s) {
 // Its backward at 16 lanes: dw and db (overwritten; either may be null) from the pooled output's gradient dy and
 // argmax. Without dx (a first layer) the convolution's full-size gradient is never stored (kernels.h: conv_pool_dw);
 // with dx it is routed into the interior of dy_pad (conv_pool_route; required with dx, its border zero, sized by
-// padded_dy_floats), from which the direct kernels take dW and dX (wt as in conv_backward). bf16 (may be null): dW
+// padded_dy_floats), from which the direct kernels take dW and dX (wt as in conv_backward; where dx_reads_derived,
+// the forward's derived weights, and dX goes through conv_pool_dx_winograd, scratch slot 9). bf16 (may be null): dW
 // from the routed gradient in bf16 (conv_bf16.h; TrainStep's Precision::Bf16) on its kernels `t`, and dX too when
 // its wt holds conv_dx_weights_bf16's weights (then the argument wt is not read).
 // In fp32 with dx, where the kernels take it (conv_pool_sparse below), the whole backward instead goes through the
