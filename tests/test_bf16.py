@@ -12,7 +12,7 @@ import lenet
 import lenet.functional as F
 from lenet import _core, nn, optim
 from lenet.capture import CapturedStep
-from test_capture import dead_rows_model
+from models import dead_rows_model
 
 BF16_ISAS = list(_core.bf16_isas())
 FAST_BF16 = [isa for isa in BF16_ISAS if isa != "reference"]  # what the avx512 instruction set trains on, when any

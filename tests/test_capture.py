@@ -6,6 +6,7 @@ import lenet
 import lenet.functional as F
 from lenet import nn, optim
 from lenet.capture import CapturedStep
+from models import dead_rows_model
 
 
 def autograd_grads(model, x, y):
@@ -53,17 +54,6 @@ def test_captured_gradients_match_autograd(isa, rng, name, batch):
     assert got_loss == pytest.approx(loss, rel=1e-5)
     for p, w in zip(model.parameters(), want):
         np.testing.assert_allclose(p.grad, w, rtol=1e-4, atol=1e-6 * max(1.0, float(np.abs(w).max())))
-
-
-def dead_rows_model():
-    """Dense layers with rows that add nothing (block::gemm_nn_live_rows, dense_dw_rows): the first convolution's
-    channels 0 and 2 never pass their ReLU (so a quarter of fc1's input features are 0 for every sample), and fc1's
-    units 0-9 neither (so their rows of dW are 0 and the input gradient skips them)."""
-    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 13 * 13, 40),
-                          nn.ReLU(), nn.Linear(40, 10))
-    model[0].bias.data[[0, 2]] = -1e3
-    model[4].bias.data[:10] = -1e3
-    return model
 
 
 @pytest.mark.parametrize("batch", [16, 37, 128])
