@@ -81,7 +81,7 @@ void winograd_5x5_weights(int oc, int ic, const float* w, float* u);  // (define
 // B^T d B is this along the columns, then along the rows.
 template <class T>
 static inline void winograd5_input_line(const T d[6], T v[6]) {
-    const T a = d[4] - T(4.0f * d[2]), b = d[3] - T(4.0f * d[1]);  // v1, v2 = a -+ b
+    const T a = d[4] - T(4.0f * d[2]), b = d[3] - T(4.0f * d[1]);  // v1, v2 = a +- b
     const T c = d[4] - d[2], e = T(2.0f * (d[3] - d[1]));          // v3, v4 = c +- e
     v[0] = (T(4.0f * d[0]) - T(4.0f * d[2])) + (d[4] - d[2]);
     v[1] = a + b, v[2] = a - b, v[3] = c + e, v[4] = c - e;

@@ -34,14 +34,15 @@ inline KernelRows image_columns(const ConvShape* s, int ox0, int n) {
 // ISA, and the library's size is a goal. Measured on one thread of the Intel VM, AVX-512, 16 lanes: that 2x2 layer's
 // forward 1.1x and input gradient 1.13x faster, a 32 -> 32 channel 3x3 1.07x, and that 2x2 layer fused with its
 // pooling (conv_pool16_tile) 1.1x; 5x5 (LeNet-5) gained 3-4% on AVX-512 and lost 5% on AVX2, so it is not unrolled.
-// AVX-512 now takes that 2x2 layer through Winograd (winograd.h: its fused forward and its input gradient) and its
-// backward through the pooling's sparsity, so there only 3x3 is unrolled.
+// An ISA with Winograd's kernels (winograd.h) takes that 2x2 layer through them (its fused forward and its input
+// gradient; its backward through the pooling's sparsity), so there only 3x3 is unrolled.
+template <class V> constexpr bool has_winograd() { return V::W == 16; }  // AVX-512
 template <class V, class F>
 bool with_unrolled_kernel(const ConvShape* s, F&& f) {
     if (s->kh != s->kw) return false;
     switch (s->kh) {
         case 2:
-            if constexpr (V::W == 16) return false;
+            if constexpr (has_winograd<V>()) return false;
             else f(Size<2>{});
             return true;
         case 3: f(Size<3>{}); return true;

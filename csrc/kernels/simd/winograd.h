@@ -16,7 +16,6 @@
 namespace lenet::simd {
 namespace {
 
-template <class V> constexpr bool has_winograd() { return V::W == 16; }  // AVX-512
 constexpr int kWinogradChannels = 3;  // output channels per register tile: 27 accumulators
 
 // Output channels o0..o0+OC of output tile (ty, tx): m [OC][9] = sum over c of u [o][c][9] * tile [c][9] (each tile
