@@ -202,6 +202,39 @@ static inline ConvPoolSparseWork conv_pool_sparse_work(const ConvShape* s) {
     return w;
 }
 
+// The fused layer's weight and bias gradients through the pooling's sparsity (conv_pool_dw_sparse): the shapes it
+// takes (16 lanes, stride 1, at most 5 kernel rows, each across all input channels more than one vector of floats
+// and at most two: LeNet-5's second layer, 5 x 6), and the layout of its scratch, in floats. With a row of one
+// vector or less the direct kernel was faster (one block on one thread, AVX-512, AMD Zen 4: LeNet-5's first layer,
+// 5 floats a row, 46 us direct against 74 us; the MNIST-CoreML-Training graph's first, 3 floats, 74 against 127; and
+// LeNet-5's second, 30 floats, 86 against 42).
+static inline bool conv_pool_dw_sparse_shape(const ConvShape* s) {
+    return s->lanes == 16 && s->sh == 1 && s->sw == 1 && s->kw * s->ic > 16 && s->kw * s->ic <= 32 && s->kh >= 1 &&
+           s->kh <= 5 && s->oh >= 2 && s->ow >= 2;
+}
+struct ConvPoolDwSparseWork {
+    ptrdiff_t windows, entries;  // as in ConvPoolSparseWork
+    ptrdiff_t sample;     // floats of one sample's padded input channels-last, [oh+kh-1][ow+kw-1][ic]
+    ptrdiff_t xcl;        // [L][sample], then 32 floats read past the last sample's end (the vectors' unused lanes)
+    ptrdiff_t at, gw, at_l, gw_l;  // as in ConvPoolSparseWork
+    ptrdiff_t at_nz, gw_nz;        // one (sample, channel)'s nonzero gradients and their offsets, windows + 16 each
+    ptrdiff_t dwcl;       // dW per kernel row, [oc][kh][32]: column kx of input channel c at kx * ic + c
+    ptrdiff_t total;
+};
+static inline ConvPoolDwSparseWork conv_pool_dw_sparse_work(const ConvShape* s) {
+    ConvPoolDwSparseWork w{};
+    w.windows = ptrdiff_t(s->oh / 2) * (s->ow / 2);
+    w.entries = (ptrdiff_t(s->oc) * w.windows + 15) / 16 * 16;
+    w.sample = ptrdiff_t(s->oh + s->kh - 1) * (s->ow + s->kw - 1) * s->ic;
+    const ptrdiff_t table = w.entries * s->lanes;
+    w.xcl = 0;
+    w.at = w.xcl + s->lanes * w.sample + 32, w.gw = w.at + table, w.at_l = w.gw + table, w.gw_l = w.at_l + table;
+    w.at_nz = w.gw_l + table, w.gw_nz = w.at_nz + w.windows + 16;
+    w.dwcl = w.gw_nz + w.windows + 16;
+    w.total = w.dwcl + ptrdiff_t(s->oc) * s->kh * 32;
+    return w;
+}
+
 struct KernelTable {
     const char* isa;     // "reference", "avx2", "avx512", "neon"
     int vector_floats;   // floats per vector register (1 for the reference)
@@ -277,6 +310,12 @@ struct KernelTable {
     // routes dy into the convolution's full-size gradient: conv_pool_route).
     void (*conv_pool_bwd_sparse)(const ConvShape* s, const float* x, const float* w, const float* argmax,
                                  const float* dy, float* dw, float* db, float* dx, float* work);
+    // conv_pool_dw's gradients through the same sparsity, where conv_pool_dw_sparse_shape(s): one sample at a time,
+    // each nonzero pooled gradient times the input patch at its window's winning position into dW, a kernel row of
+    // all input channels per vector (xpad channels-last in work, laid out by conv_pool_dw_sparse_work). Null where the
+    // ISA has none.
+    void (*conv_pool_dw_sparse)(const ConvShape* s, const float* xpad, const float* argmax, const float* dy,
+                                float* dw, float* db, float* work);
 
     // Pooling over one block [c][ih][iw][L] -> [c][oh][ow][L] (no padding). With relu != 0 max pooling is fused
     // with a ReLU (max and ReLU commute: relu(maxpool(x)) == maxpool(relu(x))), saving a pass over x.
@@ -334,6 +373,7 @@ struct KernelTable {
     const char* conv_winograd_name;       // null where the slot is
     const char* conv_pool_dx_winograd_name;  // null where the slot is
     const char* conv_pool_sparse_name;    // null where the slot is
+    const char* conv_pool_dw_sparse_name;  // null where the slot is
 };
 
 // One table per ISA compiled into this build; null where the build target cannot have it.

@@ -217,7 +217,14 @@ void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x
         return k.conv_pool_bwd_sparse(&s, x, w, argmax, dy, dw, db, dx,
                                       scratch(thread, 12, size_t(conv_pool_sparse_work(&s).total)));
     const float* xpad = padded(s, x, thread, 0);
-    if (!dx) return k.conv_pool_dw(&s, xpad, argmax, dy, dw, db);
+    const bool sparse_dw = dw && !bf16 && conv_pool_dw_sparse(k, s);
+    if (sparse_dw)
+        k.conv_pool_dw_sparse(&s, xpad, argmax, dy, dw, db,
+                              scratch(thread, 12, size_t(conv_pool_dw_sparse_work(&s).total)));
+    if (!dx) {
+        if (!sparse_dw) k.conv_pool_dw(&s, xpad, argmax, dy, dw, db);
+        return;
+    }
     // The convolution's full-size gradient g is routed straight into the interior of dy_pad, its zero-padded copy
     // that the input gradient's convolution reads, and the weight gradient reads it there too; db, the sum of g, is
     // the sum of the routed dy (conv_pool_dw). (A separate g also took a pass that copied it into the padded buffer
@@ -225,8 +232,8 @@ void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x
     const ConvShape sdx = dx_shape(s);
     k.conv_pool_route(&s, argmax, dy, dy_pad, sdx.ph, sdx.pw);
     if (dw && bf16) conv_dw_bf16(*bf16->t, s, xpad, dy_pad, sdx.ph, sdx.pw, dw, thread);
-    else if (dw) k.conv_direct_dw(&s, xpad, dy_pad, sdx.ph, sdx.pw, dw);
-    if (db) k.conv_pool_dw(&s, xpad, argmax, dy, nullptr, db);
+    else if (dw && !sparse_dw) k.conv_direct_dw(&s, xpad, dy_pad, sdx.ph, sdx.pw, dw);
+    if (db && !sparse_dw) k.conv_pool_dw(&s, xpad, argmax, dy, nullptr, db);
     if (bf16 && bf16->wt) conv_dx_bf16(*bf16->t, s, bf16->wt, dy_pad, dx, thread);
     else if (dx_reads_derived(k, s))
         k.conv_pool_dx_winograd(&s, dy_pad, sdx.ph, sdx.pw, wt, dx,

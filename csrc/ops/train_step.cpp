@@ -103,7 +103,8 @@ TrainStep::~TrainStep() = default;
 bool TrainStep::bf16_conv(size_t i) const {
     const LayerSpec& l = fwd_->layers()[i];
     return !bf16_.empty() && bf16_table_ && l.kind == LayerKind::ConvPool &&
-           (bf16_table_->dense_over_sparse || !block::conv_pool_sparse(kernels(), l.s));
+           (bf16_table_->dense_over_sparse ||
+            !(block::conv_pool_sparse(kernels(), l.s) || block::conv_pool_dw_sparse(kernels(), l.s)));
 }
 
 bool TrainStep::bf16_dx(size_t i) const {

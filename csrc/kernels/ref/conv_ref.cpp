@@ -191,14 +191,17 @@ void conv_pool_route(const ConvShape* s, const float* argmax, const float* dy, f
                 }
 }
 
-// Each pooled gradient added, times the weights, into dx and, times the input, into dw at the window position its
-// argmax names: lanes, then output channels, then windows in order.
-void conv_pool_bwd_sparse(const ConvShape* s, const float* x, const float* w, const float* argmax, const float* dy,
-                          float* dw, float* db, float* dx, float*) {
+namespace {
+// Each pooled gradient added, times the input, into dw and, times the weights, into dx (either may be null) at the
+// window position its argmax names: lanes, then output channels, then windows in order. x: the input with its
+// border, [ic][oh+kh-1][ow+kw-1][L] (stride 1), as dx.
+void pooled_gradient_sums(const ConvShape* s, const float* x, const float* w, const float* argmax, const float* dy,
+                          float* dw, float* db, float* dx) {
     const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2, taps = s->kh * s->kw;
+    const int xh = s->oh + s->kh - 1, xw = s->ow + s->kw - 1;
     if (dw) std::fill(dw, dw + size_t(s->oc) * s->ic * taps, 0.0f);
     if (db) std::fill(db, db + s->oc, 0.0f);
-    std::fill(dx, dx + size_t(s->ic) * s->ih * s->iw * L, 0.0f);
+    if (dx) std::fill(dx, dx + size_t(s->ic) * xh * xw * L, 0.0f);
     for (int l = 0; l < L; ++l)
         for (int o = 0; o < s->oc; ++o)
             for (int py = 0; py < out_h; ++py)
@@ -212,12 +215,23 @@ void conv_pool_bwd_sparse(const ConvShape* s, const float* x, const float* w, co
                     for (int c = 0; c < s->ic; ++c)
                         for (int ky = 0; ky < s->kh; ++ky)
                             for (int kx = 0; kx < s->kw; ++kx) {
-                                const ptrdiff_t at = ((ptrdiff_t(c) * s->ih + y0 + ky) * s->iw + x0 + kx) * L + l;
+                                const ptrdiff_t at = ((ptrdiff_t(c) * xh + y0 + ky) * xw + x0 + kx) * L + l;
                                 const ptrdiff_t t = (ptrdiff_t(o) * s->ic + c) * taps + ky * s->kw + kx;
                                 if (dw) dw[t] += g * x[at];
-                                dx[at] += g * w[t];
+                                if (dx) dx[at] += g * w[t];
                             }
                 }
+}
+}  // namespace
+
+void conv_pool_bwd_sparse(const ConvShape* s, const float* x, const float* w, const float* argmax, const float* dy,
+                          float* dw, float* db, float* dx, float*) {
+    pooled_gradient_sums(s, x, w, argmax, dy, dw, db, dx);
+}
+
+void conv_pool_dw_sparse(const ConvShape* s, const float* xpad, const float* argmax, const float* dy, float* dw,
+                         float* db, float*) {
+    pooled_gradient_sums(s, xpad, nullptr, argmax, dy, dw, db, nullptr);
 }
 
 // xpad as above; argmax, dy [oc][oh/2][ow/2][L] -> dw [oc][ic][kh][kw] and db [oc] (overwritten, either may be
