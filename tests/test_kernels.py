@@ -227,11 +227,12 @@ def routed_conv_backward(rng, x, w, b, pad, relu):
     return argmax, dy, dx, dw, db
 
 
-def sparse_weight_grad(ic, kh, kw):
-    """The fused layer's weight gradient goes through the pooling's sparsity on the current ISA (lenet.kernels() names
-    the kernel, and a kernel row of every input channel fits its two vectors)."""
+def sparse_backward(ic, kh, kw):
+    """The fused layer's backward goes through the pooling's sparsity on the current ISA: lenet.kernels() names the
+    kernel, and a kernel row of every input channel takes more than one of its vectors and at most two, or it is a
+    2x2 kernel over 32 input channels (four)."""
     fused = lenet.kernels()["ops"]["conv2d_maxpool2d_fused"]
-    return "conv_pool_sparse_dw" in fused and 16 < kw * ic <= 32 and kh <= 5
+    return "conv_pool_sparse_bwd" in fused and ((16 < kw * ic <= 32 and kh <= 5) or (kh, kw, ic) == (2, 2, 32))
 
 
 @pytest.mark.parametrize("kernel", [(2, 2), (3, 3), (2, 3)])
@@ -251,7 +252,7 @@ def test_conv_pool_backward_equals_routed_conv_backward(isa, rng, kernel, oc):
         dw, db = np.zeros_like(w), np.zeros_like(b)
         dx = _core.conv_pool_backward(xl, w, argmax, dy, dw, db, pad)
         np.testing.assert_array_equal(dx, want_dx)
-        if sparse_weight_grad(3, *kernel):
+        if sparse_backward(3, *kernel):
             close(dw, want_dw)
         else:
             np.testing.assert_array_equal(dw, want_dw)
@@ -264,7 +265,8 @@ def test_conv_pool_backward_equals_routed_conv_backward(isa, rng, kernel, oc):
 @pytest.mark.parametrize("size", [(2, 2), (6, 6), (7, 8), (10, 10)])
 def test_conv_pool_backward_winograd_5x5(isa, rng, ic, oc, size):
     """5x5 kernels from 4 input channels on, unpadded, take their input gradient through F(2x2, 5x5) backwards on the
-    ISAs that have it (lenet.kernels() names it): dx close to the direct convolution's of the routed gradient, dw
+    ISAs that have it (lenet.kernels() names it), unless the pooling's sparsity takes the whole backward (4 and 6
+    channels: kernel rows of 20 and 30 floats): dx close to the direct convolution's of the routed gradient, dw
     bit-identical where the direct kernel takes it, else close. Input channel counts around its register tile of 6,
     odd outputs (the pooling drops a row and a column, whose inputs then get no gradient through the windows), one
     pooling window, two blocks; padded, the direct convolution."""
@@ -278,7 +280,7 @@ def test_conv_pool_backward_winograd_5x5(isa, rng, ic, oc, size):
         dw, db = np.zeros_like(w), np.zeros_like(b)
         dx = _core.conv_pool_backward(_to_lanes(x, 16), w, argmax, dy, dw, db, pad)
         close(dx, want_dx)
-        if sparse_weight_grad(ic, 5, 5):
+        if sparse_backward(ic, 5, 5):
             close(dw, want_dw)
         else:
             np.testing.assert_array_equal(dw, want_dw)
@@ -290,16 +292,16 @@ def test_conv_pool_backward_winograd_5x5(isa, rng, ic, oc, size):
 )
 @pytest.mark.parametrize("oc", [1, 3, 16])
 @pytest.mark.parametrize("size", [(2, 2), (5, 4), (8, 8), (10, 11)])
-def test_conv_pool_weight_grad_sparse(isa, rng, ic_kernel, oc, size):
-    """Weight gradients through the pooling's sparsity, where a kernel row of every input channel takes more than one
-    vector and at most two (17 to 32 floats; LeNet-5's second layer: 30): dw and db against float64 numpy sums over
-    each window's winning position, with and without dx, and against the reference ISA's. 1 to 5 kernel rows; around
-    the rule's bounds (LeNet-5's first layer, 5 floats; 15; 35: the direct kernel); padded; outputs the pooling drops
-    a row and a column of; 1 to 30 windows (transposes of 16 entries, partly padding); ReLU-zeroed windows; two
-    blocks (one partly padding)."""
+def test_conv_pool_backward_sparse_rows(isa, rng, ic_kernel, oc, size):
+    """The backward through the pooling's sparsity where a kernel row of every input channel takes more than one
+    vector and at most two (17 to 32 floats; LeNet-5's second layer: 30): dw, db and dx against float64 numpy sums
+    over each window's winning position; dw and db the same without dx, and close to the reference ISA's. 1 to 5
+    kernel rows; around the rule's bounds (LeNet-5's first layer, 5 floats; 15; 35: the direct kernels); padded (dx
+    then from the routed gradient); outputs the pooling drops a row and a column of; 1 to 30 windows (transposes of
+    16 entries, partly padding); ReLU-zeroed windows; two blocks (one partly padding)."""
     ic, k = ic_kernel
     if isa in ("reference", "avx512"):
-        assert sparse_weight_grad(ic, k, k) == (16 < ic * k <= 32)
+        assert sparse_backward(ic, k, k) == (16 < ic * k <= 32)
     x = rng.standard_normal((20, ic, size[0] + k - 1, size[1] + k - 1), dtype=np.float32)
     x[5] = 0.0  # with a negative bias, every window of this sample ReLU-zeroed
     w = rng.standard_normal((oc, ic, k, k), dtype=np.float32)
@@ -314,28 +316,29 @@ def test_conv_pool_weight_grad_sparse(isa, rng, ic_kernel, oc, size):
         a = _from_lanes(argmax, len(x)).astype(np.int64)
         g = _from_lanes(dy, len(x)).astype(np.float64)
         xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
-        want_dw = np.zeros(w.shape)
+        want_dw, want_dxp, wd = np.zeros(w.shape), np.zeros(xp.shape), w.astype(np.float64)
         for py in range(a.shape[2]):
             for px in range(a.shape[3]):
                 for d in range(4):
                     gd = np.where(a[:, :, py, px] == d, g[:, :, py, px], 0.0)  # (n, oc)
                     y0, x0 = 2 * py + d // 2, 2 * px + d % 2
                     want_dw += np.einsum("no,nikl->oikl", gd, xp[:, :, y0 : y0 + k, x0 : x0 + k])
+                    want_dxp[:, :, y0 : y0 + k, x0 : x0 + k] += np.einsum("no,oikl->nikl", gd, wd)
+        want_dx = want_dxp[:, :, pad[0] : pad[0] + x.shape[2], pad[1] : pad[1] + x.shape[3]]
         want_db = np.where(a >= 0, g, 0.0).sum(axis=(0, 2, 3))
         dw, db = np.zeros_like(w), np.zeros_like(b)
-        assert _core.conv_pool_backward(xl, w, argmax, dy, dw, db, pad, need_dx=False) is None
+        dx = _core.conv_pool_backward(xl, w, argmax, dy, dw, db, pad)
+        close(_from_lanes(dx, len(x)), want_dx, 1e-4)
         close(dw, want_dw, 1e-4)
         close(db, want_db, 1e-4)
-        dw_dx, db_dx = np.zeros_like(w), np.zeros_like(b)
-        _core.conv_pool_backward(xl, w, argmax, dy, dw_dx, db_dx, pad)
-        fused = lenet.kernels()["ops"]["conv2d_maxpool2d_fused"]
-        whole = "conv_pool_sparse_bwd" in fused and (ic, k, pad) == (16, 2, (0, 0))
-        if sparse_weight_grad(ic, k, k) and not whole:  # the same kernel with dx
-            np.testing.assert_array_equal(dw_dx, dw)
-            np.testing.assert_array_equal(db_dx, db)
-        else:  # the whole backward through the sparsity, or the direct kernel from the stored or the routed gradient
-            close(dw_dx, dw, 1e-5)
-            close(db_dx, db, 1e-5)
+        dw_only, db_only = np.zeros_like(w), np.zeros_like(b)
+        assert _core.conv_pool_backward(xl, w, argmax, dy, dw_only, db_only, pad, need_dx=False) is None
+        if sparse_backward(ic, k, k):  # the same sums without dx
+            np.testing.assert_array_equal(dw_only, dw)
+            np.testing.assert_array_equal(db_only, db)
+        else:  # the direct kernel from the stored or the routed gradient
+            close(dw_only, dw, 1e-5)
+            close(db_only, db, 1e-5)
         with lenet.use_isa("reference"):
             dw_ref = np.zeros_like(w)
             _core.conv_pool_backward(xl, w, argmax, dy, dw_ref, None, pad, need_dx=False)

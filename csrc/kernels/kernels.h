@@ -171,67 +171,50 @@ static inline void winograd5_input_tile_t(const T v[36], T x[36]) {
 static inline ptrdiff_t winograd5_dx_work_floats(const ConvShape* s) { return ptrdiff_t(s->oc + s->ic) * 36 * 16; }
 
 // The fused convolution + 2x2 max pooling's backward through the pooling's sparsity (conv_pool_bwd_sparse): the
-// shapes it takes (16 lanes, stride 1, no padding, 2x2 kernels, 16 or 32 input channels: the MNIST-CoreML-Training
-// graph's second layer), and the layout of its scratch, in floats from its start (total: how many it needs).
-static inline bool conv_pool_sparse_shape(const ConvShape* s) {
-    return s->lanes == 16 && s->kh == 2 && s->kw == 2 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0 &&
-           (s->ic == 16 || s->ic == 32);
+// shapes it takes, and the layout of its scratch, in floats from its start (total: how many it needs). 16 lanes,
+// stride 1, and either at most 5 kernel rows, each across all input channels (kw * ic floats, contiguous in the
+// channels-last input) more than one vector and at most two (LeNet-5's second layer: 5 rows of 5 x 6 floats), or 2x2
+// kernels over 32 input channels (the MNIST-CoreML-Training graph's second layer: 2 rows of 2 x 32 floats, four
+// vectors). With dx, no padding. Rows of one vector or less stay with the direct kernels, which were faster there
+// (dW of one block on one thread, AVX-512, AMD Zen 4: LeNet-5's first layer, 5 floats a row, 46 us direct against
+// 74 us; the MNIST-CoreML-Training graph's first, 3 floats, 74 against 127; LeNet-5's second, 30 floats, 86 against
+// 42).
+static inline int conv_pool_sparse_row_vectors(const ConvShape* s) {  // 0: not taken
+    if (s->lanes != 16 || s->sh != 1 || s->sw != 1 || s->oh < 2 || s->ow < 2 || s->kh < 1) return 0;
+    const int row = s->kw * s->ic;
+    if (row > 16 && row <= 32 && s->kh <= 5) return 2;
+    return s->kh == 2 && s->kw == 2 && s->ic == 32 ? 4 : 0;
+}
+static inline bool conv_pool_sparse_shape(const ConvShape* s, bool with_dx) {
+    return conv_pool_sparse_row_vectors(s) > 0 && !(with_dx && (s->ph || s->pw));
 }
 struct ConvPoolSparseWork {
     ptrdiff_t windows;   // (oh/2) (ow/2) pooling windows per channel
     ptrdiff_t entries;   // (channel, window) pairs, oc * windows rounded up to 16 (whole 16x16 transposes)
-    ptrdiff_t xcl, dxcl;  // x and dx channels-last, [L][ih][iw][ic] each
+    ptrdiff_t sample;    // one sample's input with its border, channels-last: [oh+kh-1][ow+kw-1][ic]
+    ptrdiff_t row;       // floats of a kernel row in dW's and the weights' registers: 16 x conv_pool_sparse_row_vectors
+    // x and dx channels-last, [L][sample] each, then a kernel row read (and, times zero weights, added) past the last
+    // sample's end by the vectors' unused lanes
+    ptrdiff_t xcl, dxcl;
     ptrdiff_t at, gw;     // per (channel, window) and lane: the winner's offset in xcl and its gradient, [entries][L]
     ptrdiff_t at_l, gw_l;  // the same per sample, [L][entries]
     ptrdiff_t at_nz, gw_nz;  // one (sample, channel)'s nonzero gradients and their offsets, windows + 16 each
-    ptrdiff_t wcl, dwcl;  // the weights and dW channels-last, [oc][kh][kw][ic] each
+    ptrdiff_t wcl, dwcl;  // the weights and dW by kernel row, [oc][kh][row]: column kx of input channel c at kx ic + c
     ptrdiff_t total;
 };
 static inline ConvPoolSparseWork conv_pool_sparse_work(const ConvShape* s) {
     ConvPoolSparseWork w{};
     w.windows = ptrdiff_t(s->oh / 2) * (s->ow / 2);
     w.entries = (ptrdiff_t(s->oc) * w.windows + 15) / 16 * 16;
-    const ptrdiff_t samples = ptrdiff_t(s->lanes) * s->ih * s->iw * s->ic;
-    const ptrdiff_t weights = ptrdiff_t(s->oc) * s->kh * s->kw * s->ic;
-    w.xcl = 0, w.dxcl = w.xcl + samples;
-    w.at = w.dxcl + samples, w.gw = w.at + w.entries * s->lanes;
-    w.at_l = w.gw + w.entries * s->lanes, w.gw_l = w.at_l + w.entries * s->lanes;
-    w.at_nz = w.gw_l + w.entries * s->lanes, w.gw_nz = w.at_nz + w.windows + 16;
+    w.sample = ptrdiff_t(s->oh + s->kh - 1) * (s->ow + s->kw - 1) * s->ic;
+    w.row = 16 * ptrdiff_t(conv_pool_sparse_row_vectors(s));
+    const ptrdiff_t image = s->lanes * w.sample + w.row, table = w.entries * s->lanes;
+    const ptrdiff_t weights = ptrdiff_t(s->oc) * s->kh * w.row;
+    w.xcl = 0, w.dxcl = w.xcl + image;
+    w.at = w.dxcl + image, w.gw = w.at + table, w.at_l = w.gw + table, w.gw_l = w.at_l + table;
+    w.at_nz = w.gw_l + table, w.gw_nz = w.at_nz + w.windows + 16;
     w.wcl = w.gw_nz + w.windows + 16, w.dwcl = w.wcl + weights;
     w.total = w.dwcl + weights;
-    return w;
-}
-
-// The fused layer's weight and bias gradients through the pooling's sparsity (conv_pool_dw_sparse): the shapes it
-// takes (16 lanes, stride 1, at most 5 kernel rows, each across all input channels more than one vector of floats
-// and at most two: LeNet-5's second layer, 5 x 6), and the layout of its scratch, in floats. With a row of one
-// vector or less the direct kernel was faster (one block on one thread, AVX-512, AMD Zen 4: LeNet-5's first layer,
-// 5 floats a row, 46 us direct against 74 us; the MNIST-CoreML-Training graph's first, 3 floats, 74 against 127; and
-// LeNet-5's second, 30 floats, 86 against 42).
-static inline bool conv_pool_dw_sparse_shape(const ConvShape* s) {
-    return s->lanes == 16 && s->sh == 1 && s->sw == 1 && s->kw * s->ic > 16 && s->kw * s->ic <= 32 && s->kh >= 1 &&
-           s->kh <= 5 && s->oh >= 2 && s->ow >= 2;
-}
-struct ConvPoolDwSparseWork {
-    ptrdiff_t windows, entries;  // as in ConvPoolSparseWork
-    ptrdiff_t sample;     // floats of one sample's padded input channels-last, [oh+kh-1][ow+kw-1][ic]
-    ptrdiff_t xcl;        // [L][sample], then 32 floats read past the last sample's end (the vectors' unused lanes)
-    ptrdiff_t at, gw, at_l, gw_l;  // as in ConvPoolSparseWork
-    ptrdiff_t at_nz, gw_nz;        // one (sample, channel)'s nonzero gradients and their offsets, windows + 16 each
-    ptrdiff_t dwcl;       // dW per kernel row, [oc][kh][32]: column kx of input channel c at kx * ic + c
-    ptrdiff_t total;
-};
-static inline ConvPoolDwSparseWork conv_pool_dw_sparse_work(const ConvShape* s) {
-    ConvPoolDwSparseWork w{};
-    w.windows = ptrdiff_t(s->oh / 2) * (s->ow / 2);
-    w.entries = (ptrdiff_t(s->oc) * w.windows + 15) / 16 * 16;
-    w.sample = ptrdiff_t(s->oh + s->kh - 1) * (s->ow + s->kw - 1) * s->ic;
-    const ptrdiff_t table = w.entries * s->lanes;
-    w.xcl = 0;
-    w.at = w.xcl + s->lanes * w.sample + 32, w.gw = w.at + table, w.at_l = w.gw + table, w.gw_l = w.at_l + table;
-    w.at_nz = w.gw_l + table, w.gw_nz = w.at_nz + w.windows + 16;
-    w.dwcl = w.gw_nz + w.windows + 16;
-    w.total = w.dwcl + ptrdiff_t(s->oc) * s->kh * 32;
     return w;
 }
 
@@ -301,21 +284,16 @@ struct KernelTable {
     // [L] = dy at the window position argmax names, 0 elsewhere and on an odd last row or column (overwritten),
     // inside a border of bh rows and bw columns, g [oc][oh+2bh][ow+2bw][L], that is left as it is.
     void (*conv_pool_route)(const ConvShape* s, const float* argmax, const float* dy, float* g, int bh, int bw);
-    // The same layer's whole backward, input gradient included, where conv_pool_sparse_shape(s): each pooled gradient
-    // reaches one convolution output, the window position argmax names (none where it is -1), so dW, db and dX are
-    // sums over those alone, a quarter of the convolution's outputs, taken one sample at a time with the input
-    // channels in the vector (x and dx channels-last in work, laid out by conv_pool_sparse_work; the reference ignores
-    // it). x [ic][ih][iw][L], w [oc][ic][kh][kw], argmax and dy [oc][oh/2][ow/2][L] -> dw [oc][ic][kh][kw], db [oc]
-    // (either may be null) and dx [ic][ih][iw][L], overwritten. Null where the ISA has none (the ops layer then
-    // routes dy into the convolution's full-size gradient: conv_pool_route).
-    void (*conv_pool_bwd_sparse)(const ConvShape* s, const float* x, const float* w, const float* argmax,
+    // The same layer's backward where conv_pool_sparse_shape(s, dx != null): each pooled gradient reaches one
+    // convolution output, the window position argmax names (none where it is -1), so dW, db and dX are sums over
+    // those alone, a quarter of the convolution's outputs (and none where the ReLU zeroed the window), taken one
+    // sample at a time, each gradient times a kernel row of all input channels per vector (x and dx channels-last in
+    // work, laid out by conv_pool_sparse_work; the reference ignores it). xpad as for conv_pool_dw, w [oc][ic][kh][kw]
+    // (read only with dx), argmax and dy [oc][oh/2][ow/2][L] -> dw [oc][ic][kh][kw], db [oc] and dx [ic][ih][iw][L]
+    // (each may be null), overwritten. Null where the ISA has none (the ops layer then routes dy into the
+    // convolution's full-size gradient: conv_pool_route).
+    void (*conv_pool_bwd_sparse)(const ConvShape* s, const float* xpad, const float* w, const float* argmax,
                                  const float* dy, float* dw, float* db, float* dx, float* work);
-    // conv_pool_dw's gradients through the same sparsity, where conv_pool_dw_sparse_shape(s): one sample at a time,
-    // each nonzero pooled gradient times the input patch at its window's winning position into dW, a kernel row of
-    // all input channels per vector (xpad channels-last in work, laid out by conv_pool_dw_sparse_work). Null where the
-    // ISA has none.
-    void (*conv_pool_dw_sparse)(const ConvShape* s, const float* xpad, const float* argmax, const float* dy,
-                                float* dw, float* db, float* work);
 
     // Pooling over one block [c][ih][iw][L] -> [c][oh][ow][L] (no padding). With relu != 0 max pooling is fused
     // with a ReLU (max and ReLU commute: relu(maxpool(x)) == maxpool(relu(x))), saving a pass over x.
@@ -373,7 +351,6 @@ struct KernelTable {
     const char* conv_winograd_name;       // null where the slot is
     const char* conv_pool_dx_winograd_name;  // null where the slot is
     const char* conv_pool_sparse_name;    // null where the slot is
-    const char* conv_pool_dw_sparse_name;  // null where the slot is
 };
 
 // One table per ISA compiled into this build; null where the build target cannot have it.

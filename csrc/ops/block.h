@@ -72,10 +72,9 @@ inline bool winograd_dx_shape(const ConvShape& s) {
 // the forward's derived weights, and dX goes through conv_pool_dx_winograd, scratch slot 9). bf16 (may be null): dW
 // from the routed gradient in bf16 (conv_bf16.h; TrainStep's Precision::Bf16) on its kernels `t`, and dX too when
 // its wt holds conv_dx_weights_bf16's weights (then the argument wt is not read).
-// In fp32 with dx, where the kernels take it (conv_pool_sparse below), the whole backward instead goes through the
-// pooling's sparsity from w itself (kernels.h: conv_pool_bwd_sparse; scratch slot 12 of `thread`): then neither wt
-// nor dy_pad is read, and may be null. Elsewhere dw and db go through it where conv_pool_dw_sparse (below) and dw is
-// not taken in bf16, with or without dx.
+// In fp32, where the kernels take it (conv_pool_sparse below), dw and db instead go through the pooling's sparsity,
+// and with dx the input gradient too, from w itself (kernels.h: conv_pool_bwd_sparse; scratch slot 12 of `thread`):
+// then neither wt nor dy_pad is read, and may be null.
 struct ConvBf16 {
     const Bf16Table* t;
     const uint16_t* wt;
@@ -83,18 +82,14 @@ struct ConvBf16 {
 void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* wt,
                         const float* argmax, const float* dy, float* dw, float* db, float* dx, int thread,
                         float* dy_pad, const ConvBf16* bf16 = nullptr);
-// True when conv_pool_backward takes this layer's fp32 backward with dx through the pooling's sparsity on k.
-// (The MNIST-CoreML-Training graph's 32 -> 32 2x2 layer on AVX-512: see kernels/simd/conv_pool_sparse.h.)
-inline bool conv_pool_sparse(const KernelTable& k, const ConvShape& s) {
-    return k.conv_pool_bwd_sparse && conv_pool_sparse_shape(&s);
-}
-// True when conv_pool_backward takes this layer's fp32 weight and bias gradients through the pooling's sparsity on k
-// (kernels.h: conv_pool_dw_sparse, scratch slot 12) where its whole backward does not (conv_pool_sparse): one sample
-// at a time, only the products of each window's winning position, where its gradient is nonzero; the direct kernel
-// multiplies all four positions of every window. (LeNet-5's second layer on AVX-512: its training step on one thread
-// 1218 -> 1057 us, on two 656 -> 579 us, 12 interleaved rounds each.)
-inline bool conv_pool_dw_sparse(const KernelTable& k, const ConvShape& s) {
-    return k.conv_pool_dw_sparse && conv_pool_dw_sparse_shape(&s) && !conv_pool_sparse(k, s);
+// True when conv_pool_backward takes this layer's fp32 backward through the pooling's sparsity on k (kernels.h:
+// conv_pool_bwd_sparse, scratch slot 12): its weight and bias gradients, and with_dx its input gradient too. One
+// sample at a time, only the products of each window's winning position, where its gradient is nonzero; the direct
+// kernels multiply all four positions of every window. (The MNIST-CoreML-Training graph's 32 -> 32 2x2 layer and
+// LeNet-5's 6 -> 16 5x5 layer on AVX-512: see kernels/simd/conv_pool_sparse.h. LeNet-5's training step with the
+// sparse dW on one thread 1218 -> 1057 us, on two 656 -> 579 us, 12 interleaved rounds each.)
+inline bool conv_pool_sparse(const KernelTable& k, const ConvShape& s, bool with_dx) {
+    return k.conv_pool_bwd_sparse && conv_pool_sparse_shape(&s, with_dx);
 }
 // dw [oc][ic][kh][kw] and db [oc] overwritten with this block's gradient (either may be null: not computed); dx
 // overwritten (may be null). wt: dx_weights' (below), needed when direct and dx.

@@ -213,16 +213,15 @@ void conv_pool_forward(const KernelTable& k, const ConvShape& s, const float* x,
 void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x, const float* w, const float* wt,
                         const float* argmax, const float* dy, float* dw, float* db, float* dx, int thread,
                         float* dy_pad, const ConvBf16* bf16) {
-    if (dx && !bf16 && conv_pool_sparse(k, s))
-        return k.conv_pool_bwd_sparse(&s, x, w, argmax, dy, dw, db, dx,
-                                      scratch(thread, 12, size_t(conv_pool_sparse_work(&s).total)));
     const float* xpad = padded(s, x, thread, 0);
-    const bool sparse_dw = dw && !bf16 && conv_pool_dw_sparse(k, s);
-    if (sparse_dw)
-        k.conv_pool_dw_sparse(&s, xpad, argmax, dy, dw, db,
-                              scratch(thread, 12, size_t(conv_pool_dw_sparse_work(&s).total)));
-    if (!dx) {
-        if (!sparse_dw) k.conv_pool_dw(&s, xpad, argmax, dy, dw, db);
+    const bool sparse_dx = dx && !bf16 && conv_pool_sparse(k, s, true);
+    const bool sparse_dw = dw && !bf16 && conv_pool_sparse(k, s, false);
+    if (sparse_dx || sparse_dw)
+        k.conv_pool_bwd_sparse(&s, xpad, w, argmax, dy, sparse_dw ? dw : nullptr, db, sparse_dx ? dx : nullptr,
+                               scratch(thread, 12, size_t(conv_pool_sparse_work(&s).total)));
+    const bool sparse = sparse_dx || sparse_dw;  // db done
+    if (!dx || sparse_dx) {
+        if (!sparse) k.conv_pool_dw(&s, xpad, argmax, dy, dw, db);
         return;
     }
     // The convolution's full-size gradient g is routed straight into the interior of dy_pad, its zero-padded copy
@@ -233,7 +232,7 @@ void conv_pool_backward(const KernelTable& k, const ConvShape& s, const float* x
     k.conv_pool_route(&s, argmax, dy, dy_pad, sdx.ph, sdx.pw);
     if (dw && bf16) conv_dw_bf16(*bf16->t, s, xpad, dy_pad, sdx.ph, sdx.pw, dw, thread);
     else if (dw && !sparse_dw) k.conv_direct_dw(&s, xpad, dy_pad, sdx.ph, sdx.pw, dw);
-    if (db && !sparse_dw) k.conv_pool_dw(&s, xpad, argmax, dy, nullptr, db);
+    if (db && !sparse) k.conv_pool_dw(&s, xpad, argmax, dy, nullptr, db);
     if (bf16 && bf16->wt) conv_dx_bf16(*bf16->t, s, bf16->wt, dy_pad, dx, thread);
     else if (dx_reads_derived(k, s))
         k.conv_pool_dx_winograd(&s, dy_pad, sdx.ph, sdx.pw, wt, dx,
@@ -336,7 +335,7 @@ void conv_pool_backward(const ConvShape& s, int nblk, const float* x, const floa
                         const float* dy, float* dx, float* dw, float* db) {
     const KernelTable& k = kernels();
     const size_t xb = block::floats(s.ic, s.ih, s.iw, s.lanes), yb = block::floats(s.oc, s.oh / 2, s.ow / 2, s.lanes);
-    const bool routed = dx && !block::conv_pool_sparse(k, s);  // dX from the routed gradient: wt and dy_pad
+    const bool routed = dx && !block::conv_pool_sparse(k, s, true);  // dX from the routed gradient: wt, dy_pad
     const float* wt = routed ? dx_weights_in_scratch(k, s, true, w) : nullptr;
     std::vector<LineVector<float>> dy_pad;  // per thread, zero border (block::conv_pool_backward)
     if (routed) dy_pad.assign(size_t(ThreadPool::instance().threads()), LineVector<float>(block::padded_dy_floats(s)));

@@ -103,8 +103,7 @@ TrainStep::~TrainStep() = default;
 bool TrainStep::bf16_conv(size_t i) const {
     const LayerSpec& l = fwd_->layers()[i];
     return !bf16_.empty() && bf16_table_ && l.kind == LayerKind::ConvPool &&
-           (bf16_table_->dense_over_sparse ||
-            !(block::conv_pool_sparse(kernels(), l.s) || block::conv_pool_dw_sparse(kernels(), l.s)));
+           (bf16_table_->dense_over_sparse || !block::conv_pool_sparse(kernels(), l.s, false));
 }
 
 bool TrainStep::bf16_dx(size_t i) const {
@@ -119,7 +118,7 @@ bool TrainStep::reads_derived(size_t i) const {
 
 bool TrainStep::direct_dx(size_t i) const {
     const LayerSpec& l = fwd_->layers()[i];
-    if (l.kind == LayerKind::ConvPool) return bf16_conv(i) || !block::conv_pool_sparse(kernels(), l.s);
+    if (l.kind == LayerKind::ConvPool) return bf16_conv(i) || !block::conv_pool_sparse(kernels(), l.s, true);
     return fwd_->direct(i);
 }
 

@@ -1016,13 +1016,10 @@ py::dict kernel_info() {
                                                k.conv_pool_dx_winograd_name
                                          : std::string()) +
                                     (k.conv_pool_sparse_name
-                                         ? std::string("; backward with dX at 16 lanes, 2x2 kernels from 16 or 32 "
-                                                       "input channels, no padding: ") + k.conv_pool_sparse_name
-                                         : std::string()) +
-                                    (k.conv_pool_dw_sparse_name
-                                         ? std::string("; dW otherwise at 16 lanes, up to 5 kernel rows of 17 to 32 "
-                                                       "floats across the input channels: ") +
-                                               k.conv_pool_dw_sparse_name
+                                         ? std::string("; backward at 16 lanes, kernel rows of 17 to 32 floats across "
+                                                       "the input channels (up to 5 rows) or 2x2 kernels from 32 "
+                                                       "input channels, dX without padding: ") +
+                                               k.conv_pool_sparse_name
                                          : std::string());
     ops["linear_forward"] = k.gemm_nn_name;
     ops["linear_backward"] = std::string(k.gemm_nn_name) + " (dX and dW)";

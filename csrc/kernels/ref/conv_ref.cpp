@@ -194,7 +194,7 @@ void conv_pool_route(const ConvShape* s, const float* argmax, const float* dy, f
 namespace {
 // Each pooled gradient added, times the input, into dw and, times the weights, into dx (either may be null) at the
 // window position its argmax names: lanes, then output channels, then windows in order. x: the input with its
-// border, [ic][oh+kh-1][ow+kw-1][L] (stride 1), as dx.
+// border, [ic][oh+kh-1][ow+kw-1][L] (stride 1), as dx (which has none where conv_pool_bwd_sparse takes it).
 void pooled_gradient_sums(const ConvShape* s, const float* x, const float* w, const float* argmax, const float* dy,
                           float* dw, float* db, float* dx) {
     const int L = s->lanes, out_h = s->oh / 2, out_w = s->ow / 2, taps = s->kh * s->kw;
@@ -224,14 +224,9 @@ void pooled_gradient_sums(const ConvShape* s, const float* x, const float* w, co
 }
 }  // namespace
 
-void conv_pool_bwd_sparse(const ConvShape* s, const float* x, const float* w, const float* argmax, const float* dy,
-                          float* dw, float* db, float* dx, float*) {
-    pooled_gradient_sums(s, x, w, argmax, dy, dw, db, dx);
-}
-
-void conv_pool_dw_sparse(const ConvShape* s, const float* xpad, const float* argmax, const float* dy, float* dw,
-                         float* db, float*) {
-    pooled_gradient_sums(s, xpad, nullptr, argmax, dy, dw, db, nullptr);
+void conv_pool_bwd_sparse(const ConvShape* s, const float* xpad, const float* w, const float* argmax,
+                          const float* dy, float* dw, float* db, float* dx, float*) {
+    pooled_gradient_sums(s, xpad, w, argmax, dy, dw, db, dx);
 }
 
 // xpad as above; argmax, dy [oc][oh/2][ow/2][L] -> dw [oc][ic][kh][kw] and db [oc] (overwritten, either may be

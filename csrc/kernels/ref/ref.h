@@ -21,10 +21,8 @@ void conv_pool_dx_winograd(const ConvShape* s, const float* g, int bh, int bw, c
                            float* work);
 void conv_pool_dw(const ConvShape* s, const float* xpad, const float* argmax, const float* dy, float* dw, float* db);
 void conv_pool_route(const ConvShape* s, const float* argmax, const float* dy, float* g, int bh, int bw);
-void conv_pool_bwd_sparse(const ConvShape* s, const float* x, const float* w, const float* argmax, const float* dy,
-                          float* dw, float* db, float* dx, float* work);
-void conv_pool_dw_sparse(const ConvShape* s, const float* xpad, const float* argmax, const float* dy, float* dw,
-                         float* db, float* work);
+void conv_pool_bwd_sparse(const ConvShape* s, const float* xpad, const float* w, const float* argmax,
+                          const float* dy, float* dw, float* db, float* dx, float* work);
 void maxpool_fwd(const ConvShape* s, const float* x, float* y, int relu);
 void maxpool_bwd(const ConvShape* s, const float* x, const float* y, const float* dy, float* dx, int relu);
 void avgpool_fwd(const ConvShape* s, const float* x, float* y);

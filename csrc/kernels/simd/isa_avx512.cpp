@@ -13,8 +13,7 @@ const KernelTable* table_avx512() {
                                                      "conv_pool_winograd_f2x2_3oc_f5x5_2oc_x_16lanes__avx512",
                                                      "conv_winograd_f2x2_3oc_x_16lanes__avx512",
                                                      "conv_pool_dx_winograd_f5x5_6ic_x_4pos_x_16lanes__avx512",
-                                                     "conv_pool_sparse_bwd_16ic__avx512",
-                                                     "conv_pool_sparse_dw_5krows_x_2vec__avx512");
+                                                     "conv_pool_sparse_bwd_5krows_x_2vec_2krows_x_4vec__avx512");
     return &t;
 }
 
