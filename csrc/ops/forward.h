@@ -54,11 +54,13 @@ public:
     void refresh_derived_weights();
     // Layer i's derived weights (null where it has none), as of the last refresh.
     const float* derived(size_t i) const { return derived_[i].empty() ? nullptr : derived_[i].data(); }
+    // Derives layer i's weights now (it has some: derived(i) is not null), for a caller that has just changed w: the
+    // next refresh then finds them up to date. Layers may be derived on different threads at once.
+    void derive(size_t i);
 
 private:
     // A per-block count of floats (lanes() lanes) on `lanes` lanes.
     size_t widened(size_t floats, int lanes) const;
-    void derive(size_t i);  // layer i's weights: copied into weights_seen_[i], derived into derived_[i]
 
     std::vector<LayerSpec> layers_;
     std::vector<size_t> out_floats_;  // per layer: floats of one block's output

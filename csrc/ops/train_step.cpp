@@ -62,8 +62,8 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
         batch_offset_.push_back(batch_floats_per_sample_);
         if (trainable(l) && first_trainable_ == int(fwd_->layers().size())) first_trainable_ = int(i);
         if (is_conv(l)) {
-            if (l.dw) conv_parts_.push_back({param_floats_, weight_floats(l), l.dw});
-            if (l.db) conv_parts_.push_back({param_floats_ + partial_db_offset(l), bias_floats(l), l.db});
+            if (l.dw) conv_parts_.push_back({param_floats_, weight_floats(l), l.dw, fwd_->derived(i) ? int(i) : -1});
+            if (l.db) conv_parts_.push_back({param_floats_ + partial_db_offset(l), bias_floats(l), l.db, -1});
             param_floats_ += partial_floats(l);
         }
         if (l.kind == LayerKind::Linear && trainable(l)) {  // x^T panels (in bf16, in the layer's DenseBf16), dy
@@ -375,13 +375,17 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
 
     // Then, in one parallel pass: the convolution gradients summed over blocks in block order (split into ranges),
     // and each dense layer's dW = dy [out][B] . x^T [B][in] as one GEMM (split by rows); each range goes through
-    // the optimiser update, if any, right where it was computed.
+    // the optimiser update, if any, right where it was computed. A weight gradient whose layer has derived weights
+    // stays one task, which derives them after the update: at the next step's start, one thread derived them while
+    // the others waited (LeNet-5's second layer's Winograd weights: about 18 us of a 2-thread step).
     std::vector<Task>& tasks = tasks_;
     tasks.clear();
     constexpr size_t kChunk = 4096;
-    for (size_t p = 0; p < conv_parts_.size(); ++p)
-        for (size_t b = 0; b < conv_parts_[p].floats; b += kChunk)
-            tasks.push_back({true, int(p), b, std::min(conv_parts_[p].floats, b + kChunk)});
+    for (size_t p = 0; p < conv_parts_.size(); ++p) {
+        const size_t floats = conv_parts_[p].floats;
+        const size_t step = update && conv_parts_[p].derive_layer >= 0 ? floats : kChunk;
+        for (size_t b = 0; b < floats; b += step) tasks.push_back({true, int(p), b, std::min(floats, b + step)});
+    }
     for (int i = 0; i < n; ++i) {
         const LayerSpec& l = layers[size_t(i)];
         if (l.kind != LayerKind::Linear || !trainable(l)) continue;
@@ -401,7 +405,9 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
                 const float* p = src + param_floats_ * size_t(blk);
                 for (size_t j = 0; j < count; ++j) dst[j] += p[j];
             }
-            if (update) update->apply(k, dst, ptrdiff_t(count));
+            if (!update) return;
+            update->apply(k, dst, ptrdiff_t(count));
+            if (part.derive_layer >= 0) fwd_->derive(size_t(part.derive_layer));
             return;
         }
         const LayerSpec& l = layers[size_t(task.index)];

@@ -141,9 +141,11 @@ private:
     size_t batch_floats_per_sample_ = 0;
     std::vector<double> block_loss_;
     // A conv layer's dw or db: floats [offset, offset + floats) of a block's partial gradient, summed into dst.
+    // derive_layer: the layer whose derived weights (Forward::derived) this dw's update changes, else -1.
     struct ConvPart {
         size_t offset, floats;
         float* dst;
+        int derive_layer;
     };
     std::vector<ConvPart> conv_parts_;
     // The pass after the blocks: a range [begin, end) of conv part `index` summed over the blocks, or rows
