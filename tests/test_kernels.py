@@ -642,6 +642,20 @@ def test_pack_images_gathers_scales_and_pads(rng, lanes):
     assert t.shape == (19, 1, 28, 28) and t.lanes == 16 and not t.requires_grad
 
 
+@pytest.mark.parametrize("shape", [(28, 28), (5, 7), (4, 4), (1, 3)])
+def test_pack_images_whole_blocks_every_isa(isa, rng, shape):
+    """Whole blocks of 16 go through the kernels' pack (AVX-512: 16 pixels at a time, transposed): bit-identical to
+    numpy's astype(float32) / 255 on every ISA, with pixel counts that are a multiple of 16 (28 x 28, 4 x 4) and
+    leave a tail (35, 3), every byte value, two blocks and a partial third."""
+    images = rng.integers(0, 256, (300,) + shape, dtype=np.uint8)
+    images[0].flat[: min(256, images[0].size)] = np.arange(256, dtype=np.uint8)[: images[0].size]
+    idx = np.concatenate([[0], rng.permutation(300)[:36]]).astype(np.int64)
+    # two packs of complementary pixels: an element left unwritten shows in one of them, whatever the memory held
+    for pixels in (images, 255 - images):
+        packed = _core.pack_images(pixels, idx, 16)
+        np.testing.assert_array_equal(_from_lanes(packed, 37)[:, 0], pixels[idx].astype(np.float32) / 255)
+
+
 @pytest.mark.parametrize("lanes", [1, 5, 16, 17, 70])
 @pytest.mark.parametrize("batch", [1, 15, 16, 69, 150])
 def test_image_batch_gathers_and_scales_like_numpy(rng, lanes, batch):

@@ -337,6 +337,10 @@ struct KernelTable {
     void (*adam_update)(ptrdiff_t n, float* w, const float* g, float* m, float* v, float lr, float b1,
                         float b2, float eps, float wd, int step, int stream);
 
+    // Sixteen samples' 8-bit pixels side by side (a block's input): out [F][16], pixel f of sample l at f * 16 + l,
+    // = src[l][f] / 255 as a float32 division (numpy's astype(float32) / 255).
+    void (*pack_u8_16)(size_t F, const uint8_t* const* src, float* out);
+
     // A loop of independent FMAs, enough accumulators to fill every FMA pipe: the ISA's measured peak. Returns
     // the FLOPs done (multiply-add = 2); writes a result to *sink so the work cannot be optimised away.
     double (*fma_loop)(int64_t iters, float* sink);

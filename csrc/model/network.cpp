@@ -34,7 +34,7 @@ void Network::run(int n, const T* x, float* logits) const {
             in[0] = reinterpret_cast<const float*>(x) + size_t(first) * F;
         } else {
             input = scratch(thread, 5, fwd.input_floats());
-            ops::block::pack(count, F, L, x + size_t(first) * F, nullptr, input);
+            ops::block::pack(k, count, F, L, x + size_t(first) * F, nullptr, input);
             in[0] = input;
         }
         fwd.run_block(k, in, scratch(thread, 2, fwd.act_floats()), thread);

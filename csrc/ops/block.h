@@ -16,9 +16,10 @@ namespace lenet::ops::block {
 size_t floats(int c, int h, int w, int L);  // one block of a [c][h][w][L] activation
 
 // Samples x[rows[l]] (or x[l] when rows is null), each of F values, l < n -> one block [F][L] in the lanes layout
-// (lanes past n are zero); uint8 pixels scaled by 1/255 exactly as numpy's images.astype(float32) / 255.
-void pack(int n, size_t F, int L, const float* x, const int64_t* rows, float* out);
-void pack(int n, size_t F, int L, const uint8_t* x, const int64_t* rows, float* out);
+// (lanes past n are zero); uint8 pixels scaled by 1/255 exactly as numpy's images.astype(float32) / 255 (a whole
+// block of 16 by k.pack_u8_16).
+void pack(const KernelTable& k, int n, size_t F, int L, const float* x, const int64_t* rows, float* out);
+void pack(const KernelTable& k, int n, size_t F, int L, const uint8_t* x, const int64_t* rows, float* out);
 
 // The weights a convolution's kernels read besides w [oc][ic][kh][kw], derived from it (Forward keeps them while w
 // stays the same): channels-last (conv_weights_channels_last) for the one-sample kernels (lanes 1: a direct

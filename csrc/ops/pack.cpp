@@ -44,10 +44,18 @@ void pack_samples(int n, size_t F, int L, const T* x, const int64_t* rows, Value
 
 }  // namespace
 
-void pack(int n, size_t F, int L, const float* x, const int64_t* rows, float* out) {
+void pack(const KernelTable&, int n, size_t F, int L, const float* x, const int64_t* rows, float* out) {
     pack_samples(n, F, L, x, rows, [](float v) { return v; }, out);
 }
-void pack(int n, size_t F, int L, const uint8_t* x, const int64_t* rows, float* out) {
+void pack(const KernelTable& k, int n, size_t F, int L, const uint8_t* x, const int64_t* rows, float* out) {
+    if (n == 16 && L == 16) {  // a whole block: the kernels' (the same values)
+        const uint8_t* src[16];
+        for (int l = 0; l < 16; ++l) {
+            src[l] = x + size_t(rows ? rows[l] : l) * F;
+            for (size_t b = 0; b < F; b += 64) __builtin_prefetch(src[l] + b);
+        }
+        return k.pack_u8_16(F, src, out);
+    }
     const float* scale = pixel_scale();
     pack_samples(n, F, L, x, rows, [scale](uint8_t v) { return scale[v]; }, out);
 }

@@ -206,8 +206,8 @@ void TrainStep::run_chunk(int b0, int nb, int chunk, const Input& x, const int32
             float* packed = scratch(thread, 5, fwd.input_floats() * size_t(chunk)) + fwd.input_floats() * size_t(j);
             const size_t P = fwd.input_floats() / L;
             auto pack_from = [&](const auto* samples) {  // rows index the whole set; without, the block's are next
-                if (x.rows) block::pack(count, P, L, samples, x.rows + first, packed);
-                else block::pack(count, P, L, samples + size_t(first) * P, nullptr, packed);
+                if (x.rows) block::pack(k, count, P, L, samples, x.rows + first, packed);
+                else block::pack(k, count, P, L, samples + size_t(first) * P, nullptr, packed);
             };
             if (x.pixels) pack_from(x.pixels);
             else pack_from(x.samples);

@@ -536,9 +536,10 @@ py::array_t<float> pack_images(py::handle images_, py::handle indices_, int lane
     const uint8_t* src = r.images.data();
     const int64_t* idx = r.indices.data();
     KernelCall call;
+    const KernelTable& k = kernels();
     ThreadPool::instance().parallel_for(int(nblk), [&](int b, int) {
-        ops::block::pack(int(std::min<ptrdiff_t>(lanes, batch - b * lanes)), size_t(hw), lanes, src, idx + b * lanes,
-                         o + b * hw * lanes);
+        ops::block::pack(k, int(std::min<ptrdiff_t>(lanes, batch - b * lanes)), size_t(hw), lanes, src,
+                         idx + b * lanes, o + b * hw * lanes);
     });
     return out;
 }

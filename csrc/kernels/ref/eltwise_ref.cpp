@@ -27,6 +27,11 @@ void dense_gather(int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, int P, co
         for (int l = 0; l < L; ++l) xP[(i - i % P) * B + (col0 + l) * P + i % P] = x[i * L + l];
 }
 
+void pack_u8_16(size_t F, const uint8_t* const* src, float* out) {
+    for (size_t f = 0; f < F; ++f)
+        for (int l = 0; l < 16; ++l) out[f * 16 + l] = float(src[l][f]) / 255.0f;
+}
+
 void relu_fwd(ptrdiff_t n, const float* x, float* y) {
     for (ptrdiff_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }

@@ -31,6 +31,7 @@ void bias_add(int C, ptrdiff_t P, const float* b, float* y);
 void bias_grad(int C, ptrdiff_t P, const float* dy, float* db);
 void dense_gather(int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, int P, const float* x, const float* dy,
                   float* xP, float* dyT, int stream);
+void pack_u8_16(size_t F, const uint8_t* const* src, float* out);
 void relu_fwd(ptrdiff_t n, const float* x, float* y);
 void relu_bwd(ptrdiff_t n, const float* y, const float* dy, float* dx);
 void tanh_fwd(ptrdiff_t n, const float* x, float* y);

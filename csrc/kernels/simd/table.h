@@ -27,7 +27,7 @@ constexpr KernelTable make_table(const char* gemm_nn_name, const char* gemm_nt_n
         maxpool_fwd<V>, maxpool_bwd<V>, avgpool_fwd<V>, avgpool_bwd<V>,
         bias_add<V>, bias_grad<V>, dense_gather<V>,
         relu_fwd<V>, relu_bwd<V>, tanh_fwd<V>, tanh_bwd<V>,
-        softmax_xent<V>, sgd_update<V>, adam_update<V>, fma_loop<V>,
+        softmax_xent<V>, sgd_update<V>, adam_update<V>, pack_u8_16<V>, fma_loop<V>,
         gemm_nn_name, gemm_nt_name, direct_name, direct_dw_name, conv_pool_name, conv_pool_winograd_name,
         conv_winograd_name, conv_pool_dx_winograd_name, conv_pool_sparse_name,
     };

@@ -22,6 +22,9 @@ struct VecAVX512 {
     static void store(float* p, T v) { _mm512_storeu_ps(p, v); }
     static M first(int n) { return M((1u << n) - 1u); }  // n in [0, 16]
     static T load_n(const float* p, int n) { return _mm512_maskz_loadu_ps(first(n), p); }
+    static T load_u8(const uint8_t* p) {  // 16 bytes, each to a float
+        return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    }
     static void store_n(float* p, T v, int n) { _mm512_mask_storeu_ps(p, first(n), v); }
     // A store that bypasses the caches (p aligned to 64 bytes), and the fence that orders such stores before later ones.
     static constexpr bool has_stream = true;
