@@ -58,9 +58,10 @@ inline bool winograd_pool_shape(const ConvShape& s) {
                                  s.ic >= kWinogradMinChannels);
 }
 // A fused layer with 5x5 kernels, unpadded, also takes its input gradient through F(2x2, 5x5) backwards where the ISA
-// has it (kernels.h: conv_pool_dx_winograd), from the forward's weights: per pooling window 36 multiply-adds per
-// channel pair instead of the 100 of the padded gradient's convolution, which also reads the zero border. (LeNet-5's
-// second layer on AVX-512 of the AMD Zen 4 VM: the training step on one thread 1343 -> 1204 us and on two
+// has it (kernels.h: conv_pool_dx_winograd) and the pooling's sparsity does not take it (conv_pool_sparse below),
+// from the forward's weights: per pooling window 36 multiply-adds per channel pair instead of the 100 of the padded
+// gradient's convolution, which also reads the zero border. (LeNet-5's second layer on AVX-512 of the AMD Zen 4 VM,
+// before its backward went through the sparsity: the training step on one thread 1343 -> 1204 us and on two
 // 709 -> 637 us, 16 interleaved rounds each, faster in 16 and 15. As a forward F(2x2, 5x5) of the padded gradient
 // it would transform the 16 channels of 7 x 7 tiles per block instead of the 6 of 5 x 5.)
 inline bool winograd_dx_shape(const ConvShape& s) {

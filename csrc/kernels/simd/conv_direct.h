@@ -73,8 +73,8 @@ template <class V> constexpr int direct_pxb() {
 // The forward's own tiles. AVX2 (12 accumulators, two vectors of lanes): 2 channels x 2 pixels. With 2 x 3, gcc's
 // predictive commoning keeps the loads that kernel column kx + 1 shares with column kx in registers, which pushed
 // accumulators onto the stack (measured 20% slower). AVX-512: 4 x 5. (A 6 x 3 tile for channels that split into 6s
-// but not 4s made LeNet-5's second layer's input gradient 17% faster; that gradient now goes through Winograd
-// (conv_pool_dx_winograd), and the tile was taken out for the library's size.)
+// but not 4s made LeNet-5's second layer's input gradient 17% faster; on AVX-512 that gradient now goes through the
+// pooling's sparsity (conv_pool_bwd_sparse), and the tile was taken out for the library's size.)
 template <class V> constexpr int direct_fwd_ocb() { return V::W == 8 ? 2 : direct_ocb<V>(); }
 template <class V> constexpr int direct_fwd_pxb() { return V::W == 8 ? 2 : direct_pxb<V>(); }
 

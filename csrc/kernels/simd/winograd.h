@@ -193,7 +193,8 @@ void conv_winograd_fwd(const ConvShape* s, const float* xpad, const float* u, co
     winograd_tiles<V, false>(s, xpad, u, bias, y, nullptr, 0, tile);
 }
 
-// ---- F(2x2, 5x5) backwards: the input gradient of a fused layer (conv_pool_dx_winograd)
+// ---- F(2x2, 5x5) backwards: the input gradient of a fused layer (conv_pool_dx_winograd), where the pooling's
+// sparsity does not take it (a kernel row of 7 or more input channels: more than two vectors)
 
 // dv [c0..c0+CB][36] = the sum over output channels of u [o][c][.] * dm [o][.], in register tiles of CB input
 // channels x 4 positions (each dm vector loaded once for the CB multiply-adds, u as broadcast memory operands).
