@@ -106,6 +106,18 @@ static inline void winograd5_output_line(const T m[6], T y[2]) {
     y[0] = (((m[0] + m[1]) + m[2]) + m[3]) + m[4];
     y[1] = (((m[1] - m[2]) + T(2.0f * m[3])) - T(2.0f * m[4])) + m[5];
 }
+// The same two sums one term at a time, for the terms of a line that arrive one after another in order (r = 0..5):
+// y0 and y1 are set by their first term, so after r = 5 they hold winograd5_output_line's y[0] and y[1], bit for bit.
+template <class T>
+static inline void winograd5_output_step(int r, T m, T& y0, T& y1) {
+    if (r == 0) y0 = m;
+    else if (r < 5) y0 = y0 + m;
+    if (r == 1) y1 = m;
+    else if (r == 2) y1 = y1 - m;
+    else if (r == 3) y1 = y1 + T(2.0f * m);
+    else if (r == 4) y1 = y1 - T(2.0f * m);
+    else if (r == 5) y1 = y1 + m;
+}
 // The 2D transform of the 6x6 products m [row][column] into the 2x2 tile y (row-major): along the rows, then along
 // the columns.
 template <class T>

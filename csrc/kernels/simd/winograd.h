@@ -143,19 +143,9 @@ void winograd5_pool_tile(const ConvShape* s, const float* tile, const float* u, 
                     m[o][q] = V::fmadd(V::set1(uo[o][c * 36 + r * 6 + q]), v, m[o][q]);
             }
         LENET_TILE_LOOP for (int o = 0; o < OC; ++o) {
-            T line[2];  // this row's share of output columns 0 and 1
+            T line[2];  // this row's share of output columns 0 and 1, then along the column into rows 0 and 1
             winograd5_output_line(m[o], line);
-            LENET_TILE_LOOP for (int b = 0; b < 2; ++b) {  // A^T's rows: [1 1 1 1 1 0] and [0 1 -1 2 -2 1]
-                T& top = conv[o][b];
-                T& bottom = conv[o][2 + b];
-                if (r == 0) top = line[b];
-                else if (r < 5) top = V::add(top, line[b]);
-                if (r == 1) bottom = line[b];
-                else if (r == 2) bottom = V::sub(bottom, line[b]);
-                else if (r == 3) bottom = V::add(bottom, V::add(line[b], line[b]));
-                else if (r == 4) bottom = V::sub(bottom, V::add(line[b], line[b]));
-                else if (r == 5) bottom = V::add(bottom, line[b]);
-            }
+            LENET_TILE_LOOP for (int b = 0; b < 2; ++b) winograd5_output_step(r, line[b], conv[o][b], conv[o][2 + b]);
         }
     }
     LENET_TILE_LOOP for (int o = 0; o < OC; ++o) {
