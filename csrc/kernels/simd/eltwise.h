@@ -112,8 +112,10 @@ void pack_u8_16(size_t F, const uint8_t* const* src, float* out) {
             for (int l = 0; l < L; ++l) V::store(rows + l * L, V::div(V::load_u8(src[l] + f), V::set1(255.0f)));
             V::transpose16(rows, L, out + f * L, L);
         }
-        for (; f < F; ++f)
-            for (int l = 0; l < L; ++l) out[f * L + l] = float(src[l][f]) / 255.0f;
+        if (f == F) return;
+        const uint8_t* tail[L];  // the last F % 16 pixels of each sample
+        for (int l = 0; l < L; ++l) tail[l] = src[l] + f;
+        ref::pack_u8_16(F - f, tail, out + f * L);
     } else {
         ref::pack_u8_16(F, src, out);
     }
