@@ -83,35 +83,44 @@ void pooled_bias_grad(int oc, int nwin, const float* gw, float* db) {
     }
 }
 
-// A block [c][plane][L] to channels-last [L][sample] (pixel p's channels from p * channels; sample: floats per lane)
-// and back. In 16x16 transposes where the channels fill whole vectors, else one float at a time.
-template <class V>
-__attribute__((noinline)) void to_channels_last(const float* x, int channels, ptrdiff_t plane, ptrdiff_t sample,
-                                                float* xcl) {
+// The layout change between a block [c][plane][L] and channels-last [L][sample] (pixel p's channels from
+// p * channels; sample: floats per lane), either way: kToLast, or back. In 16x16 transposes where the channels fill
+// whole vectors, else one float at a time.
+template <class V, bool kToLast>
+__attribute__((noinline)) void channels_last_transpose(const float* src, int channels, ptrdiff_t plane,
+                                                       ptrdiff_t sample, float* dst) {
     constexpr int L = 16;
     if (channels % 16 == 0) {
         for (int v = 0; v < channels / 16; ++v)
-            for (ptrdiff_t p = 0; p < plane; ++p)
-                V::transpose16(x + (v * 16 * plane + p) * L, plane * L, xcl + p * channels + v * 16, sample);
+            for (ptrdiff_t p = 0; p < plane; ++p) {
+                const ptrdiff_t planar = (v * 16 * plane + p) * L, last = p * channels + v * 16;
+                if constexpr (kToLast) V::transpose16(src + planar, plane * L, dst + last, sample);
+                else V::transpose16(src + last, sample, dst + planar, plane * L);
+            }
         return;
     }
     for (ptrdiff_t p = 0; p < plane; ++p)
         for (int c = 0; c < channels; ++c)
-            for (int l = 0; l < L; ++l) xcl[l * sample + p * channels + c] = x[(c * plane + p) * L + l];
+            for (int l = 0; l < L; ++l) {
+                const ptrdiff_t planar = (c * plane + p) * L + l, last = l * sample + p * channels + c;
+                if constexpr (kToLast) dst[last] = src[planar];
+                else dst[planar] = src[last];
+            }
 }
-template <class V>
-__attribute__((noinline)) void from_channels_last(const float* xcl, int channels, ptrdiff_t plane, ptrdiff_t sample,
-                                                  float* x) {
-    constexpr int L = 16;
-    if (channels % 16 == 0) {
-        for (int v = 0; v < channels / 16; ++v)
-            for (ptrdiff_t p = 0; p < plane; ++p)
-                V::transpose16(xcl + p * channels + v * 16, sample, x + (v * 16 * plane + p) * L, plane * L);
-        return;
-    }
-    for (int c = 0; c < channels; ++c)
-        for (ptrdiff_t p = 0; p < plane; ++p)
-            for (int l = 0; l < L; ++l) x[(c * plane + p) * L + l] = xcl[l * sample + p * channels + c];
+
+// The layout change between weights [oc][ic][kh][kw] and kernel rows channels-last [oc][kh][row] (column kx's
+// channels from kx * ic; the rest of a row untouched), either way: kToRows, or back.
+template <bool kToRows>
+void weight_rows(const ConvShape* s, ptrdiff_t row, const float* src, float* dst) {
+    for (int o = 0; o < s->oc; ++o)
+        for (int c = 0; c < s->ic; ++c)
+            for (int r = 0; r < s->kh; ++r)
+                for (int kx = 0; kx < s->kw; ++kx) {
+                    const ptrdiff_t oihw = ((ptrdiff_t(o) * s->ic + c) * s->kh + r) * s->kw + kx;
+                    const ptrdiff_t rows = (ptrdiff_t(o) * s->kh + r) * row + kx * s->ic + c;
+                    if constexpr (kToRows) dst[rows] = src[oihw];
+                    else dst[oihw] = src[rows];
+                }
 }
 
 // The sums, one sample at a time: KH kernel rows of NV vectors each (work laid out by conv_pool_sparse_work; dwcl
@@ -167,7 +176,7 @@ void conv_pool_bwd_sparse(const ConvShape* s, const float* xpad, const float* w,
     const int ic = s->ic, kh = s->kh, kw = s->kw, xw = s->ow + kw - 1, nv = int(lay.row / 16);
     const ptrdiff_t plane = ptrdiff_t(s->oh + kh - 1) * xw, weights = ptrdiff_t(s->oc) * kh * lay.row;
     float *xcl = work + lay.xcl, *dxcl = work + lay.dxcl, *wcl = work + lay.wcl, *dwcl = work + lay.dwcl;
-    to_channels_last<V>(xpad, ic, plane, lay.sample, xcl);
+    channels_last_transpose<V, true>(xpad, ic, plane, lay.sample, xcl);
     std::memset(xcl + L * lay.sample, 0, size_t(lay.row) * sizeof(float));  // read by the last row's unused lanes
     pooled_entries<V>(s, argmax, dy, xw, ic, lay.entries, work + lay.at, work + lay.gw, work + lay.at_l,
                       work + lay.gw_l);
@@ -175,20 +184,12 @@ void conv_pool_bwd_sparse(const ConvShape* s, const float* xpad, const float* w,
     if (dx) {
         std::memset(dxcl, 0, size_t(L * lay.sample + lay.row) * sizeof(float));
         std::memset(wcl, 0, size_t(weights) * sizeof(float));  // the unused lanes add zero to dx
-        for (int o = 0; o < s->oc; ++o)
-            for (int c = 0; c < ic; ++c)
-                for (int r = 0; r < kh; ++r)
-                    for (int kx = 0; kx < kw; ++kx)
-                        wcl[(o * kh + r) * lay.row + kx * ic + c] = w[((o * ic + c) * kh + r) * kw + kx];
+        weight_rows<true>(s, lay.row, w, wcl);
     }
     if (nv == 4) sparse_sums<V, 4, 2>(s, lay, dx != nullptr, work);
     else with_size<5>(kh, [&](auto k) { sparse_sums<V, 2, decltype(k)::value>(s, lay, dx != nullptr, work); });
-    if (dx) from_channels_last<V>(dxcl, ic, plane, lay.sample, dx);  // no padding with dx: the same plane
-    for (int o = 0; dw && o < s->oc; ++o)
-        for (int c = 0; c < ic; ++c)
-            for (int r = 0; r < kh; ++r)
-                for (int kx = 0; kx < kw; ++kx)
-                    dw[((o * ic + c) * kh + r) * kw + kx] = dwcl[(o * kh + r) * lay.row + kx * ic + c];
+    if (dx) channels_last_transpose<V, false>(dxcl, ic, plane, lay.sample, dx);  // no padding with dx: one plane
+    if (dw) weight_rows<false>(s, lay.row, dwcl, dw);
     pooled_bias_grad<V>(s->oc, int(lay.windows), work + lay.gw, db);
 }
 
