@@ -380,6 +380,9 @@ def test_scaling_runs_every_batch_once_per_thread_count(rng, restore_threads):
     assert trainer.optimizer.steps == 2 * 10 + 2 * 3  # every batch at each count, plus one untimed step per chunk
     t1, t3 = result["epoch_seconds"]
     assert t1 > 0 and t3 > 0 and result["speedup"] == pytest.approx(t1 / t3)
+    chunks = result["chunk_speedups"]  # chunks of 4, 4 and 2 steps
+    assert len(chunks) == 3 and all(c > 0 for c in chunks)
+    assert result["median_chunk_speedup"] == sorted(chunks)[1]
     assert lenet.get_num_threads() == 2
     with pytest.raises(ValueError, match="at least 2 threads"):
         measure_scaling(trainer, images, labels, threads=1)
@@ -393,6 +396,7 @@ def test_cli_scaling_reports_and_writes_json(tmp_path):
     scaling = json.loads(out.read_text())["lenet"]["scaling"]
     assert scaling["threads"] == [1, 2] and scaling["steps_per_count"] == 10
     assert f"{scaling['speedup']:.2f}x" in p.stdout
+    assert f"{scaling['median_chunk_speedup']:.2f}x the median of its 1 chunks (" in p.stdout
     assert len(scaling["core_round_trip_ns"]) == 2
     p = _bench(tmp_path, "--data", "synthetic", "--limit", "64", "--epochs", "1", "--threads", "1", "--scaling")
     assert p.returncode == 0 and "thread scaling: skipped (--threads 1)" in p.stdout, p.stdout + p.stderr

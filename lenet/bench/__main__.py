@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "PyTorch eager, the TensorFlow Lite interpreter fp32 and int8)")
     p.add_argument("--scaling", action="store_true",
                    help="also measure thread scaling in this run: one epoch of training steps at 1 thread and one at "
-                        "--threads, alternating every few steps, and report the speedup")
+                        "--threads, alternating every few steps, and report the speedup over the epoch and the median of its "
+                        "chunks' speedups")
     p.add_argument("--plot", metavar="FILE", default=None,
                    help="draw epoch time per framework and the loss / test-accuracy curves as a PNG (needs matplotlib)")
     return p
@@ -534,7 +535,8 @@ def _run(args) -> int:
             scaling["core_round_trip_ns"] = [c2c_before, round_trip_ns()]
             t1, tn = scaling["epoch_seconds"]
             _say(f"thread scaling: {t1:.2f} s per epoch on 1 thread, {tn:.2f} s on {args.threads}: "
-                 f"{scaling['speedup']:.2f}x ({scaling['rule']}; core-to-core round trip "
+                 f"{scaling['speedup']:.2f}x over the epoch, {scaling['median_chunk_speedup']:.2f}x the median of its "
+                 f"{len(scaling['chunk_speedups'])} chunks ({scaling['rule']}; core-to-core round trip "
                  f"{' and '.join(_ns([v]) for v in scaling['core_round_trip_ns'])} ns before and after)")
 
     rows = [{"framework": "lenet", "version": lenet.__version__, "status": "ok", "epoch_seconds": t_lenet,
