@@ -155,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "PyTorch eager, the TensorFlow Lite interpreter fp32 and int8)")
     p.add_argument("--scaling", action="store_true",
                    help="also measure thread scaling in this run: one epoch of training steps at 1 thread and one at "
-                        "--threads, alternating every few steps, and report the speedup over the epoch and the median of its "
-                        "chunks' speedups")
+                        "--threads, alternating every few steps, and report the speedup over the epoch and the median "
+                        "of its chunks' speedups")
     p.add_argument("--plot", metavar="FILE", default=None,
                    help="draw epoch time per framework and the loss / test-accuracy curves as a PNG (needs matplotlib)")
     return p
