@@ -32,6 +32,10 @@ static inline bool pool_windows_tile(const ConvShape* s) {
     return s->kh == s->sh && s->kw == s->sw && s->oh * s->kh == s->ih && s->ow * s->kw == s->iw;
 }
 
+// An 8-bit pixel's value: v / 255 as a float32 division, the same as numpy's images.astype(float32) / 255 (every
+// pack of uint8 samples: pack_u8_16 below, and ops/pack.cpp's table for partial blocks).
+static inline float pixel_value(uint8_t v) { return float(v) / 255.0f; }
+
 // Convolution weights w [oc][ic][kh][kw] regrouped channels-last: w_cl [ic][kh][kw][oc], so that the weights of
 // one tap for every output channel are contiguous (for kernels vectorised along the output channels).
 static inline void conv_weights_channels_last(const ConvShape* s, const float* w, float* w_cl) {
@@ -350,7 +354,7 @@ struct KernelTable {
                         float b2, float eps, float wd, int step, int stream);
 
     // Sixteen samples' 8-bit pixels side by side (a block's input): out [F][16], pixel f of sample l at f * 16 + l,
-    // = src[l][f] / 255 as a float32 division (numpy's astype(float32) / 255).
+    // = pixel_value(src[l][f]).
     void (*pack_u8_16)(size_t F, const uint8_t* const* src, float* out);
 
     // A loop of independent FMAs, enough accumulators to fill every FMA pipe: the ISA's measured peak. Returns

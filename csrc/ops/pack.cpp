@@ -10,10 +10,10 @@ namespace lenet::ops::block {
 
 namespace {
 
-const float* pixel_scale() {  // v / 255 exactly as float32 division, the same as numpy's astype(float32) / 255
+const float* pixel_scale() {  // pixel_value (kernels.h) of every byte
     static const auto lut = [] {
         std::vector<float> t(256);
-        for (int v = 0; v < 256; ++v) t[size_t(v)] = float(v) / 255.0f;
+        for (int v = 0; v < 256; ++v) t[size_t(v)] = pixel_value(uint8_t(v));
         return t;
     }();
     return lut.data();

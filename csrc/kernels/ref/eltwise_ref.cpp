@@ -29,7 +29,7 @@ void dense_gather(int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, int P, co
 
 void pack_u8_16(size_t F, const uint8_t* const* src, float* out) {
     for (size_t f = 0; f < F; ++f)
-        for (int l = 0; l < 16; ++l) out[f * 16 + l] = float(src[l][f]) / 255.0f;
+        for (int l = 0; l < 16; ++l) out[f * 16 + l] = pixel_value(src[l][f]);
 }
 
 void relu_fwd(ptrdiff_t n, const float* x, float* y) {
