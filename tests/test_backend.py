@@ -52,3 +52,22 @@ def test_fma_peak_orders_the_instruction_sets():
         assert peaks["avx512"] > 0.8 * peaks["avx2"]
     with pytest.raises(ValueError, match="seconds"):
         _core.fma_peak_gflops(0)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+@pytest.mark.parametrize("n0, n1", [(4, 19), (2, 17), (1, 3), (7, 1), (0, 5), (3, 0)])
+def test_pool_phases_claim_a_phase_only_after_every_earlier_task(threads, n0, n1):
+    """A job in two phases (the training step's blocks, then its weight gradients, which wait for the blocks' work):
+    every task runs once, and a phase-1 task starts only when every phase-0 task has started, so its wait for their
+    work ends, on any thread count, more threads than cores included."""
+    old = lenet.get_num_threads()
+    try:
+        lenet.set_num_threads(threads)
+        for _ in range(20):
+            trace = _core.pool_phases_trace(n0, n1, 20000)
+            assert trace[:, 1].tolist() == [1] * (n0 + n1)
+            assert set(trace[:, 0]) <= set(range(threads))
+            assert (trace[:n0, 2:] == -1).all()
+            assert (trace[n0:, 2] == n0).all() and (trace[n0:, 3] == n0).all()
+    finally:
+        lenet.set_num_threads(old)

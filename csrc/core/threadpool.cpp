@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <memory>
+#include <stdexcept>
 
 #include "aligned.h"
 
@@ -40,7 +41,7 @@ inline void cpu_relax() {
 // Spin briefly before sleeping: a training step issues a kernel every few tens of microseconds, but on a shared
 // machine a spinning thread steals the core another thread of ours needs.
 constexpr int kWorkerSpins = 1 << 14;  // before a worker sleeps (tens of microseconds)
-constexpr int kCallerSpins = 1 << 12;  // before the caller sleeps waiting for joined workers
+constexpr int kCallerSpins = 1 << 12;  // before the caller sleeps waiting for joined workers (or wait_for yields)
 
 }  // namespace
 
@@ -79,11 +80,15 @@ void ThreadPool::run_range(Range& r, int thread) {
     for (int t; (t = r.next.fetch_add(1, std::memory_order_relaxed)) < r.end;) invoke_(ctx_, t, thread);
 }
 
-// Own range first, then the others' leftovers, starting with the next thread's.
+// Phase by phase: own range first, then the others' leftovers, starting with the next thread's. A thread leaves a
+// phase only when every range of it is claimed (a claimed range stays so).
 void ThreadPool::claim_tasks(int thread) {
-    const int parts = job_threads_;
-    if (thread < parts) run_range(ranges_[thread], thread);
-    for (int i = 1; i <= parts; ++i) run_range(ranges_[(thread + i) % parts], thread);
+    for (int p = 0; p < job_phases_; ++p) {
+        Phase& phase = phases_[p];
+        const int parts = phase.parts;
+        if (thread < parts) run_range(phase.ranges[thread], thread);
+        for (int i = 1; i <= parts; ++i) run_range(phase.ranges[(thread + i) % parts], thread);
+    }
 }
 
 void ThreadPool::worker(int index, uint64_t seen) {
@@ -117,16 +122,24 @@ void ThreadPool::worker(int index, uint64_t seen) {
     }
 }
 
-void ThreadPool::run(int ntasks, Invoke invoke, void* ctx) {
+void ThreadPool::run(std::initializer_list<int> counts, Invoke invoke, void* ctx) {
     FlushDenormals ftz;
-    if (ntasks <= 0) return;
+    if (counts.size() > size_t(kMaxPhases)) throw std::invalid_argument("a job has at most kMaxPhases phases");
+    int ntasks = 0;
+    job_phases_ = 0;
+    for (int count : counts) {
+        if (count <= 0) continue;
+        Phase& phase = phases_[job_phases_++];
+        phase.parts = count < nthreads_ ? count : nthreads_;
+        for (int t = 0; t < phase.parts; ++t) {
+            phase.ranges[t].next.store(ntasks + int(int64_t(count) * t / phase.parts), std::memory_order_relaxed);
+            phase.ranges[t].end = ntasks + int(int64_t(count) * (t + 1) / phase.parts);
+        }
+        ntasks += count;
+    }
+    if (ntasks == 0) return;
     invoke_ = invoke;
     ctx_ = ctx;
-    job_threads_ = ntasks < nthreads_ ? ntasks : nthreads_;
-    for (int t = 0; t < job_threads_; ++t) {
-        ranges_[t].next.store(int(int64_t(ntasks) * t / job_threads_), std::memory_order_relaxed);
-        ranges_[t].end = int(int64_t(ntasks) * (t + 1) / job_threads_);
-    }
     if (nthreads_ == 1 || ntasks == 1) {
         claim_tasks(0);
         return;
@@ -151,6 +164,13 @@ void ThreadPool::run(int ntasks, Invoke invoke, void* ctx) {
         caller_waiting_.store(true);
         done_.wait(lock, [&] { return (job_state_.load() & kActiveMask) == 0; });
         caller_waiting_.store(false);
+    }
+}
+
+void wait_for(const std::atomic<int>& counter, int value) {
+    for (int spins = 0; counter.load(std::memory_order_acquire) < value; ++spins) {
+        if (spins < kCallerSpins) cpu_relax();
+        else std::this_thread::yield();
     }
 }
 

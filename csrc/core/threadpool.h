@@ -9,13 +9,21 @@
 //
 // Which thread runs a task is therefore not fixed: ops that reduce across tasks keep one partial result per
 // task (not per thread) and sum them in task order, which makes results independent of the thread count.
+//
+// A job may come in phases (parallel_phases): each phase's tasks are split among the threads the same way, and a
+// thread claims a phase's tasks only once every task of the earlier phases has been claimed. So a task may wait
+// (wait_for) for work that a task of an earlier phase does, which some thread is then running, while the threads
+// that finish the earlier phase first go on to the later one instead of waiting at a barrier between two jobs.
 #pragma once
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <mutex>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace lenet {
@@ -34,13 +42,21 @@ public:
     // only from one (the Python) thread.
     template <class F>
     void parallel_for(int ntasks, F&& fn) {
-        run(ntasks, [](void* ctx, int task, int thread) { (*static_cast<F*>(ctx))(task, thread); }, &fn);
+        parallel_phases({ntasks}, std::forward<F>(fn));
+    }
+    // fn(task, thread) for every task of kMaxPhases phases or fewer, with counts[p] tasks in phase p, numbered on
+    // from the earlier phases' (phase 1's first task is counts[0]). Returns when all are done.
+    static constexpr int kMaxPhases = 2;
+    template <class F>
+    void parallel_phases(std::initializer_list<int> counts, F&& fn) {
+        using Fn = std::remove_reference_t<F>;
+        run(counts, [](void* ctx, int task, int thread) { (*static_cast<Fn*>(ctx))(task, thread); }, &fn);
     }
 
 private:
     using Invoke = void (*)(void*, int, int);
     ThreadPool();
-    void run(int ntasks, Invoke invoke, void* ctx);
+    void run(std::initializer_list<int> counts, Invoke invoke, void* ctx);
     void worker(int index, uint64_t seen);
     void claim_tasks(int thread);
     void stop_workers();
@@ -54,12 +70,16 @@ private:
     // The current job, published by a release increment of generation_.
     Invoke invoke_ = nullptr;
     void* ctx_ = nullptr;
-    int job_threads_ = 1;  // how many ranges the current job is split into
     struct alignas(64) Range {
         std::atomic<int> next{0};
         int end = 0;
     };
-    Range ranges_[kMaxThreads];  // the current job's per-thread ranges
+    struct Phase {
+        int parts = 0;  // how many ranges this phase of the current job is split into
+        Range ranges[kMaxThreads];
+    };
+    int job_phases_ = 0;
+    Phase phases_[kMaxPhases];  // the current job's per-thread ranges, per phase
     void run_range(Range& r, int thread);
     std::atomic<uint64_t> job_state_{kClosed};
     std::atomic<uint64_t> generation_{0};
@@ -70,6 +90,10 @@ private:
     std::condition_variable wake_;  // workers sleep here between jobs
     std::condition_variable done_;  // the caller sleeps here until the last joined worker finishes
 };
+
+// For a task of a later phase of a job (ThreadPool::parallel_phases): returns once `counter` (which tasks of earlier
+// phases raise, with release order, as their work is done) reaches `value`; spins, then yields the core.
+void wait_for(const std::atomic<int>& counter, int value);
 
 // Per-thread scratch memory, 64-byte aligned, grown on demand and reused across calls (no allocation on the
 // hot path once warm). Slot s (0..kScratchSlots-1) of thread t is independent of every other slot. In use: 0 and

@@ -238,6 +238,7 @@ void TrainStep::run_chunk(int b0, int nb, int chunk, const Input& x, const int32
                                    i > first_trainable_ ? gb : nullptr, thread);
         if (dx && dx != ga) std::swap(ga, gb);
     }
+    flat_done_.fetch_add(nb, std::memory_order_release);  // the dense weight gradients may take these blocks
     if (first_trainable_ >= flat) return;
     // ---- each block below the flatten, from its lanes of the features' gradient
     float* grad_a = scratch(thread, 3, fwd.max_floats());
@@ -362,30 +363,26 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
         if (direct_dx(size_t(i))) dy_pad_[size_t(i)].resize(size_t(ThreadPool::instance().threads()));
     if (!bf16_.empty()) refresh_bf16(int(B));
 
-    // Blocks in chunks, one chunk per task: of 1 block where the flat layers' weights stay in L2 beside a block's
-    // activations, else of up to kMaxChunk (the MNIST-CoreML-Training graph's batch of 128, 8 blocks: 2 chunks of 4 on
-    // 1 or 2 threads). Results do not depend on the chunk.
+    // Phase 0, the blocks, in chunks, one chunk per task: of 1 block where the flat layers' weights stay in L2 beside
+    // a block's activations, else of up to kMaxChunk (the MNIST-CoreML-Training graph's batch of 128, 8 blocks: 2
+    // chunks of 4 on 1 or 2 threads). Results do not depend on the chunk.
     const int threads = ThreadPool::instance().threads();
     const int chunk = std::min(max_chunk_, (nblk + threads - 1) / threads);
+    const int chunks = (nblk + chunk - 1) / chunk;
     const bool warm = max_chunk_ == 1 && threads > 1;
-    ThreadPool::instance().parallel_for((nblk + chunk - 1) / chunk, [&](int c, int thread) {
-        if (warm) warm_flat_weights();
-        run_chunk(c * chunk, std::min(chunk, nblk - c * chunk), chunk, x, label, scale, thread);
-    });
 
-    // Then, in one parallel pass: the convolution gradients summed over blocks in block order (split into ranges),
-    // and each dense layer's dW = dy [out][B] . x^T [B][in] as one GEMM (split by rows); each range goes through
-    // the optimiser update, if any, right where it was computed. A weight gradient whose layer has derived weights
-    // stays one task, which derives them after the update: at the next step's start, one thread derived them while
-    // the others waited (LeNet-5's second layer's Winograd weights: about 18 us of a 2-thread step).
+    // Phase 1, the weight gradients: each dense layer's dW = dy [out][B] . x^T [B][in] as one GEMM (split by rows),
+    // once every block's flat layers are done (the last reads of the dense weights), and the convolution gradients
+    // summed over blocks in block order (split into ranges), once every block's backward is done; each range goes
+    // through the optimiser update, if any, right where it was computed. A weight gradient whose layer has derived
+    // weights stays one task, which derives them after the update: at the next step's start, one thread derived them
+    // while the others waited (LeNet-5's second layer's Winograd weights: about 18 us of a 2-thread step).
+    // In one job with the blocks: a thread whose blocks are done takes these tasks while the other's are still
+    // running, instead of waiting for them at the end of a job of their own. (The blocks' times differ with their
+    // data, in the sparse backward and the skipped zero rows: LeNet-5's two pairs of blocks by 16-25 us a step on
+    // one thread.)
     std::vector<Task>& tasks = tasks_;
     tasks.clear();
-    constexpr size_t kChunk = 4096;
-    for (size_t p = 0; p < conv_parts_.size(); ++p) {
-        const size_t floats = conv_parts_[p].floats;
-        const size_t step = update && conv_parts_[p].derive_layer >= 0 ? floats : kChunk;
-        for (size_t b = 0; b < floats; b += step) tasks.push_back({true, int(p), b, std::min(floats, b + step)});
-    }
     for (int i = 0; i < n; ++i) {
         const LayerSpec& l = layers[size_t(i)];
         if (l.kind != LayerKind::Linear || !trainable(l)) continue;
@@ -393,8 +390,24 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
         for (size_t r = 0; r < size_t(l.s.oc); r += rows)
             tasks.push_back({false, i, r, std::min(size_t(l.s.oc), r + rows)});
     }
-    ThreadPool::instance().parallel_for(int(tasks.size()), [&](int t, int thread) {
-        const Task task = tasks[size_t(t)];
+    constexpr size_t kChunk = 4096;
+    for (size_t p = 0; p < conv_parts_.size(); ++p) {
+        const size_t floats = conv_parts_[p].floats;
+        const size_t step = update && conv_parts_[p].derive_layer >= 0 ? floats : kChunk;
+        for (size_t b = 0; b < floats; b += step) tasks.push_back({true, int(p), b, std::min(floats, b + step)});
+    }
+    flat_done_.store(0, std::memory_order_relaxed);
+    blocks_done_.store(0, std::memory_order_relaxed);
+    auto task_body = [&](int t, int thread) {
+        if (t < chunks) {
+            if (warm) warm_flat_weights();
+            const int nb = std::min(chunk, nblk - t * chunk);
+            run_chunk(t * chunk, nb, chunk, x, label, scale, thread);
+            blocks_done_.fetch_add(nb, std::memory_order_release);
+            return;
+        }
+        const Task task = tasks[size_t(t - chunks)];
+        wait_for(task.conv ? blocks_done_ : flat_done_, nblk);
         const size_t count = task.end - task.begin;
         if (task.conv) {
             const ConvPart& part = conv_parts_[size_t(task.index)];
@@ -423,7 +436,8 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
         if (!update) return;
         if (l.dw) update->apply(k, l.dw + task.begin * size_t(l.s.ic), ptrdiff_t(count * size_t(l.s.ic)));
         if (l.db) update->apply(k, l.db + task.begin, ptrdiff_t(count));
-    });
+    };
+    ThreadPool::instance().parallel_phases({chunks, int(tasks.size())}, task_body);
     double total = 0;
     for (double v : block_loss_) total += v;
     return total;

@@ -5,11 +5,12 @@
 // loss, so that a large weight matrix is read once per chunk. Convolution weight gradients are kept per block and
 // summed in block order; a dense layer's input and output gradient are gathered for the whole batch and its weight
 // gradient is one GEMM over the batch afterwards (results depend neither on the thread count nor on the chunks).
-// Two pool wake-ups per step instead of one per op.
+// One pool job per step instead of one per op (in two phases: the blocks, then the weight gradients; run_blocks).
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
 
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -148,14 +149,17 @@ private:
         int derive_layer;
     };
     std::vector<ConvPart> conv_parts_;
-    // The pass after the blocks: a range [begin, end) of conv part `index` summed over the blocks, or rows
-    // [begin, end) of dense layer `index`'s dW as one GEMM over the batch.
+    // A task of the step's second phase, after the blocks: a range [begin, end) of conv part `index` summed over the
+    // blocks, or rows [begin, end) of dense layer `index`'s dW as one GEMM over the batch.
     struct Task {
         bool conv;
         int index;
         size_t begin, end;
     };
     std::vector<Task> tasks_;
+    // In a step, how many blocks are through their flat layers' backward, and through their whole backward: the
+    // weight gradients' tasks wait for all (run_blocks).
+    std::atomic<int> flat_done_{0}, blocks_done_{0};
     // Precision::Bf16: per layer, a dense layer's bf16 form (null elsewhere), and the same as plain pointers for
     // Forward::run_flat_layers (empty in fp32)
     std::vector<std::unique_ptr<DenseBf16>> bf16_;
