@@ -608,37 +608,34 @@ py::tuple dense_gather(py::handle x_, py::handle dy_, ptrdiff_t col0, ptrdiff_t 
 
 // The thread pool's phases for tests: a job of n0 tasks in phase 0 and n1 in phase 1 on the current threads. Each
 // phase-0 task spins for about `spin` iterations (the first one for 8 times as long, so that threads finish phase 0 at
-// different times) and then counts itself done; each phase-1 task notes how many phase-0 tasks had started when it
-// started, then waits (wait_for) until all are done. Returns per task (index): [thread, runs, phase-0 tasks started
-// when it started (phase 1 only, else -1), phase-0 tasks done when its wait ended (phase 1 only, else -1)].
+// different times) and then counts itself done; each phase-1 task waits (wait_for) until all are done. Returns per
+// task (index): [thread, runs, phase-0 tasks done when its wait ended (phase 1 only, else -1)].
 py::array_t<int64_t> pool_phases_trace(int n0, int n1, int spin) {
     if (n0 < 0 || n1 < 0 || spin < 0) throw py::value_error("n0, n1 and spin must be >= 0");
     const int n = n0 + n1;
-    std::vector<std::atomic<int64_t>> rows(size_t(n) * 4);
+    std::vector<std::atomic<int64_t>> rows(size_t(n) * 3);
     for (auto& v : rows) v.store(-1);
-    for (int t = 0; t < n; ++t) rows[size_t(t) * 4 + 1].store(0);
-    std::atomic<int> started{0}, done{0};
+    for (int t = 0; t < n; ++t) rows[size_t(t) * 3 + 1].store(0);
+    std::atomic<int> done{0};
     std::atomic<int64_t> sink{0};
     {
         py::gil_scoped_release release;
         ThreadPool::instance().parallel_phases({n0, n1}, [&](int t, int thread) {
-            std::atomic<int64_t>* row = rows.data() + size_t(t) * 4;
+            std::atomic<int64_t>* row = rows.data() + size_t(t) * 3;
             row[0].store(thread);
             row[1].fetch_add(1);
             if (t < n0) {
-                started.fetch_add(1);
                 int64_t acc = 0;
                 for (int64_t i = 0, m = int64_t(spin) * (t == 0 ? 8 : 1); i < m; ++i) acc += i ^ (acc >> 3);
                 sink.fetch_add(acc);
                 done.fetch_add(1, std::memory_order_release);
                 return;
             }
-            row[2].store(started.load());
             wait_for(done, n0);
-            row[3].store(done.load());
+            row[2].store(done.load());
         });
     }
-    auto out = py::array_t<int64_t>({py::ssize_t(n), py::ssize_t(4)});
+    auto out = py::array_t<int64_t>({py::ssize_t(n), py::ssize_t(3)});
     for (size_t i = 0; i < rows.size(); ++i) out.mutable_data()[i] = rows[i].load();
     return out;
 }
