@@ -300,7 +300,7 @@ def test_conv_pool_backward_sparse_rows(isa, rng, ic_kernel, oc, size):
     then from the routed gradient); outputs the pooling drops a row and a column of; 1 to 30 windows (transposes of
     16 entries, partly padding); ReLU-zeroed windows; two blocks (one partly padding)."""
     ic, k = ic_kernel
-    if isa in ("reference", "avx512"):
+    if isa in ("reference", "avx2", "avx512"):
         assert sparse_backward(ic, k, k) == (16 < ic * k <= 32)
     x = rng.standard_normal((20, ic, size[0] + k - 1, size[1] + k - 1), dtype=np.float32)
     x[5] = 0.0  # with a negative bias, every window of this sample ReLU-zeroed
@@ -353,7 +353,7 @@ def test_conv_pool_backward_sparse(isa, rng, ic, oc, size):
     sparsity where the ISA has that kernel (lenet.kernels() names it). dx, dw and db against float64 numpy sums over
     each window's winning position: odd conv outputs (the pooling drops a row and a column), a single window, channel
     counts around the vector, two blocks (one partly padding), outputs the ReLU zeroed (argmax -1)."""
-    if isa in ("reference", "avx512"):
+    if isa in ("reference", "avx2", "avx512"):
         assert "conv_pool_sparse_bwd" in lenet.kernels()["ops"]["conv2d_maxpool2d_fused"]
     x = rng.standard_normal((20, ic, size[0] + 1, size[1] + 1), dtype=np.float32)
     w = rng.standard_normal((oc, ic, 2, 2), dtype=np.float32)

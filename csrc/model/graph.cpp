@@ -170,9 +170,11 @@ namespace {
 //   routes it into the convolution's full-size gradient (conv_pool_route) for its weight and input gradients,
 //   instead of a separate pooling forward and backward and the convolution's output in memory (the
 //   MNIST-CoreML-Training graph's step 4% faster on the Intel VM, LeNet-5's unchanged);
-// - otherwise the first layer only, when its output would not fit in L2 (the MNIST-CoreML-Training graph's first
-//   convolution: 1.4 MB per block), where the saved traffic pays for the routing. (Elsewhere the separate kernels
-//   are faster: LeNet-5's step on AVX2 measured 8% slower with its first layer fused.)
+// - otherwise the first layer, when its output would not fit in L2 (the MNIST-CoreML-Training graph's first
+//   convolution: 1.4 MB per block), where the saved traffic pays for the routing (elsewhere the separate kernels
+//   are faster: LeNet-5's step on AVX2 measured 8% slower with its first layer fused); and a later layer whose
+//   backward the kernels take through the pooling's sparsity (kernels.h: conv_pool_bwd_sparse), which leaves out
+//   most of its weight and input gradients' products (AVX2: LeNet-5's second layer).
 void fuse_conv_pool(std::vector<ops::LayerSpec>& layers, int lanes) {
     const bool wide = fuses_every_conv_pool(lanes);
     std::vector<ops::LayerSpec> out;
@@ -180,7 +182,9 @@ void fuse_conv_pool(std::vector<ops::LayerSpec>& layers, int lanes) {
         ops::LayerSpec* prev = out.empty() ? nullptr : &out.back();
         const bool big =
             prev && size_t(prev->s.oc) * prev->s.oh * prev->s.ow * size_t(lanes) >= kFusedConvPoolMinFloats;
-        const bool wanted = prev && (lanes == 1 || wide || (out.size() == 1 && big));
+        const bool sparse = prev && out.size() > 1 && kernels().conv_pool_bwd_sparse &&
+                            conv_pool_sparse_shape(&prev->s, /*with_dx=*/true);
+        const bool wanted = prev && (lanes == 1 || wide || (out.size() == 1 && big) || sparse);
         if (wanted && prev->kind == ops::LayerKind::Conv2d && prev->s.sh == 1 && prev->s.sw == 1 &&
             l.kind == ops::LayerKind::MaxPool && l.s.kh == 2 && l.s.kw == 2 && l.s.sh == 2 && l.s.sw == 2 &&
             l.s.ph == 0 && l.s.pw == 0) {

@@ -9,7 +9,9 @@
 // 170 us (before the compression, on random data with few zeros) against 280 us for routing the gradient, the direct
 // dW and the Winograd dX (bench/experiments.md). LeNet-5's 6 -> 16 5x5 layer (two vectors a row, their last two
 // lanes unused): its dW, one block on one thread of the AMD Zen 4 VM, 42 us against the direct kernel's 86.
-// AVX-512 only (its compress and 16x16 transposes).
+// AVX-512, and AVX2 (sparse_row_sums: one kernel row at a time in its 16 registers, 16x16 transposes in 8x8 blocks,
+// the nonzero gradients picked a float at a time): LeNet-5's training step on AVX2 2131 -> 1691 us on one thread,
+// 1090 -> 792 us on two, against its convolution and pooling apart (graph.cpp: fuse_conv_pool).
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -22,7 +24,7 @@
 namespace lenet::simd {
 namespace {
 
-template <class V> constexpr bool has_sparse_pool_backward() { return V::W == 16; }
+template <class V> constexpr bool has_sparse_pool_backward() { return V::W == 16 || V::W == 8; }
 
 // The block's pooled gradients per (output channel, window) entry, entries = oc * windows rounded up to 16 (the rest
 // zero), and lane: at, the offset of the window's winning position in a sample's channels-last input, whose rows are
@@ -37,20 +39,22 @@ __attribute__((noinline)) void pooled_entries(const ConvShape* s, const float* a
     constexpr int L = 16;
     const int out_w = s->ow / 2;
     const ptrdiff_t nwin = ptrdiff_t(s->oh / 2) * out_w;
-    for (ptrdiff_t e = 0; e < entries; ++e) {  // window position d wins: row 2 py + d / 2, column 2 px + d % 2
-        if (e >= s->oc * nwin) {               // padding up to whole 16x16 transposes
-            V::store(at + e * L, V::zero());
-            V::store(gw + e * L, V::zero());
-            continue;
-        }
-        const int w0 = int(e % nwin);
-        const T a = V::load(argmax + e * L), d = V::max(a, V::zero());
-        const T down = V::select(V::gt(d, V::set1(1.5f)), V::set1(1.0f), V::zero());
-        const float base = float((2 * (w0 / out_w) * width + 2 * (w0 % out_w)) * channels);
-        V::store(at + e * L, V::add(V::set1(base), V::mul(V::add(V::mul(down, V::set1(float(width - 2))), d),
+    for (ptrdiff_t e = 0; e < entries; ++e)  // window position d wins: row 2 py + d / 2, column 2 px + d % 2
+        for (int h = 0; h < L; h += V::W) {     // the lanes, a vector at a time
+            const ptrdiff_t i = e * L + h;
+            if (e >= s->oc * nwin) {             // padding up to whole 16x16 transposes
+                V::store(at + i, V::zero());
+                V::store(gw + i, V::zero());
+                continue;
+            }
+            const int w0 = int(e % nwin);
+            const T a = V::load(argmax + i), d = V::max(a, V::zero());
+            const T down = V::select(V::gt(d, V::set1(1.5f)), V::set1(1.0f), V::zero());
+            const float base = float((2 * (w0 / out_w) * width + 2 * (w0 % out_w)) * channels);
+            V::store(at + i, V::add(V::set1(base), V::mul(V::add(V::mul(down, V::set1(float(width - 2))), d),
                                                           V::set1(float(channels)))));
-        V::store(gw + e * L, V::select(V::eq(a, V::set1(-1.0f)), V::zero(), V::load(dy + e * L)));
-    }
+            V::store(gw + i, V::select(V::eq(a, V::set1(-1.0f)), V::zero(), V::load(dy + i)));
+        }
     for (ptrdiff_t e = 0; e < entries; e += 16) {
         V::transpose16(at + e * L, L, at_l + e, entries);
         V::transpose16(gw + e * L, L, gw_l + e, entries);
@@ -63,12 +67,17 @@ __attribute__((noinline)) void pooled_entries(const ConvShape* s, const float* a
 template <class V>
 inline int nonzero_gradients(const float* aa, const float* ga, int nwin, float* at_nz, float* gw_nz) {
     int n = 0;
-    for (int i = 0; i < nwin; i += 16) {
-        const int k = nwin - i < 16 ? nwin - i : 16;
-        const typename V::T g = V::load_n(ga + i, k);
-        const typename V::M nz = V::mandnot(V::eq(g, V::zero()), V::first(k));
-        V::compress(at_nz + n, V::load_n(aa + i, k), nz);
-        n += V::compress(gw_nz + n, g, nz);
+    if constexpr (V::W == 16) {
+        for (int i = 0; i < nwin; i += 16) {
+            const int k = nwin - i < 16 ? nwin - i : 16;
+            const typename V::T g = V::load_n(ga + i, k);
+            const typename V::M nz = V::mandnot(V::eq(g, V::zero()), V::first(k));
+            V::compress(at_nz + n, V::load_n(aa + i, k), nz);
+            n += V::compress(gw_nz + n, g, nz);
+        }
+    } else {  // without a compress instruction, a float at a time (as V::eq: -0 is 0, NaN is not)
+        for (int i = 0; i < nwin; ++i)
+            if (!(ga[i] == 0.0f)) at_nz[n] = aa[i], gw_nz[n++] = ga[i];
     }
     return n;
 }
@@ -78,7 +87,8 @@ template <class V>
 void pooled_bias_grad(int oc, int nwin, const float* gw, float* db) {
     for (int o = 0; db && o < oc; ++o) {
         typename V::T sum = V::zero();
-        for (int i = 0; i < nwin; ++i) sum = V::add(sum, V::load(gw + (ptrdiff_t(o) * nwin + i) * 16));
+        for (int i = 0; i < nwin; ++i)
+            for (int h = 0; h < 16; h += V::W) sum = V::add(sum, V::load(gw + (ptrdiff_t(o) * nwin + i) * 16 + h));
         db[o] = V::hsum(sum);
     }
 }
@@ -123,6 +133,24 @@ void weight_rows(const ConvShape* s, ptrdiff_t row, const float* src, float* dst
                 }
 }
 
+// The sums' outer loops: each sample, each output channel with nonzero gradients there, fn(xl, dxl, o, n) with the
+// sample's x and dx channels-last and the n gradients and their offsets in work's at_nz and gw_nz. Forced inline,
+// fn too: gcc called the sums' lambdas (LeNet-5's step on AVX-512 930 -> 967 us, one thread, 8 interleaved pairs).
+template <class V, class Fn>
+__attribute__((always_inline)) inline void for_each_nonzero_channel(const ConvShape* s, const ConvPoolSparseWork& lay, float* work, Fn&& fn) {
+    const int nwin = int(lay.windows);
+    for (int l = 0; l < 16; ++l) {
+        const float* xl = work + lay.xcl + l * lay.sample;
+        float* dxl = work + lay.dxcl + l * lay.sample;
+        for (int o = 0; o < s->oc; ++o) {
+            const ptrdiff_t entry = l * lay.entries + ptrdiff_t(o) * nwin;
+            const int n = nonzero_gradients<V>(work + lay.at_l + entry, work + lay.gw_l + entry, nwin,
+                                               work + lay.at_nz, work + lay.gw_nz);
+            if (n > 0) fn(xl, dxl, o, n);
+        }
+    }
+}
+
 // The sums, one sample at a time: KH kernel rows of NV vectors each (work laid out by conv_pool_sparse_work; dwcl
 // and, with dx, dxcl zeroed and wcl filled by the caller). Per output channel, its rows of dW in registers, and of
 // the weights with dx.
@@ -130,42 +158,65 @@ template <class V, int NV, int KH>
 LENET_TILE_FUNCTION LENET_ONE_LOOP void sparse_sums(const ConvShape* s, const ConvPoolSparseWork& lay, bool with_dx,
                                                     float* work) {
     using T = typename V::T;
-    constexpr int L = 16, RW = 16 * NV;
-    const int nwin = int(lay.windows);
+    constexpr int RW = 16 * NV;
     const ptrdiff_t row = ptrdiff_t(s->ow + s->kw - 1) * s->ic;  // an input row, channels-last
-    float *at_nz = work + lay.at_nz, *gw_nz = work + lay.gw_nz;
-    for (int l = 0; l < L; ++l) {
-        const float* xl = work + lay.xcl + l * lay.sample;
-        float* dxl = work + lay.dxcl + l * lay.sample;
-        for (int o = 0; o < s->oc; ++o) {
-            const ptrdiff_t entry = l * lay.entries + ptrdiff_t(o) * nwin;
-            const int n = nonzero_gradients<V>(work + lay.at_l + entry, work + lay.gw_l + entry, nwin, at_nz, gw_nz);
-            if (n == 0) continue;
-            float* dwo = work + lay.dwcl + ptrdiff_t(o) * KH * RW;
-            const float* wo = work + lay.wcl + ptrdiff_t(o) * KH * RW;
-            T acc[KH][NV], wv[KH][NV];
-            LENET_TILE_LOOP for (int r = 0; r < KH; ++r)
-                LENET_TILE_LOOP for (int v = 0; v < NV; ++v) {
-                    acc[r][v] = V::load(dwo + r * RW + v * 16);
-                    wv[r][v] = with_dx ? V::load(wo + r * RW + v * 16) : V::zero();
-                }
-            for (int i = 0; i < n; ++i) {
-                const ptrdiff_t q = ptrdiff_t(at_nz[i]);
-                const T g = V::set1(gw_nz[i]);
-                LENET_TILE_LOOP for (int r = 0; r < KH; ++r)
-                    LENET_TILE_LOOP for (int v = 0; v < NV; ++v)
-                        acc[r][v] = V::fmadd(g, V::load(xl + q + r * row + v * 16), acc[r][v]);
-                if (with_dx)
-                    LENET_TILE_LOOP for (int r = 0; r < KH; ++r)
-                        LENET_TILE_LOOP for (int v = 0; v < NV; ++v) {
-                            float* d = dxl + q + r * row + v * 16;
-                            V::store(d, V::fmadd(g, wv[r][v], V::load(d)));
-                        }
+    const float *at_nz = work + lay.at_nz, *gw_nz = work + lay.gw_nz;
+    for_each_nonzero_channel<V>(s, lay, work, [&](const float* xl, float* dxl, int o, int n) __attribute__((always_inline)) {
+        float* dwo = work + lay.dwcl + ptrdiff_t(o) * KH * RW;
+        const float* wo = work + lay.wcl + ptrdiff_t(o) * KH * RW;
+        T acc[KH][NV], wv[KH][NV];
+        LENET_TILE_LOOP for (int r = 0; r < KH; ++r)
+            LENET_TILE_LOOP for (int v = 0; v < NV; ++v) {
+                acc[r][v] = V::load(dwo + r * RW + v * 16);
+                wv[r][v] = with_dx ? V::load(wo + r * RW + v * 16) : V::zero();
             }
+        for (int i = 0; i < n; ++i) {
+            const ptrdiff_t q = ptrdiff_t(at_nz[i]);
+            const T g = V::set1(gw_nz[i]);
             LENET_TILE_LOOP for (int r = 0; r < KH; ++r)
-                LENET_TILE_LOOP for (int v = 0; v < NV; ++v) V::store(dwo + r * RW + v * 16, acc[r][v]);
+                LENET_TILE_LOOP for (int v = 0; v < NV; ++v)
+                    acc[r][v] = V::fmadd(g, V::load(xl + q + r * row + v * 16), acc[r][v]);
+            if (with_dx)
+                LENET_TILE_LOOP for (int r = 0; r < KH; ++r)
+                    LENET_TILE_LOOP for (int v = 0; v < NV; ++v) {
+                        float* d = dxl + q + r * row + v * 16;
+                        V::store(d, V::fmadd(g, wv[r][v], V::load(d)));
+                    }
         }
-    }
+        LENET_TILE_LOOP for (int r = 0; r < KH; ++r)
+            LENET_TILE_LOOP for (int v = 0; v < NV; ++v) V::store(dwo + r * RW + v * 16, acc[r][v]);
+    });
+}
+
+// The same sums with 8-float vectors (AVX2: 16 registers, too few for every kernel row of dW and of the weights at
+// once): one kernel row of NV vectors at a time, its dW in registers, the weights read from work with each gradient.
+template <class V, int NV>
+LENET_TILE_FUNCTION LENET_ONE_LOOP void sparse_row_sums(const ConvShape* s, const ConvPoolSparseWork& lay,
+                                                        bool with_dx, float* work) {
+    using T = typename V::T;
+    constexpr int RW = V::W * NV;
+    const int kh = s->kh;
+    const ptrdiff_t row = ptrdiff_t(s->ow + s->kw - 1) * s->ic;  // an input row, channels-last
+    const float *at_nz = work + lay.at_nz, *gw_nz = work + lay.gw_nz;
+    for_each_nonzero_channel<V>(s, lay, work, [&](const float* xl, float* dxl, int o, int n) __attribute__((always_inline)) {
+        for (int r = 0; r < kh; ++r) {
+            float* dwr = work + lay.dwcl + (ptrdiff_t(o) * kh + r) * RW;
+            const float* wr = work + lay.wcl + (ptrdiff_t(o) * kh + r) * RW;
+            T acc[NV];
+            LENET_TILE_LOOP for (int v = 0; v < NV; ++v) acc[v] = V::load(dwr + v * V::W);
+            for (int i = 0; i < n; ++i) {
+                const ptrdiff_t q = ptrdiff_t(at_nz[i]) + r * row;
+                const T g = V::set1(gw_nz[i]);
+                LENET_TILE_LOOP for (int v = 0; v < NV; ++v) acc[v] = V::fmadd(g, V::load(xl + q + v * V::W), acc[v]);
+                if (with_dx)
+                    LENET_TILE_LOOP for (int v = 0; v < NV; ++v) {
+                        float* d = dxl + q + v * V::W;
+                        V::store(d, V::fmadd(g, V::load(wr + v * V::W), V::load(d)));
+                    }
+            }
+            LENET_TILE_LOOP for (int v = 0; v < NV; ++v) V::store(dwr + v * V::W, acc[v]);
+        }
+    });
 }
 
 template <class V>
@@ -186,8 +237,14 @@ void conv_pool_bwd_sparse(const ConvShape* s, const float* xpad, const float* w,
         std::memset(wcl, 0, size_t(weights) * sizeof(float));  // the unused lanes add zero to dx
         weight_rows<true>(s, lay.row, w, wcl);
     }
-    if (nv == 4) sparse_sums<V, 4, 2>(s, lay, dx != nullptr, work);
-    else with_size<5>(kh, [&](auto k) { sparse_sums<V, 2, decltype(k)::value>(s, lay, dx != nullptr, work); });
+    if constexpr (V::W == 8) {
+        if (nv == 4) sparse_row_sums<V, 8>(s, lay, dx != nullptr, work);
+        else sparse_row_sums<V, 4>(s, lay, dx != nullptr, work);
+    } else if (nv == 4) {
+        sparse_sums<V, 4, 2>(s, lay, dx != nullptr, work);
+    } else {
+        with_size<5>(kh, [&](auto k) { sparse_sums<V, 2, decltype(k)::value>(s, lay, dx != nullptr, work); });
+    }
     if (dx) channels_last_transpose<V, false>(dxcl, ic, plane, lay.sample, dx);  // no padding with dx: one plane
     if (dw) weight_rows<false>(s, lay.row, dwcl, dw);
     pooled_bias_grad<V>(s->oc, int(lay.windows), work + lay.gw, db);

@@ -2,6 +2,7 @@
 // Include only from a translation unit compiled with -mavx2 -mfma (isa_avx2.cpp).
 #pragma once
 #include <immintrin.h>
+#include <stddef.h>
 
 namespace lenet::simd {
 
@@ -54,6 +55,31 @@ struct VecAVX2 {
     static M mnone() { return _mm256_setzero_ps(); }
     static T select(M m, T a, T b) { return _mm256_blendv_ps(b, a, m); }
     static T round(T a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    // dst row c (c < 8, stride ds) = column c of the 8 rows of src (stride ss): floats of row pairs interleaved, then
+    // pairs of those, then the 128-bit halves swapped between rows i and i + 4.
+    static void transpose8(const float* src, ptrdiff_t ss, float* dst, ptrdiff_t ds) {
+        __m256 r[8], t[8];
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ss);
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 8; i += 4) {  // r[i + j], each 128-bit half h: column 4h + j of rows i..i+3
+            r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+            r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+            r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+            r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+        }
+        for (int j = 0; j < 4; ++j) {
+            _mm256_storeu_ps(dst + j * ds, _mm256_permute2f128_ps(r[j], r[4 + j], 0x20));
+            _mm256_storeu_ps(dst + (4 + j) * ds, _mm256_permute2f128_ps(r[j], r[4 + j], 0x31));
+        }
+    }
+    // The same for 16 rows of 16: four 8x8 blocks, each to its mirrored place.
+    static void transpose16(const float* src, ptrdiff_t ss, float* dst, ptrdiff_t ds) {
+        for (int i = 0; i < 16; i += 8)
+            for (int j = 0; j < 16; j += 8) transpose8(src + i * ss + j, ss, dst + j * ds + i, ds);
+    }
     static T scale2(T a, T n) {  // a * 2^n for integral n in [-126, 127]
         __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
         return _mm256_mul_ps(a, _mm256_castsi256_ps(e));
