@@ -3,6 +3,7 @@
 #pragma once
 #include <immintrin.h>
 #include <stddef.h>
+#include <stdint.h>
 
 namespace lenet::simd {
 
@@ -21,6 +22,9 @@ struct VecAVX2 {
         return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     }
     static T load_n(const float* p, int n) { return _mm256_maskload_ps(p, first(n)); }
+    static T load_u8(const uint8_t* p) {  // 8 bytes, each to a float
+        return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    }
     static void store_n(float* p, T v, int n) { _mm256_maskstore_ps(p, first(n), v); }
     // A store that bypasses the caches (p aligned to 32 bytes), and the fence that orders such stores before later ones.
     static constexpr bool has_stream = true;
