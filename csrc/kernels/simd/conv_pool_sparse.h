@@ -137,7 +137,8 @@ void weight_rows(const ConvShape* s, ptrdiff_t row, const float* src, float* dst
 // sample's x and dx channels-last and the n gradients and their offsets in work's at_nz and gw_nz. Forced inline,
 // fn too: gcc called the sums' lambdas (LeNet-5's step on AVX-512 930 -> 967 us, one thread, 8 interleaved pairs).
 template <class V, class Fn>
-__attribute__((always_inline)) inline void for_each_nonzero_channel(const ConvShape* s, const ConvPoolSparseWork& lay, float* work, Fn&& fn) {
+LENET_INLINE inline void for_each_nonzero_channel(const ConvShape* s, const ConvPoolSparseWork& lay, float* work,
+                                                  Fn&& fn) {
     const int nwin = int(lay.windows);
     for (int l = 0; l < 16; ++l) {
         const float* xl = work + lay.xcl + l * lay.sample;
@@ -161,7 +162,7 @@ LENET_TILE_FUNCTION LENET_ONE_LOOP void sparse_sums(const ConvShape* s, const Co
     constexpr int RW = 16 * NV;
     const ptrdiff_t row = ptrdiff_t(s->ow + s->kw - 1) * s->ic;  // an input row, channels-last
     const float *at_nz = work + lay.at_nz, *gw_nz = work + lay.gw_nz;
-    for_each_nonzero_channel<V>(s, lay, work, [&](const float* xl, float* dxl, int o, int n) __attribute__((always_inline)) {
+    for_each_nonzero_channel<V>(s, lay, work, [&](const float* xl, float* dxl, int o, int n) LENET_INLINE {
         float* dwo = work + lay.dwcl + ptrdiff_t(o) * KH * RW;
         const float* wo = work + lay.wcl + ptrdiff_t(o) * KH * RW;
         T acc[KH][NV], wv[KH][NV];
@@ -198,7 +199,7 @@ LENET_TILE_FUNCTION LENET_ONE_LOOP void sparse_row_sums(const ConvShape* s, cons
     const int kh = s->kh;
     const ptrdiff_t row = ptrdiff_t(s->ow + s->kw - 1) * s->ic;  // an input row, channels-last
     const float *at_nz = work + lay.at_nz, *gw_nz = work + lay.gw_nz;
-    for_each_nonzero_channel<V>(s, lay, work, [&](const float* xl, float* dxl, int o, int n) __attribute__((always_inline)) {
+    for_each_nonzero_channel<V>(s, lay, work, [&](const float* xl, float* dxl, int o, int n) LENET_INLINE {
         for (int r = 0; r < kh; ++r) {
             float* dwr = work + lay.dwcl + (ptrdiff_t(o) * kh + r) * RW;
             const float* wr = work + lay.wcl + (ptrdiff_t(o) * kh + r) * RW;

@@ -9,6 +9,8 @@
 // A register tile stays a function of its own: inlined into its dispatcher (with_size below), the tiles of every
 // size of one kernel become one large function, measured 2-3% slower on the training step.
 #define LENET_TILE_FUNCTION __attribute__((noinline))
+// A helper (or lambda) inlined into its caller even where gcc would rather call it.
+#define LENET_INLINE __attribute__((always_inline))
 
 // A loop with a loop-invariant run-time switch inside (gemm_nn_tile's optional index list) stays one loop: at -O3 gcc
 // copies it once per side of the switch, which in the GEMM tiles of every ISA took 16 KB more library for a test
