@@ -11,3 +11,15 @@ def dead_rows_model():
     model[0].bias.data[[0, 2]] = -1e3
     model[4].bias.data[:10] = -1e3
     return model
+
+
+def zero_features_model():
+    """A dense layer whose input features are 0 for every sample but whose input gradient is not: the first
+    convolution's channels 0 and 2 have no weights and no bias, and no ReLU follows them (block::dense_dx computes
+    every row here; only a ReLU below may zero them)."""
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 13 * 13, 40), nn.ReLU(),
+                          nn.Linear(40, 10))
+    for c in (0, 2):
+        model[0].weight.data[c] = 0.0
+        model[0].bias.data[c] = 0.0
+    return model

@@ -6,7 +6,7 @@ import lenet
 import lenet.functional as F
 from lenet import nn, optim
 from lenet.capture import CapturedStep
-from models import dead_rows_model
+from models import dead_rows_model, zero_features_model
 
 
 def autograd_grads(model, x, y):
@@ -56,16 +56,31 @@ def test_captured_gradients_match_autograd(isa, rng, name, batch):
         np.testing.assert_allclose(p.grad, w, rtol=1e-4, atol=1e-6 * max(1.0, float(np.abs(w).max())))
 
 
-@pytest.mark.parametrize("batch", [16, 37, 128])
-def test_captured_gradients_with_dead_features_and_units(isa, rng, batch):
-    images = rng.integers(0, 256, (140, 28, 28), dtype=np.uint8)
-    idx, y = rng.permutation(140)[:batch], rng.integers(0, 10, batch)
-    lenet.seed(3)
-    model = dead_rows_model()
-    loss, want = autograd_grads(model, F.image_batch(images, idx, 16), y)
+def dead_rows_hold(want):
     dw1 = want[2]  # fc1's dW [40][8 * 169]: units 0-9 dead (and some others), most alive; channels 0 and 2 dead
     assert not dw1[:10].any() and dw1[10:].any(axis=1).sum() >= 10
     assert not dw1[:, :169].any() and not dw1[:, 338:507].any() and dw1[10:, 169:338].any()
+
+
+def silent_channels_learn(want):
+    assert want[0][[0, 2]].any(axis=(1, 2, 3)).all()  # their features are 0, their gradients are not
+
+
+# Dense layers' rows that add nothing, and features that are 0 without a ReLU below (whose input gradient counts).
+ZERO_ROWS_MODELS = {"dead_rows": (dead_rows_model, dead_rows_hold),
+                    "zero_features": (zero_features_model, silent_channels_learn)}
+
+
+@pytest.mark.parametrize("name", list(ZERO_ROWS_MODELS))
+@pytest.mark.parametrize("batch", [16, 37, 128])
+def test_captured_gradients_with_rows_of_zeros(isa, rng, name, batch):
+    make_model, precondition = ZERO_ROWS_MODELS[name]
+    images = rng.integers(0, 256, (140, 28, 28), dtype=np.uint8)
+    idx, y = rng.permutation(140)[:batch], rng.integers(0, 10, batch)
+    lenet.seed(3)
+    model = make_model()
+    loss, want = autograd_grads(model, F.image_batch(images, idx, 16), y)
+    precondition(want)
     step = CapturedStep(model)
     for p in model.parameters():
         p.grad[...] = 7.0  # the step overwrites every gradient, the dead rows' included

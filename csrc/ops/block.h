@@ -125,21 +125,33 @@ inline ptrdiff_t dense_xT_floats(int in) { return (ptrdiff_t(in) + kDensePanel -
 
 // Dense forward on L lanes: y [out][L] = W [out][in] . x [in][L] + b (b may be null). One lane (batch-1 inference)
 // copies b into y and adds the dot products to it: bias_add on rows of one float took a masked vector operation per
-// output, 11% of LeNet-5's batch-1 latency (12.2 -> 10.5 us on AVX-512).
+// output, 11% of LeNet-5's batch-1 latency (12.2 -> 10.5 us on AVX-512). live_x (may be null): where to keep the
+// rows of x that are not all 0 (live_rows), for the backward's dense_dx.
 void dense_forward(const KernelTable& k, int L, int in, int out, const float* x, const float* w, const float* b,
-                   float* y);
+                   float* y, std::vector<int>* live_x = nullptr);
 // C [M][N] = A . B (A read as in gemm_nn) over the rows of B [K][N] that are not all zero, which add nothing: a dense
 // layer's input features that no sample of the block has (behind a ReLU or a pooling: on the MNIST-CoreML-Training
 // graph's 1152 -> 500 layer about a quarter of them, after the first epoch), and in its input gradient the output
 // units that passed no sample's gradient (its 500 units: about 30%, dead to every sample). Scanning B costs one pass
 // over it; where no row is zero, the plain gemm_nn runs.
+// live (may be null): where to keep those rows' indices.
 void gemm_nn_live_rows(const KernelTable& k, int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa,
-                       const float* B, float* C);
+                       const float* B, float* C, std::vector<int>* live = nullptr);
 // Dense backward on L lanes (one block, or several side by side): gathers x^T rows [L][in] and dy columns [out][L]
 // into the whole-batch xP (panels, above) and dyT [out][B] at samples [col0, col0 + L) (both null for a frozen
-// layer), and writes dx [in][L] (may be null).
+// layer), and writes dx [in][L] (may be null; dense_dx, with live_x).
 void dense_backward(const KernelTable& k, int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, const float* x,
-                    const float* w, const float* dy, float* dx, float* xP, float* dyT);
+                    const float* w, const float* dy, float* dx, float* xP, float* dyT,
+                    const std::vector<int>* live_x = nullptr);
+// A dense layer's input gradient dx [in][L] = W^T . dy, the sum over the units that passed some lane's gradient
+// (gemm_nn_live_rows). live_x (may be null): the rows of x that are not all 0, from its forward, where the layers
+// below multiply dx by 0 wherever x is 0 (TrainStep::dx_masked): then dx is computed over runs of those rows only,
+// and the gaps of kDeadRowRun rows or more between them are written 0. (The MNIST-CoreML-Training graph's
+// 1152 -> 500 layer: about a fifth of its input features are 0 for all 64 samples of a chunk, mostly whole channels
+// of the convolution below, dead to every sample; LeNet-5's 400 -> 120 layer: about as many, for the 16 of a block.)
+void dense_dx(const KernelTable& k, int L, int in, int out, const float* w, const std::vector<int>* live_x,
+              const float* dy, float* dx);
+constexpr int kDeadRowRun = 16;
 // Rows of dW per task when a dense layer's weight gradient is split over threads (dense_dw_rows): 16, or 32 where
 // its weights (in x out floats) exceed 1 MB and do not stay in L2. Each task reads the whole batch's x^T from L2,
 // and larger tasks read it half as often (the MNIST-CoreML-Training graph's 1152 -> 500 layer, x^T 590 KB: its

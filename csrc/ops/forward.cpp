@@ -69,7 +69,8 @@ namespace {
 // A flat layer (flatten, linear, ReLU, tanh) on `lanes` lanes: x [in][lanes] -> out [out][lanes] (`floats` of them);
 // returns where its output is (a flatten's is x itself).
 const float* flat_layer(const KernelTable& k, const LayerSpec& l, int lanes, ptrdiff_t floats, const float* x,
-                        float* out, const DenseBf16* bf16 = nullptr, int thread = 0) {
+                        float* out, const DenseBf16* bf16 = nullptr, int thread = 0,
+                        std::vector<int>* live_x = nullptr) {
     switch (l.kind) {
         case LayerKind::Relu: k.relu_fwd(floats, x, out); break;
         case LayerKind::Tanh: k.tanh_fwd(floats, x, out); break;
@@ -79,7 +80,7 @@ const float* flat_layer(const KernelTable& k, const LayerSpec& l, int lanes, ptr
                 bf16->forward(k, lanes, x, l.b, out, thread);
                 break;
             }
-            block::dense_forward(k, lanes, l.s.ic, l.s.oc, x, l.w, l.b, out);
+            block::dense_forward(k, lanes, l.s.ic, l.s.oc, x, l.w, l.b, out, live_x);
             break;
         default: throw std::logic_error("not a flat layer");
     }
@@ -115,11 +116,12 @@ size_t Forward::widened(size_t floats, int lanes) const { return floats / size_t
 size_t Forward::flat_floats(size_t begin, int lanes) const { return widened(act_floats_ - act_offset_[begin], lanes); }
 
 void Forward::run_flat_layers(const KernelTable& k, const float** in, float* acts, size_t begin, size_t end,
-                              int lanes, const DenseBf16* const* bf16, int thread) const {
+                              int lanes, const DenseBf16* const* bf16, int thread, std::vector<int>* live_x) const {
     const auto widen = [&](size_t floats) { return widened(floats, lanes); };
     for (size_t i = begin; i < end; ++i)
         in[i + 1] = flat_layer(k, layers_[i], lanes, ptrdiff_t(widen(out_floats_[i])), in[i],
-                               acts + widen(act_offset_[i] - act_offset_[begin]), bf16 ? bf16[i] : nullptr, thread);
+                               acts + widen(act_offset_[i] - act_offset_[begin]), bf16 ? bf16[i] : nullptr, thread,
+                               live_x ? &live_x[i] : nullptr);
 }
 
 }  // namespace lenet::ops

@@ -41,9 +41,11 @@ public:
     // in[begin] given; the outputs go to `acts` (flat_floats(begin, lanes) floats), laid out as in a block's arena
     // from layer begin on, widened to the lanes.
     // bf16 (may be null): per layer, a dense layer's bf16 form (dense_bf16.h), which then runs in its place, on
-    // `thread`'s scratch.
+    // `thread`'s scratch. live_x (may be null): per layer, where a dense fp32 layer keeps the rows of its input that
+    // are not all 0 (block::dense_forward), for its backward.
     void run_flat_layers(const KernelTable& k, const float** in, float* acts, size_t begin, size_t end,
-                         int lanes, const DenseBf16* const* bf16 = nullptr, int thread = 0) const;
+                         int lanes, const DenseBf16* const* bf16 = nullptr, int thread = 0,
+                         std::vector<int>* live_x = nullptr) const;
     size_t flat_floats(size_t begin, int lanes) const;
 
     // Brings the weights each convolution's kernels read besides w (block::derived_weight_floats: channels-last at

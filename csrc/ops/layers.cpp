@@ -67,13 +67,14 @@ void linear_forward(int nblk, int L, int in, int out, const float* x, const floa
 namespace block {
 
 void dense_forward(const KernelTable& k, int L, int in, int out, const float* x, const float* w, const float* b,
-                   float* y) {
+                   float* y, std::vector<int>* live_x) {
     if (L == 1) {  // one sample: dot products along `in` fill the vectors (one lane would not), added to the bias
         if (b) std::memcpy(y, b, size_t(out) * sizeof(float));
         k.gemm_nt(out, 1, in, w, in, x, in, y, 1, b != nullptr);
+        if (live_x) live_rows(x, in, 1, 1, *live_x);
         return;
     }
-    gemm_nn_live_rows(k, out, L, in, w, in, 1, x, y);
+    gemm_nn_live_rows(k, out, L, in, w, in, 1, x, y, live_x);
     if (b) k.bias_add(out, L, b, y);
 }
 
@@ -89,17 +90,40 @@ bool live_rows(const float* m, int rows, int n, ptrdiff_t ld, std::vector<int>& 
 }
 
 void gemm_nn_live_rows(const KernelTable& k, int M, int N, int K, const float* A, ptrdiff_t rsa, ptrdiff_t csa,
-                       const float* B, float* C) {
-    thread_local std::vector<int> live;
-    const bool all = live_rows(B, K, N, N, live);  // (then the plain sum: the same result, bit for bit, as before)
-    k.gemm_nn(M, N, int(live.size()), A, rsa, csa, B, N, C, N, 0, all ? nullptr : live.data());
+                       const float* B, float* C, std::vector<int>* live) {
+    thread_local std::vector<int> rows;
+    if (!live) live = &rows;
+    const bool all = live_rows(B, K, N, N, *live);  // (then the plain sum: the same result, bit for bit, as before)
+    k.gemm_nn(M, N, int(live->size()), A, rsa, csa, B, N, C, N, 0, all ? nullptr : live->data());
 }
 
 void dense_backward(const KernelTable& k, int L, int in, int out, ptrdiff_t col0, ptrdiff_t B, const float* x,
-                    const float* w, const float* dy, float* dx, float* xP, float* dyT) {
+                    const float* w, const float* dy, float* dx, float* xP, float* dyT,
+                    const std::vector<int>* live_x) {
     // (the other threads read these gathers in the last step's weight gradient)
     if (xP || dyT) k.dense_gather(L, in, out, col0, B, kDensePanel, x, dy, xP, dyT, stream_shared_writes());
-    if (dx) gemm_nn_live_rows(k, in, L, out, w, 1, in, dy, dx);
+    if (dx) dense_dx(k, L, in, out, w, live_x, dy, dx);
+}
+
+void dense_dx(const KernelTable& k, int L, int in, int out, const float* w, const std::vector<int>* live_x,
+              const float* dy, float* dx) {
+    if (!live_x || int(live_x->size()) == in) return gemm_nn_live_rows(k, in, L, out, w, 1, in, dy, dx);
+    thread_local std::vector<int> units;
+    const bool all_units = live_rows(dy, out, L, L, units);
+    const int* ks = all_units ? nullptr : units.data();
+    // runs [r0, r1) of rows to compute: from a live row of x to the next gap of kDeadRowRun rows or more
+    const std::vector<int>& rows = *live_x;
+    int done = 0;  // the rows below it are written
+    for (size_t f = 0; f < rows.size();) {
+        size_t e = f + 1;
+        while (e < rows.size() && rows[e] - rows[e - 1] <= kDeadRowRun) ++e;
+        const int r0 = rows[f], r1 = rows[e - 1] + 1;
+        std::memset(dx + size_t(done) * L, 0, size_t(r0 - done) * L * sizeof(float));
+        k.gemm_nn(r1 - r0, L, int(units.size()), w + r0, 1, in, dy, L, dx + size_t(r0) * L, L, 0, ks);
+        done = r1;
+        f = e;
+    }
+    std::memset(dx + size_t(done) * L, 0, size_t(in - done) * L * sizeof(float));
 }
 
 void dense_dw_rows(const KernelTable& k, int in, ptrdiff_t B, int o0, int rows, const float* xP, const float* dyT,

@@ -122,6 +122,22 @@ bool TrainStep::direct_dx(size_t i) const {
     return fwd_->direct(i);
 }
 
+bool TrainStep::dx_masked(size_t i) const {
+    for (size_t j = i; j-- > 0;) {
+        const LayerSpec& l = fwd_->layers()[j];
+        switch (l.kind) {
+            case LayerKind::Flatten: continue;  // the same floats
+            case LayerKind::Relu: return true;  // relu_bwd passes dy only where y > 0
+            case LayerKind::ConvPool: return l.relu;
+            case LayerKind::MaxPool:            // fused with a ReLU, or a max of 0 whose argmax is a 0 of the layer below
+                if (l.relu) return true;
+                continue;
+            default: return false;
+        }
+    }
+    return false;
+}
+
 void TrainStep::check_update(const Update& u) const {
     if (!u.w || !u.g || !u.s1 || (u.kind == Update::Kind::Adam && !u.s2))
         throw std::invalid_argument("the optimiser update lacks a buffer");
@@ -221,7 +237,7 @@ void TrainStep::run_chunk(int b0, int nb, int chunk, const Input& x, const int32
     for (int j = 0; nb > 1 && j < nb; ++j) copy_lanes(F, L, in[j][flat], L, features + j * L, N);
     fin[flat] = nb > 1 ? features : in[0][flat];  // one block: already that layout
     fwd.run_flat_layers(k, fin, flat_acts + F * size_t(N), flatten_, size_t(n), N,
-                        bf16_view_.empty() ? nullptr : bf16_view_.data(), thread);
+                        bf16_view_.empty() ? nullptr : bf16_view_.data(), thread, live_x_[size_t(thread)].data());
     // ---- loss: dlogits into flat_ga
     float loss[kMaxChunk * kLanes];
     k.softmax_xent(fwd.classes(), N, fin[n], label + size_t(b0) * L, scale, loss, flat_ga);
@@ -302,7 +318,8 @@ float* TrainStep::backward_layer(int i, int lanes, ptrdiff_t col0, const float* 
                 d->backward(lanes, col0, x_in, dy, dx, trainable(l), thread);
                 break;
             }
-            block::dense_backward(k, lanes, l.s.ic, l.s.oc, col0, B, x_in, l.w, dy, dx, g.xT, g.dyT);
+            block::dense_backward(k, lanes, l.s.ic, l.s.oc, col0, B, x_in, l.w, dy, dx, g.xT, g.dyT,
+                                  dx_masked(size_t(i)) ? &live_x_[size_t(thread)][size_t(i)] : nullptr);
             break;
         }
     }
@@ -361,6 +378,8 @@ double TrainStep::run_blocks(int nblk, const Input& x, const int32_t* label, flo
     block_loss_.assign(size_t(nblk), 0.0);
     for (int i = first_trainable_ + 1; i < n; ++i)  // the layers whose input gradient is computed
         if (direct_dx(size_t(i))) dy_pad_[size_t(i)].resize(size_t(ThreadPool::instance().threads()));
+    live_x_.resize(size_t(ThreadPool::instance().threads()));
+    for (auto& per_layer : live_x_) per_layer.resize(size_t(n));
     if (!bf16_.empty()) refresh_bf16(int(B));
 
     // Phase 0, the blocks, in chunks, one chunk per task: of 1 block where the flat layers' weights stay in L2 beside

@@ -109,6 +109,10 @@ private:
     // layer (whose forward is direct; a first layer computes no input gradient) unless its fp32 backward goes through
     // the pooling's sparsity (block::conv_pool_sparse), which needs neither dx weights nor a padded dY.
     bool direct_dx(size_t i) const;
+    // Layer i's input is 0 only where the layers below it multiply its gradient by 0: a ReLU's output, a fused
+    // layer's with a ReLU, or a max pooling's of those (whose max 0 came from a ReLU's 0). A dense layer's input
+    // gradient then skips the rows of x that are all 0 (block::dense_dx, with live_x_).
+    bool dx_masked(size_t i) const;
     // Layer i's input gradient reads the forward's derived weights (block::dx_reads_derived), not wt_.
     bool reads_derived(size_t i) const;
     // Precision::Bf16 and layer i a fused conv-pool layer whose backward runs in bf16 (its weight gradient, and its
@@ -132,6 +136,9 @@ private:
     // per conv layer with a direct input gradient, per thread: its padded dY, zero border written once
     // (block::conv_backward's dy_pad)
     std::vector<std::vector<LineVector<float>>> dy_pad_;
+    // per thread, per layer: a dense layer's input rows that are not all 0 in the chunk the thread is on (its
+    // forward's, kept for its input gradient: block::dense_dx)
+    std::vector<std::vector<std::vector<int>>> live_x_;
     size_t flatten_ = 0;                 // the flatten layer: the flat layers (linear, ReLU, tanh) follow it
     size_t flat_width_ = 0;              // floats per sample of the widest of them (the flatten: the features)
     int max_chunk_ = 1;                  // blocks per chunk at most (kChunkWeightBytes)
