@@ -167,6 +167,7 @@ private:
     // In a step, how many blocks are through their flat layers' backward, and through their whole backward: the
     // weight gradients' tasks wait for all (run_blocks).
     std::atomic<int> flat_done_{0}, blocks_done_{0};
+    std::vector<char> warmed_;  // per thread, in a step: warm_flat_weights done (each entry written by its thread)
     // Precision::Bf16: per layer, a dense layer's bf16 form (null elsewhere), and the same as plain pointers for
     // Forward::run_flat_layers (empty in fp32)
     std::vector<std::unique_ptr<DenseBf16>> bf16_;
