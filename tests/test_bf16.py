@@ -211,7 +211,7 @@ def test_bf16_step_computes_the_fp32_gradients_to_bf16_precision(isa, rng, make,
 
 
 @pytest.mark.skipif(not FAST_BF16, reason="neither AMX nor AVX512-BF16 on this CPU")
-@pytest.mark.parametrize("make", [small_model, lenet.CoreMLNet], ids=["small", "coreml"])
+@pytest.mark.parametrize("make", [small_model, lenet.CoreMLNet, lenet.LeNet5], ids=["small", "coreml", "lenet5"])
 @pytest.mark.parametrize("batch", [37, 128])
 def test_bf16_step_on_avx512_matches_the_reference_loops(rng, make, batch):
     with lenet.use_isa("avx512"):  # AMX where the CPU has it, else AVX512-BF16
@@ -222,12 +222,33 @@ def test_bf16_step_on_avx512_matches_the_reference_loops(rng, make, batch):
     loss_ref, g_ref = step_grads(make, "bf16", images, idx, y, "reference")
     assert loss_fast == pytest.approx(loss_ref, rel=1e-5)
     # The CoreML graph's second layer: the reference and AVX512-BF16 take its sparse fp32 backward, AMX its dense bf16
-    # one (bf16.h, dense_over_sparse), which moves the convolutions' gradients by bf16's precision.
+    # one (bf16.h, dense_over_sparse), which moves the convolutions' gradients by bf16's precision. LeNet-5's second
+    # layer takes the sparse fp32 backward everywhere (its input gradient cannot run in bf16: TrainStep::bf16_conv).
     convs = 4 if make is lenet.CoreMLNet and FAST_BF16[-1] == "amx" else 0
     for a, b in zip(g_fast[convs:], g_ref[convs:]):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(b).max())))
     for a, b in zip(g_fast[:convs], g_ref[:convs]):
         assert np.linalg.norm(a - b) <= 0.1 * np.linalg.norm(b)  # as bf16 against fp32 above
+
+
+@pytest.mark.filterwarnings(SLOW_BF16)
+@pytest.mark.parametrize("isa_name", ["reference", "avx512"])
+def test_a_layer_takes_the_dense_bf16_backward_only_where_its_input_gradient_runs_in_bf16(rng, isa_name):
+    # bf16.h, dense_over_sparse; TrainStep::bf16_conv. LeNet-5's second layer (6 -> 16, 5x5) keeps its sparse fp32
+    # backward everywhere (its input gradient cannot run in bf16); the MNIST-CoreML-Training graph's second layer
+    # (32 -> 32, 2x2) takes the dense bf16 one on AMX only.
+    if isa_name not in lenet.available_isas():
+        pytest.skip(f"{isa_name} does not run on this CPU")
+    images = rng.integers(0, 256, (64, 28, 28), dtype=np.uint8)
+    with lenet.use_isa(isa_name):
+        bf16_isa = _core.kernel_info()["bf16"]["isa"]
+        for make, on_amx in ((lenet.LeNet5, False), (lenet.CoreMLNet, True)):
+            lenet.seed(1)
+            step = CapturedStep(make(), precision="bf16")
+            assert step._step.bf16_conv_layers() == []  # before a step
+            step.run_images(images, np.arange(64), rng.integers(0, 10, 64))
+            # (the plan's layer 1: the second conv-pool layer; a first layer has no sparse backward to choose)
+            assert (1 in step._step.bf16_conv_layers()) == (on_amx and bf16_isa == "amx"), make.__name__
 
 
 def test_bf16_on_the_reference_loops_warns_that_it_is_slow():

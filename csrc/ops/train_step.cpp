@@ -100,15 +100,25 @@ TrainStep::TrainStep(std::vector<LayerSpec> layers, size_t input_floats, int cla
 
 TrainStep::~TrainStep() = default;
 
+namespace {
+// A conv-pool layer whose input gradient runs well in bf16 (TrainStep::bf16_dx).
+bool bf16_dx_shape(const LayerSpec& l) { return l.s.ic >= 16 && l.s.kh * l.s.kw <= 4; }
+}  // namespace
+
 bool TrainStep::bf16_conv(size_t i) const {
     const LayerSpec& l = fwd_->layers()[i];
-    return !bf16_.empty() && bf16_table_ && l.kind == LayerKind::ConvPool &&
-           (bf16_table_->dense_over_sparse || !block::conv_pool_sparse(kernels(), l.s, false));
+    if (bf16_.empty() || !bf16_table_ || l.kind != LayerKind::ConvPool) return false;
+    if (!block::conv_pool_sparse(kernels(), l.s, false)) return true;
+    return bf16_table_->dense_over_sparse && bf16_dx_shape(l);
 }
 
-bool TrainStep::bf16_dx(size_t i) const {
-    const LayerSpec& l = fwd_->layers()[i];
-    return bf16_conv(i) && l.s.ic >= 16 && l.s.kh * l.s.kw <= 4;
+bool TrainStep::bf16_dx(size_t i) const { return bf16_conv(i) && bf16_dx_shape(fwd_->layers()[i]); }
+
+std::vector<int> TrainStep::bf16_conv_layers() const {
+    std::vector<int> out;
+    for (size_t i = 0; i < fwd_->layers().size(); ++i)
+        if (bf16_conv(i)) out.push_back(int(i));
+    return out;
 }
 
 bool TrainStep::reads_derived(size_t i) const {

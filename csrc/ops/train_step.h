@@ -73,6 +73,9 @@ public:
     // Throws std::invalid_argument unless u's buffers hold exactly this step's trainable parameters and gradients
     // (each at the same offset in w and g, covering all n floats).
     void check_update(const Update& u) const;
+    // The layers (indices into the plan) whose fused conv-pool backward runs in bf16 (bf16_conv) with the kernels
+    // of the last step: empty before the first step and in fp32. For tests and for a user asking what runs where.
+    std::vector<int> bf16_conv_layers() const;
 
 private:
     // One block's input: [input][16], either given (x_blocks) or packed from samples into a scratch slot.
@@ -116,8 +119,11 @@ private:
     // Layer i's input gradient reads the forward's derived weights (block::dx_reads_derived), not wt_.
     bool reads_derived(size_t i) const;
     // Precision::Bf16 and layer i a fused conv-pool layer whose backward runs in bf16 (its weight gradient, and its
-    // input gradient where bf16_dx): every such layer on a bf16 table that is dense_over_sparse (AMX), else those
-    // whose fp32 backward cannot go through the pooling's sparsity (block::conv_pool_sparse).
+    // input gradient where bf16_dx): those whose fp32 backward cannot go through the pooling's sparsity
+    // (block::conv_pool_sparse), and on a bf16 table that is dense_over_sparse (AMX) those whose input gradient runs
+    // in bf16 too. Elsewhere the sparse fp32 backward wins: in dense bf16, LeNet-5's 6 -> 16 5x5 layer's input gradient
+    // would go through the dense fp32 path, and its bf16 step on 2 threads of the Intel VM took 496-528 us against
+    // 433-479 us through the sparse fp32 backward (alternating processes, 4 each).
     bool bf16_conv(size_t i) const;
     // bf16_conv, and layer i's input gradient runs in bf16 too (conv_bf16.h): one with a full AMX tile of input
     // channels (16) and a kernel of at most 4 taps, whose im2col is at most 4 times its gradient (LeNet-5's 6 -> 16

@@ -729,6 +729,8 @@ public:
                                                  precision == "bf16" ? ops::Precision::Bf16 : ops::Precision::Fp32);
     }
 
+    std::vector<int> bf16_conv_layers() const { return step_->bf16_conv_layers(); }
+
     double run(py::handle x_, py::handle labels_, float scale, py::handle update_) {
         auto x = checked<float>(x_, "x", nullptr);
         const ptrdiff_t L = ops::TrainStep::kLanes;
@@ -1139,6 +1141,9 @@ PYBIND11_MODULE(_core, m) {
              "operands rounded to bf16 and fp32 sums (AMX or AVX512-BF16 where the CPU has them, else the reference "
              "loops); 'fp32': the fp32 kernels throughout.")
         .def_property_readonly("classes", &PyTrainStep::classes)
+        .def("bf16_conv_layers", &PyTrainStep::bf16_conv_layers,
+             "The plan's layers whose fused conv-pool backward ran in bf16 in the last step (empty before one, and "
+             "in fp32).")
         .def("check_update", &PyTrainStep::check_update, py::arg("update"),
              "Raise ValueError unless the update's buffers hold exactly this step's trainable parameters.")
         .def("run", &PyTrainStep::run, py::arg("x"), py::arg("labels"), py::arg("scale"), py::arg("update") = py::none())

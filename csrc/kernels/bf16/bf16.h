@@ -39,8 +39,10 @@ struct Bf16Table {
     void (*gemm)(int M, int N, int K, const uint16_t* A, ptrdiff_t lda, const uint16_t* B, ptrdiff_t ldb, float* C,
                  ptrdiff_t ldc, int transpose_c, const int* kp, int np);
     // Whether a fused conv-pool layer whose fp32 backward skips the pooling's zeros (block::conv_pool_sparse: a
-    // quarter of the products or fewer) still takes the dense bf16 backward on this table. AMX: yes, as it was
-    // measured before the sparse backward existed (its tiles do many times the fp32 FMA's multiply-adds).
+    // quarter of the products or fewer) still takes the dense bf16 backward on this table, where its input gradient
+    // can run in bf16 too (TrainStep::bf16_conv). AMX: yes (its tiles do many times the fp32 FMA's multiply-adds;
+    // the MNIST-CoreML-Training graph's 32 -> 32 2x2 layer: its bf16 step on 2 threads of the Intel VM took 2336-2535
+    // us against 2420-2580 us with the sparse fp32 backward, alternating processes, 4 each).
     // AVX512-BF16: no; it does twice the fp32 FMA's, and the MNIST-CoreML-Training graph's bf16 step on 2 threads
     // took 3546 us with its second layer's sparse fp32 backward against 4059 us with the dense bf16 one (AMD Zen 4,
     // 20 of 20 interleaved chunks). The reference: no.
