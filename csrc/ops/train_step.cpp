@@ -116,8 +116,8 @@ bool TrainStep::bf16_dx(size_t i) const { return bf16_conv(i) && bf16_dx_shape(f
 
 std::vector<int> TrainStep::bf16_conv_layers() const {
     std::vector<int> out;
-    for (size_t i = 0; i < fwd_->layers().size(); ++i)
-        if (bf16_conv(i)) out.push_back(int(i));
+    for (size_t i = 0; i < fwd_->layers().size(); ++i)  // (below the first layer with an input gradient, none)
+        if (int(i) > first_trainable_ && bf16_conv(i)) out.push_back(int(i));
     return out;
 }
 

@@ -73,8 +73,9 @@ public:
     // Throws std::invalid_argument unless u's buffers hold exactly this step's trainable parameters and gradients
     // (each at the same offset in w and g, covering all n floats).
     void check_update(const Update& u) const;
-    // The layers (indices into the plan) whose fused conv-pool backward runs in bf16 (bf16_conv) with the kernels
-    // of the last step: empty before the first step and in fp32. For tests and for a user asking what runs where.
+    // The layers (indices into the plan) whose fused conv-pool backward runs in bf16 with the kernels of the last
+    // step: bf16_conv, with an input gradient to compute (without one, conv_pool_backward's weight gradient stays
+    // fp32). Empty before the first step and in fp32. For tests and for a user asking what runs where.
     std::vector<int> bf16_conv_layers() const;
 
 private:
